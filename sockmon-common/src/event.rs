@@ -1,0 +1,151 @@
+//! Records written by the kernel programs into the [`crate::EVENTS_MAP`] ring buffer.
+//!
+//! Every record starts with a [`Header`]; its `kind` says which struct follows.
+//! Discriminants of [`EventKind`] are never reused.
+
+/// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
+pub const TASK_COMM_LEN: usize = 16;
+
+/// What happened. `#[repr(u16)]`, explicit, never reused.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// `bind(2)` returned (or an unbound UDP socket was bound implicitly, see [`FLAG_IMPLICIT`]).
+    Bind = 1,
+    /// `listen(2)` returned.
+    Listen = 2,
+    /// `connect(2)` returned (also `EINPROGRESS` and failures).
+    Connect = 3,
+    /// `accept(2)`/`accept4(2)` returned a new socket.
+    Accept = 4,
+    /// The last descriptor of the socket was released: the socket has left every process.
+    Close = 5,
+}
+
+impl EventKind {
+    pub const fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Self::Bind,
+            2 => Self::Listen,
+            3 => Self::Connect,
+            4 => Self::Accept,
+            5 => Self::Close,
+            _ => return None,
+        })
+    }
+}
+
+/// [`Header::flags`]: the socket got its local address without a `bind(2)`
+/// (a UDP socket's first `sendto`/`sendmsg`).
+pub const FLAG_IMPLICIT: u16 = 1 << 0;
+/// [`Header::flags`]: the tuple of a failed connect was recovered from the
+/// state change that failed it, not read from the (already cleared) socket.
+pub const FLAG_TUPLE_FROM_STATE: u16 = 1 << 1;
+
+/// First field of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Thread-group id (what user space calls the PID).
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// An [`EventKind`] discriminant.
+    pub kind: u16,
+    /// `FLAG_*` bits.
+    pub flags: u16,
+    pub _pad: u32,
+}
+
+/// A socket event: which socket (four-tuple, inode, netns) and which task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockEvent {
+    pub header: Header,
+    /// cgroup v2 id of the task.
+    pub cgroup_id: u64,
+    /// Inode number of the socket (`socket:[N]` in `/proc/PID/fd`); 0 when unknown.
+    pub inode: u64,
+    /// Inode number of the socket's network namespace.
+    pub netns: u32,
+    /// Real uid of the task.
+    pub uid: u32,
+    /// The syscall's result: 0, or a negative errno.
+    pub error: i32,
+    /// [`crate::AF_INET`] or [`crate::AF_INET6`].
+    pub family: u16,
+    /// [`crate::IPPROTO_TCP`] or [`crate::IPPROTO_UDP`].
+    pub protocol: u8,
+    /// The socket's `sk_state` when the record was made (TCP states; UDP uses 7/1).
+    pub state: u8,
+    /// Local port, host byte order.
+    pub src_port: u16,
+    /// Remote port, host byte order.
+    pub dst_port: u16,
+    pub _pad: u32,
+    /// Local address: the first 4 bytes for IPv4, all 16 for IPv6 (network order).
+    pub src_addr: [u8; 16],
+    /// Remote address, as `src_addr`.
+    pub dst_addr: [u8; 16],
+    /// The acting thread's `comm`, NUL-padded. Untrusted bytes.
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<Header>() == 24);
+const _: () = assert!(core::mem::size_of::<SockEvent>() == 112);
+const _: () = assert!(core::mem::align_of::<SockEvent>() == 8);
+
+#[cfg(feature = "user")]
+// SAFETY: plain old data: `repr(C)`, no padding holes (padding is named), every bit pattern valid.
+unsafe impl aya::Pod for SockEvent {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::offset_of;
+
+    #[test]
+    fn header_layout_is_pinned() {
+        assert_eq!(offset_of!(Header, ts_ns), 0);
+        assert_eq!(offset_of!(Header, tgid), 8);
+        assert_eq!(offset_of!(Header, tid), 12);
+        assert_eq!(offset_of!(Header, kind), 16);
+        assert_eq!(offset_of!(Header, flags), 18);
+    }
+
+    #[test]
+    fn sock_event_layout_is_pinned() {
+        assert_eq!(offset_of!(SockEvent, header), 0);
+        assert_eq!(offset_of!(SockEvent, cgroup_id), 24);
+        assert_eq!(offset_of!(SockEvent, inode), 32);
+        assert_eq!(offset_of!(SockEvent, netns), 40);
+        assert_eq!(offset_of!(SockEvent, uid), 44);
+        assert_eq!(offset_of!(SockEvent, error), 48);
+        assert_eq!(offset_of!(SockEvent, family), 52);
+        assert_eq!(offset_of!(SockEvent, protocol), 54);
+        assert_eq!(offset_of!(SockEvent, state), 55);
+        assert_eq!(offset_of!(SockEvent, src_port), 56);
+        assert_eq!(offset_of!(SockEvent, dst_port), 58);
+        assert_eq!(offset_of!(SockEvent, src_addr), 64);
+        assert_eq!(offset_of!(SockEvent, dst_addr), 80);
+        assert_eq!(offset_of!(SockEvent, comm), 96);
+        assert_eq!(core::mem::size_of::<SockEvent>(), 112);
+    }
+
+    #[test]
+    fn kinds_round_trip_and_unknown_is_none() {
+        for k in [
+            EventKind::Bind,
+            EventKind::Listen,
+            EventKind::Connect,
+            EventKind::Accept,
+            EventKind::Close,
+        ] {
+            assert_eq!(EventKind::from_u16(k as u16), Some(k));
+        }
+        assert_eq!(EventKind::from_u16(0), None);
+        assert_eq!(EventKind::from_u16(6), None);
+    }
+}

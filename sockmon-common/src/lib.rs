@@ -1,0 +1,49 @@
+//! The ABI shared by sockmon's kernel programs and its user space.
+//!
+//! Everything here crosses the kernel/user boundary as raw bytes, so every
+//! type is `#[repr(C)]`, has explicit padding fields, and holds no `bool`,
+//! `Option` or data-carrying enum. Layouts are pinned by compile-time
+//! assertions and by unit tests; changing one is an ABI break that must bump
+//! [`ABI_VERSION`].
+#![no_std]
+
+pub mod counters;
+pub mod event;
+pub mod offsets;
+
+pub use counters::KernelCounter;
+pub use event::{EventKind, Header, SockEvent, TASK_COMM_LEN};
+pub use offsets::KernelOffsets;
+
+/// Bumped whenever a type in this crate changes layout.
+pub const ABI_VERSION: u32 = 1;
+
+/// Name of the `BPF_MAP_TYPE_RINGBUF` that carries every record to user space.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Default size of [`EVENTS_MAP`] in bytes (a power of two, a multiple of the page size).
+pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+
+/// Name of the per-CPU array of [`KernelCounter`]s.
+pub const COUNTERS_MAP: &str = "COUNTERS";
+
+/// Name of the hash map holding syscall arguments between a syscall's entry and exit.
+pub const PENDING_MAP: &str = "PENDING";
+/// How many syscalls may be in flight at once (one entry per thread inside bind/listen/connect).
+pub const PENDING_CAPACITY: u32 = 16_384;
+
+/// Name of the LRU map that keeps the four-tuple of a socket whose connect just failed.
+pub const FAILED_CONNECT_MAP: &str = "FAILED_CONNECTS";
+pub const FAILED_CONNECT_CAPACITY: u32 = 4_096;
+
+/// Name of the read-only global holding [`KernelOffsets`].
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+/// Name of the read-only global holding the ring-buffer backlog (bytes) above
+/// which a submit wakes the reader; below it the reader drains on its own timer.
+pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
+
+/// Address families as the kernel numbers them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+/// Protocols as the kernel numbers them.
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;

@@ -1,0 +1,64 @@
+//! Building and submitting records.
+//!
+//! Records are assembled on the stack and copied into the ring buffer with
+//! `bpf_ringbuf_output`. The reader is woken only when the backlog passes
+//! [`crate::maps::WAKEUP_BYTES`]; otherwise it drains on its own short timer.
+//! Waking the consumer per event is the dominant cost of tracing on a busy
+//! two-core machine (see the kernel-and-toolchain notes).
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns,
+    },
+};
+use sockmon_common::{EventKind, Header, KernelCounter, SockEvent, TASK_COMM_LEN};
+
+use crate::maps::{EVENTS, count, wakeup_bytes};
+
+/// A zeroed event for the current task, stamped now.
+#[inline(always)]
+pub fn new_event(kind: EventKind, flags: u16) -> SockEvent {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    SockEvent {
+        header: Header {
+            // SAFETY: helper with no preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            tgid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            kind: kind as u16,
+            flags,
+            _pad: 0,
+        },
+        // SAFETY: helper with no preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        inode: 0,
+        netns: 0,
+        uid: bpf_get_current_uid_gid() as u32,
+        error: 0,
+        family: 0,
+        protocol: 0,
+        state: 0,
+        src_port: 0,
+        dst_port: 0,
+        _pad: 0,
+        src_addr: [0; 16],
+        dst_addr: [0; 16],
+        comm: bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]),
+    }
+}
+
+/// Submits `ev`, counting a full ring buffer as a loss.
+#[inline(always)]
+pub fn submit(ev: &SockEvent) {
+    let backlog = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let flags = if backlog >= wakeup_bytes() {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output::<SockEvent>(ev, flags as u64).is_err() {
+        count(KernelCounter::RingFull);
+    }
+}

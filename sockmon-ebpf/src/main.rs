@@ -1,0 +1,24 @@
+//! sockmon's kernel programs.
+//!
+//! Each file under `probes/` holds the programs of one hook family; `sock.rs`
+//! is the only code that knows kernel struct layout (through offsets user
+//! space resolved from BTF), `emit.rs` builds and submits records, `maps.rs`
+//! declares every map and global. See ARCHITECTURE.md for the table of hooks.
+#![no_std]
+#![no_main]
+
+mod emit;
+mod maps;
+mod probes;
+mod sock;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: eBPF programs cannot panic; the verifier rejects any path that reaches here.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

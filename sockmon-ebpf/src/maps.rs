@@ -1,0 +1,126 @@
+//! Every map and load-time global of the kernel programs.
+//!
+//! Names and capacities come from `sockmon-common` so user space and the
+//! kernel cannot disagree. Sizes here are defaults; user space may resize the
+//! ring buffer before load (`EbpfLoader::set_max_entries`).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use sockmon_common::{
+    DEFAULT_RING_BYTES, FAILED_CONNECT_CAPACITY, KernelCounter, KernelOffsets, PENDING_CAPACITY,
+    counters::COUNTER_SLOTS,
+};
+
+use crate::sock::Tuple;
+
+/// Every record for user space.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// Per-CPU failure counters, indexed by [`KernelCounter`].
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// What a syscall's entry learned, keyed by `pid_tgid`, for its exit to finish.
+#[map(name = "PENDING")]
+pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(PENDING_CAPACITY, 0);
+
+/// The four-tuple of a socket whose connect just failed, keyed by `struct sock *`,
+/// captured at the `SYN_SENT -> CLOSE` transition before the kernel cleared it.
+#[map(name = "FAILED_CONNECTS")]
+pub static FAILED_CONNECTS: LruHashMap<u64, Tuple> =
+    LruHashMap::with_max_entries(FAILED_CONNECT_CAPACITY, 0);
+
+/// Kernel struct offsets, filled by user space from BTF before load.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdtable_max_fds: 0,
+    fdtable_fd: 0,
+    file_private_data: 0,
+    file_inode: 0,
+    inode_mode: 0,
+    inode_ino: 0,
+    socket_sk: 0,
+    socket_file: 0,
+    sk_family: 0,
+    sk_state: 0,
+    sk_num: 0,
+    sk_dport: 0,
+    sk_rcv_saddr: 0,
+    sk_daddr: 0,
+    sk_v6_rcv_saddr: 0,
+    sk_v6_daddr: 0,
+    sk_net: 0,
+    sk_protocol: 0,
+    sk_type: 0,
+    sk_socket: 0,
+    inet_sport: 0,
+    net_inum: 0,
+    tp_sys_enter_args: 0,
+    tp_sys_exit_ret: 0,
+    tp_state_skaddr: 0,
+    tp_state_oldstate: 0,
+    tp_state_newstate: 0,
+    tp_state_sport: 0,
+    tp_state_dport: 0,
+    tp_state_family: 0,
+    tp_state_protocol: 0,
+    tp_state_saddr: 0,
+    tp_state_daddr: 0,
+    tp_state_saddr_v6: 0,
+    tp_state_daddr_v6: 0,
+    _pad: 0,
+};
+
+/// Ring-buffer backlog in bytes above which a submit wakes the reader.
+/// Below it records wait for the reader's own drain timer: waking the reader
+/// per event is what costs most on a busy machine.
+#[unsafe(no_mangle)]
+pub static WAKEUP_BYTES: u64 = 0;
+
+/// Reads one field of [`OFFSETS`]. Volatile so the compiler keeps the load
+/// (the value is patched into the object after compilation).
+macro_rules! off {
+    ($field:ident) => {
+        $crate::maps::read_global(&raw const $crate::maps::OFFSETS.$field)
+    };
+}
+pub(crate) use off;
+
+/// Reads a load-time global. Volatile, so the compiler cannot fold in the
+/// value it saw at build time: user space patches the real one before load.
+#[inline(always)]
+pub fn read_global<T: Copy>(global: *const T) -> T {
+    // SAFETY: `global` points into an immutable static of this program.
+    unsafe { core::ptr::read_volatile(global) }
+}
+
+pub fn wakeup_bytes() -> u64 {
+    read_global(&raw const WAKEUP_BYTES)
+}
+
+/// Counts one kernel-side failure.
+#[inline(always)]
+pub fn count(counter: KernelCounter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: a per-CPU slot: no other program writes it concurrently.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Saved at a syscall's entry for its exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    /// `struct sock *` of the descriptor, resolved at entry.
+    pub sk: u64,
+    /// Inode number of the socket.
+    pub inode: u64,
+    /// The caller's `sockaddr` (bind/connect), first 28 bytes; family 0 when none.
+    pub addr: [u8; 28],
+    pub _pad: u32,
+}

@@ -1,0 +1,102 @@
+//! Shared plumbing for `syscalls:sys_enter_*` / `sys_exit_*` pairs.
+//!
+//! The entry resolves the descriptor to an inet socket (skipping everything
+//! else, e.g. Unix sockets, before any state is kept) and saves it with the
+//! caller's `sockaddr` in [`PENDING`]; the exit takes it back and reads the
+//! result. Offsets of the tracepoint record fields come from tracefs via
+//! [`crate::maps::OFFSETS`].
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    programs::TracePointContext,
+};
+use sockmon_common::KernelCounter;
+
+use crate::{
+    maps::{PENDING, Pending, count, off},
+    sock::inet_sock_of_fd,
+};
+
+/// Argument `n` of a `sys_enter_*` record (each argument is 8 bytes wide).
+#[inline(always)]
+pub fn arg(ctx: &TracePointContext, n: u32) -> Result<u64, ()> {
+    // SAFETY: reads inside the tracepoint record at an offset from its format file.
+    unsafe { ctx.read_at::<u64>((off!(tp_sys_enter_args) + 8 * n) as usize) }.map_err(|_| ())
+}
+
+/// `ret` of a `sys_exit_*` record.
+#[inline(always)]
+pub fn ret(ctx: &TracePointContext) -> Result<i64, ()> {
+    // SAFETY: reads inside the tracepoint record at an offset from its format file.
+    unsafe { ctx.read_at::<i64>(off!(tp_sys_exit_ret) as usize) }.map_err(|_| ())
+}
+
+/// Entry half: remember the socket behind `fd` (and the caller's sockaddr,
+/// when `uaddr` is non-null) if it is an inet TCP/UDP socket.
+#[inline(always)]
+pub fn enter(fd: u64, uaddr: u64, addrlen: u64) -> Result<(), ()> {
+    let Some(sock) = inet_sock_of_fd(fd)? else {
+        return Ok(());
+    };
+    let mut pending = Pending {
+        sk: sock.sk,
+        inode: sock.inode,
+        addr: [0; 28],
+        _pad: 0,
+    };
+    if uaddr != 0 {
+        // Fixed-size reads only (the verifier wants constant sizes): a
+        // sockaddr_in6 is 28 bytes, a sockaddr_in 16.
+        let read = if addrlen >= 28 {
+            // SAFETY: user memory is read through the helper, which checks it.
+            unsafe { bpf_probe_read_user(uaddr as *const [u8; 28]) }
+        } else if addrlen >= 16 {
+            // SAFETY: as above.
+            unsafe { bpf_probe_read_user(uaddr as *const [u8; 16]) }.map(|short| {
+                let mut a = [0u8; 28];
+                a[..16].copy_from_slice(&short);
+                a
+            })
+        } else {
+            Ok([0; 28])
+        };
+        match read {
+            Ok(a) => pending.addr = a,
+            Err(_) => count(KernelCounter::ReadUserFailed),
+        }
+    }
+    // BPF_ANY: a stale entry of this thread (from a missed exit) is replaced.
+    if PENDING
+        .insert(bpf_get_current_pid_tgid(), pending, 0)
+        .is_err()
+    {
+        count(KernelCounter::PendingFull);
+    }
+    Ok(())
+}
+
+/// Exit half: the saved entry of this thread, removed from the map.
+/// `None` when the entry skipped the descriptor (not an inet socket).
+#[inline(always)]
+pub fn take() -> Option<Pending> {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let pending = unsafe { PENDING.get(key) }.copied()?;
+    let _ = PENDING.remove(key);
+    Some(pending)
+}
+
+/// Decodes the family, address and port of a saved `sockaddr_in`/`sockaddr_in6`
+/// into (family, addr, port). Family 0 when the caller passed none.
+#[inline(always)]
+pub fn sockaddr(a: &[u8; 28]) -> (u16, [u8; 16], u16) {
+    let family = u16::from_ne_bytes([a[0], a[1]]);
+    let port = u16::from_be_bytes([a[2], a[3]]);
+    let mut addr = [0u8; 16];
+    if family == sockmon_common::AF_INET {
+        addr[..4].copy_from_slice(&a[4..8]);
+    } else if family == sockmon_common::AF_INET6 {
+        addr.copy_from_slice(&a[8..24]);
+    }
+    (family, addr, port)
+}

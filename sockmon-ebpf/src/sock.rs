@@ -1,0 +1,153 @@
+//! The only code that knows kernel struct layout.
+//!
+//! Every read goes through `bpf_probe_read_kernel` at an offset from
+//! [`crate::maps::OFFSETS`] (resolved from BTF by user space), because the Rust
+//! eBPF toolchain emits no CO-RE relocations. The walks are:
+//!
+//! - descriptor → socket: `current->files->fdt->fd[fd]` → `file->private_data`
+//!   (`struct socket`) → `socket->sk`, with `file->f_inode` giving the inode
+//!   (`socket:[N]`), as in `fs/file.c` and `net/socket.c`;
+//! - socket → four-tuple: `sock_common`'s `skc_*` fields (`include/net/sock.h`)
+//!   and `inet_sock.inet_sport`;
+//! - socket → network namespace: `sk->__sk_common.skc_net.net->ns.inum`.
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use sockmon_common::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, KernelCounter, SockEvent};
+
+use crate::maps::{count, off};
+
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub fn read<T>(base: u64, offset: u32) -> Result<T, ()> {
+    // SAFETY: bpf_probe_read_kernel validates the address; a bad one returns an error.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.map_err(|_| {
+        count(KernelCounter::ReadFailed);
+    })
+}
+
+/// An inet TCP/UDP socket reached from a descriptor.
+#[derive(Clone, Copy)]
+pub struct SockRef {
+    /// `struct sock *`.
+    pub sk: u64,
+    /// Inode number of the socket.
+    pub inode: u64,
+}
+
+/// The `struct file *` behind descriptor `fd` of the current task.
+#[inline(always)]
+fn file_of_fd(fd: u64) -> Result<u64, ()> {
+    // SAFETY: returns the current task pointer; we only read through it with probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task, off!(task_files))?;
+    let fdt: u64 = read(files, off!(files_fdt))?;
+    let max_fds: u32 = read(fdt, off!(fdtable_max_fds))?;
+    if fd >= max_fds as u64 {
+        return Err(());
+    }
+    let fd_array: u64 = read(fdt, off!(fdtable_fd))?;
+    let file: u64 = read(fd_array, (fd * 8) as u32)?;
+    if file == 0 { Err(()) } else { Ok(file) }
+}
+
+/// Resolves descriptor `fd` of the current task to its socket, if it is an
+/// IPv4/IPv6 TCP or UDP socket. `Ok(None)` for any other kind of descriptor.
+#[inline(always)]
+pub fn inet_sock_of_fd(fd: u64) -> Result<Option<SockRef>, ()> {
+    let file = file_of_fd(fd)?;
+    let inode: u64 = read(file, off!(file_inode))?;
+    let mode: u16 = read(inode, off!(inode_mode))?;
+    if mode & S_IFMT != S_IFSOCK {
+        return Ok(None);
+    }
+    let ino: u64 = read(inode, off!(inode_ino))?;
+    let socket: u64 = read(file, off!(file_private_data))?;
+    let sk: u64 = read(socket, off!(socket_sk))?;
+    if sk == 0 || !is_inet_tcp_udp(sk)? {
+        return Ok(None);
+    }
+    Ok(Some(SockRef { sk, inode: ino }))
+}
+
+/// Whether `sk` is an AF_INET/AF_INET6 socket of protocol TCP or UDP.
+#[inline(always)]
+pub fn is_inet_tcp_udp(sk: u64) -> Result<bool, ()> {
+    let family: u16 = read(sk, off!(sk_family))?;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(false);
+    }
+    let protocol: u16 = read(sk, off!(sk_protocol))?;
+    Ok(protocol == IPPROTO_TCP as u16 || protocol == IPPROTO_UDP as u16)
+}
+
+/// Inode number of the socket `sk` belongs to, through `sk->sk_socket->file->f_inode`.
+#[inline(always)]
+pub fn inode_of_sk(sk: u64) -> Result<u64, ()> {
+    let socket: u64 = read(sk, off!(sk_socket))?;
+    if socket == 0 {
+        return Ok(0);
+    }
+    let file: u64 = read(socket, off!(socket_file))?;
+    if file == 0 {
+        return Ok(0);
+    }
+    let inode: u64 = read(file, off!(file_inode))?;
+    read(inode, off!(inode_ino))
+}
+
+/// Inode number of the network namespace of `sk`.
+#[inline(always)]
+pub fn netns_of_sk(sk: u64) -> Result<u32, ()> {
+    let net: u64 = read(sk, off!(sk_net))?;
+    read(net, off!(net_inum))
+}
+
+/// A four-tuple as the kernel held it at some moment.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Tuple {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub family: u16,
+    pub _pad: u16,
+}
+
+/// Fills family, protocol, state, addresses, ports and netns of `ev` from `sk`.
+///
+/// The local port comes from `skc_num` (host order), which is the port
+/// actually bound, including one the kernel chose.
+#[inline(always)]
+pub fn fill_from_sk(ev: &mut SockEvent, sk: u64) -> Result<(), ()> {
+    let family: u16 = read(sk, off!(sk_family))?;
+    let protocol: u16 = read(sk, off!(sk_protocol))?;
+    ev.family = family;
+    ev.protocol = protocol as u8;
+    ev.state = read(sk, off!(sk_state))?;
+    ev.src_port = read(sk, off!(sk_num))?;
+    let dport: u16 = read(sk, off!(sk_dport))?;
+    ev.dst_port = u16::from_be(dport);
+    if family == AF_INET {
+        let src: [u8; 4] = read(sk, off!(sk_rcv_saddr))?;
+        let dst: [u8; 4] = read(sk, off!(sk_daddr))?;
+        ev.src_addr[..4].copy_from_slice(&src);
+        ev.dst_addr[..4].copy_from_slice(&dst);
+    } else {
+        ev.src_addr = read(sk, off!(sk_v6_rcv_saddr))?;
+        ev.dst_addr = read(sk, off!(sk_v6_daddr))?;
+    }
+    ev.netns = netns_of_sk(sk)?;
+    Ok(())
+}
+
+/// The local port as `inet_sock.inet_sport` holds it (host order). Unlike
+/// `skc_num`, this survives the port being released when a connect fails.
+#[inline(always)]
+pub fn inet_sport(sk: u64) -> Result<u16, ()> {
+    let sport: u16 = read(sk, off!(inet_sport))?;
+    Ok(u16::from_be(sport))
+}

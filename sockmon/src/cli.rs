@@ -1,0 +1,205 @@
+//! The command line, as clap sees it, and its resolution into the typed
+//! configuration the commands run with (`Filter`, `WatchConfig`): raw flags
+//! never travel past this module.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    event::{EventKind, Proto},
+    filter::Filter,
+    kernel::LoadOptions,
+    output::Format,
+    table,
+};
+
+/// Which process owns this socket? Live, exact, from eBPF.
+#[derive(Debug, Parser)]
+#[command(name = "sockmon", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream socket events live (bind, listen, connect, accept, close).
+    Watch(WatchArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProtoArg {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventArg {
+    Bind,
+    Listen,
+    Connect,
+    Accept,
+    Close,
+}
+
+/// Filters shared by every command that lists sockets or events.
+#[derive(Debug, Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only this process (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Only processes with this exact name (comm, at most 15 bytes; repeatable).
+    #[arg(long, value_name = "NAME", value_parser = parse_comm)]
+    pub comm: Vec<String>,
+    /// Only sockets with this port on either side (repeatable).
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Only this protocol.
+    #[arg(long, value_enum)]
+    pub proto: Option<ProtoArg>,
+    /// Only these events (repeatable).
+    #[arg(long = "event", value_enum, value_name = "EVENT")]
+    pub events: Vec<EventArg>,
+}
+
+fn parse_comm(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a process name cannot be empty".into());
+    }
+    if s.len() > 15 {
+        return Err(format!(
+            "`{s}` is {} bytes; the kernel keeps at most 15 bytes of a process name",
+            s.len()
+        ));
+    }
+    Ok(s.to_string())
+}
+
+impl FilterArgs {
+    pub fn resolve(&self) -> Filter {
+        Filter {
+            pids: self.pid.clone(),
+            comms: self.comm.clone(),
+            ports: self.port.clone(),
+            proto: self.proto.map(|p| match p {
+                ProtoArg::Tcp => Proto::Tcp,
+                ProtoArg::Udp => Proto::Udp,
+            }),
+            events: self
+                .events
+                .iter()
+                .map(|e| match e {
+                    EventArg::Bind => EventKind::Bind,
+                    EventArg::Listen => EventKind::Listen,
+                    EventArg::Connect => EventKind::Connect,
+                    EventArg::Accept => EventKind::Accept,
+                    EventArg::Close => EventKind::Close,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Print NDJSON (one JSON object per line, schema v1) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Kernel ring buffer size, in KiB (a power of two, at least 4).
+    #[arg(long, value_name = "KIB", default_value_t = sockmon_common::DEFAULT_RING_BYTES / 1024, value_parser = parse_ring_kib)]
+    pub ring_kib: u32,
+    /// Most sockets kept in the live table.
+    #[arg(long, value_name = "N", default_value_t = table::DEFAULT_CAP, value_parser = parse_cap)]
+    pub table_cap: usize,
+}
+
+fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of KiB"))?;
+    if v < 4 || !v.is_power_of_two() || v > (1 << 20) {
+        return Err(format!(
+            "{v} KiB: the ring buffer must be a power of two between 4 KiB and 1 GiB"
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_cap(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("the table must hold at least one socket".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("`{s}` is not a number of sockets")),
+    }
+}
+
+/// What `watch` runs with.
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    pub format: Format,
+    pub filter: Filter,
+    pub load: LoadOptions,
+    pub drain_interval: Duration,
+    pub table_cap: usize,
+}
+
+impl WatchArgs {
+    pub fn resolve(&self) -> WatchConfig {
+        let ring_bytes = self.ring_kib * 1024;
+        WatchConfig {
+            format: if self.json {
+                Format::Json
+            } else {
+                Format::Human
+            },
+            filter: self.filter.resolve(),
+            load: LoadOptions {
+                ring_bytes,
+                wakeup_bytes: (ring_bytes / 8) as u64,
+            },
+            drain_interval: crate::kernel::reader::DEFAULT_DRAIN_INTERVAL,
+            table_cap: self.table_cap,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sockmon").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn watch_filters_resolve() {
+        let Command::Watch(w) = parse(&[
+            "watch", "--json", "--pid", "1", "--pid", "2", "--comm", "curl", "--port", "443",
+            "--proto", "tcp", "--event", "connect", "--event", "close",
+        ])
+        .unwrap()
+        .command;
+        let c = w.resolve();
+        assert_eq!(c.format, Format::Json);
+        assert_eq!(c.filter.pids, vec![1, 2]);
+        assert_eq!(c.filter.comms, vec!["curl".to_string()]);
+        assert_eq!(c.filter.ports, vec![443]);
+        assert_eq!(c.filter.proto, Some(Proto::Tcp));
+        assert_eq!(c.filter.events, vec![EventKind::Connect, EventKind::Close]);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["watch", "--port", "70000"]).is_err());
+        assert!(parse(&["watch", "--pid", "x"]).is_err());
+        assert!(parse(&["watch", "--proto", "sctp"]).is_err());
+        assert!(parse(&["watch", "--event", "open"]).is_err());
+        assert!(parse(&["watch", "--comm", "a-name-longer-than-15"]).is_err());
+        assert!(parse(&["watch", "--ring-kib", "3"]).is_err());
+        assert!(parse(&["watch", "--ring-kib", "100"]).is_err());
+        assert!(parse(&["watch", "--table-cap", "0"]).is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! Resolves [`KernelOffsets`] from the running kernel's BTF
+//! (`/sys/kernel/btf/vmlinux`) and tracefs format files.
+//!
+//! Members are found by name, descending through anonymous structs and
+//! unions (e.g. `sock_common`'s `skc_daddr` lives in an anonymous struct
+//! inside an anonymous union). Each field's size is checked against what the
+//! programs read, so a kernel with a different layout fails loudly at load
+//! instead of producing wrong tuples.
+
+use std::path::Path;
+
+use btf_rs::{Btf, BtfType, Type};
+use sockmon_common::KernelOffsets;
+use thiserror::Error;
+
+use super::tracefs::{Format, TracefsError};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, Error)]
+pub enum BtfError {
+    #[error(
+        "cannot read kernel BTF from {path}: {reason} (sockmon needs a kernel built with CONFIG_DEBUG_INFO_BTF)"
+    )]
+    Open { path: String, reason: String },
+    #[error("kernel BTF has no struct `{0}`")]
+    NoStruct(String),
+    #[error("kernel BTF: struct `{ty}` has no member `{member}`")]
+    NoMember { ty: String, member: String },
+    #[error("kernel BTF: `{ty}.{path}` is a bitfield; sockmon reads whole bytes (kernel too old?)")]
+    Bitfield { ty: String, path: String },
+    #[error("kernel BTF: `{ty}.{path}` is {actual} bytes, sockmon expects {expected}")]
+    Size {
+        ty: String,
+        path: String,
+        actual: usize,
+        expected: usize,
+    },
+    #[error("kernel BTF: {0}")]
+    Parse(String),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+}
+
+/// Looks up member offsets in one BTF blob.
+pub struct Layout {
+    btf: Btf,
+}
+
+impl Layout {
+    pub fn from_file(path: &str) -> Result<Self, BtfError> {
+        let btf = Btf::from_file(path).map_err(|e| BtfError::Open {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { btf })
+    }
+
+    /// Byte offset of `path` (dot-separated members) inside struct `ty`,
+    /// checking the final member is `expected_size` bytes wide.
+    pub fn offset(&self, ty: &str, path: &str, expected_size: usize) -> Result<u32, BtfError> {
+        let mut current = self.named_struct(ty)?;
+        let mut bits = 0u32;
+        let mut last_type = 0u32;
+        for (i, segment) in path.split('.').enumerate() {
+            if i > 0 {
+                current = self
+                    .as_struct(last_type)
+                    .ok_or_else(|| BtfError::NoMember {
+                        ty: ty.to_string(),
+                        member: path.to_string(),
+                    })?;
+            }
+            let (off, type_id, bitfield) =
+                self.find_member(&current, segment)?
+                    .ok_or_else(|| BtfError::NoMember {
+                        ty: ty.to_string(),
+                        member: path.to_string(),
+                    })?;
+            if bitfield {
+                return Err(BtfError::Bitfield {
+                    ty: ty.to_string(),
+                    path: path.to_string(),
+                });
+            }
+            bits += off;
+            last_type = type_id;
+        }
+        let actual = self.size_of(last_type)?;
+        if actual != expected_size {
+            return Err(BtfError::Size {
+                ty: ty.to_string(),
+                path: path.to_string(),
+                actual,
+                expected: expected_size,
+            });
+        }
+        if !bits.is_multiple_of(8) {
+            return Err(BtfError::Bitfield {
+                ty: ty.to_string(),
+                path: path.to_string(),
+            });
+        }
+        Ok(bits / 8)
+    }
+
+    fn named_struct(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|_| BtfError::NoStruct(name.to_string()))?;
+        types
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::NoStruct(name.to_string()))
+    }
+
+    /// The struct or union `type_id` names, looking through typedefs and qualifiers.
+    fn as_struct(&self, type_id: u32) -> Option<btf_rs::Struct> {
+        match self.strip(type_id).ok()? {
+            Type::Struct(s) | Type::Union(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn strip(&self, mut type_id: u32) -> Result<Type, BtfError> {
+        loop {
+            let t = self
+                .btf
+                .resolve_type_by_id(type_id)
+                .map_err(|e| BtfError::Parse(e.to_string()))?;
+            match &t {
+                Type::Typedef(_)
+                | Type::Volatile(_)
+                | Type::Const(_)
+                | Type::Restrict(_)
+                | Type::TypeTag(_) => {
+                    type_id = t
+                        .as_btf_type()
+                        .and_then(|b| b.get_type_id())
+                        .ok_or_else(|| BtfError::Parse(format!("type {type_id} has no target")))?;
+                }
+                _ => return Ok(t),
+            }
+        }
+    }
+
+    /// (bit offset, type id, is bitfield) of member `name`, searching anonymous members too.
+    fn find_member(
+        &self,
+        s: &btf_rs::Struct,
+        name: &str,
+    ) -> Result<Option<(u32, u32, bool)>, BtfError> {
+        for m in &s.members {
+            let type_id = m.get_type_id().unwrap_or(0);
+            let member_name = self.btf.resolve_name(m).unwrap_or_default();
+            if member_name == name {
+                return Ok(Some((
+                    m.bit_offset(),
+                    type_id,
+                    m.bitfield_size().is_some_and(|b| b != 0),
+                )));
+            }
+            if member_name.is_empty()
+                && let Some(inner) = self.as_struct(type_id)
+                && let Some((off, t, bf)) = self.find_member(&inner, name)?
+            {
+                return Ok(Some((m.bit_offset() + off, t, bf)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn size_of(&self, type_id: u32) -> Result<usize, BtfError> {
+        Ok(match self.strip(type_id)? {
+            Type::Int(i) => i.size(),
+            Type::Ptr(_) => 8,
+            Type::Enum(e) => e.size(),
+            Type::Enum64(e) => e.size(),
+            Type::Struct(s) | Type::Union(s) => s.size(),
+            Type::Array(a) => a.len() * self.size_of(a.get_type_id().unwrap_or(0))?,
+            other => return Err(BtfError::Parse(format!("cannot size a {}", other.name()))),
+        })
+    }
+}
+
+/// Resolves every offset the programs use.
+pub fn resolve(btf_path: &str, tracefs: &Path) -> Result<KernelOffsets, BtfError> {
+    let l = Layout::from_file(btf_path)?;
+    let enter = Format::read(tracefs, "syscalls", "sys_enter_bind")?;
+    let exit = Format::read(tracefs, "syscalls", "sys_exit_bind")?;
+    let st = Format::read(tracefs, "sock", "inet_sock_set_state")?;
+    Ok(KernelOffsets {
+        task_files: l.offset("task_struct", "files", 8)?,
+        files_fdt: l.offset("files_struct", "fdt", 8)?,
+        fdtable_max_fds: l.offset("fdtable", "max_fds", 4)?,
+        fdtable_fd: l.offset("fdtable", "fd", 8)?,
+        file_private_data: l.offset("file", "private_data", 8)?,
+        file_inode: l.offset("file", "f_inode", 8)?,
+        inode_mode: l.offset("inode", "i_mode", 2)?,
+        inode_ino: l.offset("inode", "i_ino", 8)?,
+        socket_sk: l.offset("socket", "sk", 8)?,
+        socket_file: l.offset("socket", "file", 8)?,
+        sk_family: l.offset("sock", "__sk_common.skc_family", 2)?,
+        sk_state: l.offset("sock", "__sk_common.skc_state", 1)?,
+        sk_num: l.offset("sock", "__sk_common.skc_num", 2)?,
+        sk_dport: l.offset("sock", "__sk_common.skc_dport", 2)?,
+        sk_rcv_saddr: l.offset("sock", "__sk_common.skc_rcv_saddr", 4)?,
+        sk_daddr: l.offset("sock", "__sk_common.skc_daddr", 4)?,
+        sk_v6_rcv_saddr: l.offset("sock", "__sk_common.skc_v6_rcv_saddr", 16)?,
+        sk_v6_daddr: l.offset("sock", "__sk_common.skc_v6_daddr", 16)?,
+        sk_net: l.offset("sock", "__sk_common.skc_net", 8)?,
+        sk_protocol: l.offset("sock", "sk_protocol", 2)?,
+        sk_type: l.offset("sock", "sk_type", 2)?,
+        sk_socket: l.offset("sock", "sk_socket", 8)?,
+        inet_sport: l.offset("inet_sock", "inet_sport", 2)?,
+        net_inum: l.offset("net", "ns.inum", 4)?,
+        tp_sys_enter_args: enter.offset("fd")?,
+        tp_sys_exit_ret: exit.offset("ret")?,
+        tp_state_skaddr: st.offset("skaddr")?,
+        tp_state_oldstate: st.offset("oldstate")?,
+        tp_state_newstate: st.offset("newstate")?,
+        tp_state_sport: st.offset("sport")?,
+        tp_state_dport: st.offset("dport")?,
+        tp_state_family: st.offset("family")?,
+        tp_state_protocol: st.offset("protocol")?,
+        tp_state_saddr: st.offset("saddr")?,
+        tp_state_daddr: st.offset("daddr")?,
+        tp_state_saddr_v6: st.offset("saddr_v6")?,
+        tp_state_daddr_v6: st.offset("daddr_v6")?,
+        _pad: 0,
+    })
+}

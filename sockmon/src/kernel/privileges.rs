@@ -1,0 +1,107 @@
+//! Checking, before anything is loaded, that the process holds the
+//! capabilities sockmon needs, so a missing one is named in the error instead
+//! of surfacing as a bare `EPERM` from the kernel.
+
+use std::fs;
+
+/// A capability sockmon may need, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cap {
+    pub name: &'static str,
+    pub bit: u32,
+    pub why: &'static str,
+}
+
+pub const CAP_SYS_ADMIN: Cap = Cap {
+    name: "CAP_SYS_ADMIN",
+    bit: 21,
+    why: "mount tracefs/cgroup2 when missing; stands in for CAP_BPF/CAP_PERFMON on kernels before 5.8",
+};
+pub const CAP_NET_ADMIN: Cap = Cap {
+    name: "CAP_NET_ADMIN",
+    bit: 12,
+    why: "attach the socket-release program to the root cgroup",
+};
+pub const CAP_PERFMON: Cap = Cap {
+    name: "CAP_PERFMON",
+    bit: 38,
+    why: "attach tracepoints and read kernel memory from the programs",
+};
+pub const CAP_BPF: Cap = Cap {
+    name: "CAP_BPF",
+    bit: 39,
+    why: "load eBPF programs and create maps",
+};
+
+/// What loading and attaching the probes needs.
+pub const REQUIRED: [Cap; 3] = [CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN];
+
+/// The effective capability set of this process (`CapEff` in `/proc/self/status`).
+pub fn effective() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| parse_cap_eff(&s))
+        .unwrap_or(0)
+}
+
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// The capabilities of `needed` missing from `eff`. CAP_SYS_ADMIN covers
+/// CAP_BPF and CAP_PERFMON (as the kernel itself allows).
+pub fn missing(eff: u64, needed: &[Cap]) -> Vec<Cap> {
+    let has = |c: Cap| eff & (1u64 << c.bit) != 0;
+    needed
+        .iter()
+        .copied()
+        .filter(|&c| !(has(c) || ((c == CAP_BPF || c == CAP_PERFMON) && has(CAP_SYS_ADMIN))))
+        .collect()
+}
+
+/// A one-paragraph explanation of what is missing, for the error message.
+pub fn explain(missing: &[Cap]) -> String {
+    let names: Vec<&str> = missing.iter().map(|c| c.name).collect();
+    let reasons: Vec<String> = missing
+        .iter()
+        .map(|c| format!("{} to {}", c.name, c.why))
+        .collect();
+    format!(
+        "missing capabilities: {} (needs {}); run as root, or grant them, e.g. `sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(which sockmon)`",
+        names.join(", "),
+        reasons.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cap_eff() {
+        let s = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(parse_cap_eff(s), Some(0x1ff_ffff_ffff));
+    }
+
+    #[test]
+    fn root_has_everything_and_nobody_has_nothing() {
+        assert!(missing(0x1ff_ffff_ffff, &REQUIRED).is_empty());
+        assert_eq!(missing(0, &REQUIRED), REQUIRED.to_vec());
+    }
+
+    #[test]
+    fn sys_admin_stands_in_for_bpf_and_perfmon_but_not_net_admin() {
+        let eff = 1u64 << CAP_SYS_ADMIN.bit;
+        assert_eq!(missing(eff, &REQUIRED), vec![CAP_NET_ADMIN]);
+    }
+
+    #[test]
+    fn explanation_names_each_missing_capability() {
+        let e = explain(&[CAP_BPF, CAP_NET_ADMIN]);
+        assert!(e.contains("CAP_BPF, CAP_NET_ADMIN"), "{e}");
+        assert!(e.contains("load eBPF programs"), "{e}");
+    }
+}

@@ -1,0 +1,14 @@
+//! sockmon: which process owns this socket? Live and exact, from eBPF.
+//!
+//! Data flow (see ARCHITECTURE.md): kernel programs → ring buffer →
+//! [`kernel::reader`] → [`event::decode`] → [`table::SocketTable`] →
+//! [`output`] (text or NDJSON).
+
+pub mod cli;
+pub mod clock;
+pub mod cmd;
+pub mod event;
+pub mod filter;
+pub mod kernel;
+pub mod output;
+pub mod table;

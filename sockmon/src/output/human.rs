@@ -1,0 +1,77 @@
+//! The aligned one-line-per-event view for people.
+//!
+//! `12:04:05.123  connect  tcp  10.0.0.5:40312        → 93.184.216.34:443      pid 1234 (curl) uid 1000`
+//!
+//! Untrusted names pass through [`super::escape::for_terminal`].
+
+use std::io::Write as _;
+
+use super::escape;
+use crate::event::{Event, EventKind, errno, kind_name};
+
+/// Width of an IPv4 `ip:port` at its longest.
+const ADDR_WIDTH: usize = 21;
+
+/// Appends `e` as one line (with newline) to `out`.
+pub fn write_event(out: &mut Vec<u8>, e: &Event) {
+    let local = e.src.to_string();
+    let remote = match e.kind {
+        EventKind::Bind | EventKind::Listen => String::new(),
+        _ => format!("→ {}", e.dst),
+    };
+    let _ = write!(
+        out,
+        "{}  {:<7}  {}  {:<w$} {:<rw$}  pid {}",
+        e.time.local_hms_millis(),
+        kind_name(e.kind),
+        e.proto.name(),
+        local,
+        remote,
+        e.pid,
+        w = ADDR_WIDTH,
+        rw = ADDR_WIDTH + 2,
+    );
+    if e.tid != e.pid {
+        let _ = write!(out, " tid {}", e.tid);
+    }
+    let _ = write!(
+        out,
+        " ({}) uid {}",
+        escape::for_terminal(e.comm.as_bytes()),
+        e.uid
+    );
+    if let Some(err) = e.error {
+        let _ = write!(out, "  {}", errno::name(err));
+    }
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::json::tests::sample;
+
+    #[test]
+    fn failed_connect_line() {
+        let mut out = Vec::new();
+        write_event(&mut out, &sample(b"curl"));
+        let line = String::from_utf8(out).unwrap();
+        let expected_tail = "connect  tcp  10.0.0.5:40312         → 93.184.216.34:443       pid 1234 tid 1236 (curl) uid 1000  ECONNREFUSED\n";
+        assert!(line.ends_with(expected_tail), "{line:?}");
+        assert_eq!(line.len() - expected_tail.len(), "12:04:05.123  ".len());
+    }
+
+    #[test]
+    fn listen_has_no_remote_and_names_are_escaped() {
+        let mut e = sample(b"\x1b]0;pwn\x07");
+        e.kind = EventKind::Listen;
+        e.error = None;
+        e.tid = e.pid;
+        let mut out = Vec::new();
+        write_event(&mut out, &e);
+        let line = String::from_utf8(out).unwrap();
+        assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
+        assert!(line.contains("(\\x1b]0;pwn\\x07)"), "{line:?}");
+        assert!(!line.contains('→'));
+    }
+}

@@ -1,0 +1,165 @@
+//! The NDJSON event encoding (schema version 1; `schema/event.v1.json`).
+//!
+//! One object per line. Field names and meanings are an interface other
+//! programs parse: add fields freely, never rename or retype one without
+//! bumping `v`.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+use super::escape;
+use crate::event::{Event, errno, kind_name};
+
+/// Schema version written as `v`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct JsonEvent<'a> {
+    v: u32,
+    time: String,
+    event: &'static str,
+    proto: &'static str,
+    family: &'static str,
+    src_ip: String,
+    src_port: u16,
+    dst_ip: String,
+    dst_port: u16,
+    pid: u32,
+    tid: u32,
+    comm: Cow<'a, str>,
+    uid: u32,
+    netns: u32,
+    inode: u64,
+    cgroup_id: u64,
+    error: Option<Cow<'static, str>>,
+}
+
+/// Appends `e` as one JSON line (with the trailing newline) to `out`.
+pub fn write_event(out: &mut Vec<u8>, e: &Event) {
+    let j = JsonEvent {
+        v: SCHEMA_VERSION,
+        time: e.time.rfc3339(),
+        event: kind_name(e.kind),
+        proto: e.proto.name(),
+        family: e.family.name(),
+        src_ip: e.src.ip().to_string(),
+        src_port: e.src.port(),
+        dst_ip: e.dst.ip().to_string(),
+        dst_port: e.dst.port(),
+        pid: e.pid,
+        tid: e.tid,
+        comm: escape::for_json(e.comm.as_bytes()),
+        uid: e.uid,
+        netns: e.netns,
+        inode: e.inode,
+        cgroup_id: e.cgroup_id,
+        error: e.error.map(errno::name),
+    };
+    // Serializing plain strings and integers into a Vec cannot fail.
+    if serde_json::to_writer(&mut *out, &j).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{
+        clock::WallTime,
+        event::{Comm, EventKind, Family, Proto},
+    };
+
+    pub(crate) fn sample(comm: &[u8]) -> Event {
+        let mut raw = [0u8; 16];
+        raw[..comm.len()].copy_from_slice(comm);
+        Event {
+            kind: EventKind::Connect,
+            time: WallTime(1_700_000_000_123_456_789),
+            proto: Proto::Tcp,
+            family: Family::Ipv4,
+            src: "10.0.0.5:40312".parse().unwrap(),
+            dst: "93.184.216.34:443".parse().unwrap(),
+            pid: 1234,
+            tid: 1236,
+            uid: 1000,
+            comm: Comm::from_kernel(&raw),
+            netns: 4026531840,
+            inode: 99,
+            cgroup_id: 5,
+            error: Some(libc::ECONNREFUSED),
+            state: 7,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn encodes_every_field_by_name() {
+        let mut out = Vec::new();
+        write_event(&mut out, &sample(b"curl"));
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["time"], "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(v["event"], "connect");
+        assert_eq!(v["proto"], "tcp");
+        assert_eq!(v["family"], "ipv4");
+        assert_eq!(v["src_ip"], "10.0.0.5");
+        assert_eq!(v["src_port"], 40312);
+        assert_eq!(v["dst_ip"], "93.184.216.34");
+        assert_eq!(v["dst_port"], 443);
+        assert_eq!(v["pid"], 1234);
+        assert_eq!(v["tid"], 1236);
+        assert_eq!(v["comm"], "curl");
+        assert_eq!(v["uid"], 1000);
+        assert_eq!(v["netns"], 4026531840u32);
+        assert_eq!(v["inode"], 99);
+        assert_eq!(v["cgroup_id"], 5);
+        assert_eq!(v["error"], "ECONNREFUSED");
+    }
+
+    #[test]
+    fn hostile_comm_stays_on_one_line_and_round_trips() {
+        let mut out = Vec::new();
+        write_event(&mut out, &sample(b"a\nb\x1b[31m\"}"));
+        let line = String::from_utf8(out).unwrap();
+        assert_eq!(line.matches('\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["comm"], "a\nb\x1b[31m\"}");
+    }
+
+    #[test]
+    fn success_has_null_error() {
+        let mut e = sample(b"x");
+        e.error = None;
+        let mut out = Vec::new();
+        write_event(&mut out, &e);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["error"].is_null());
+    }
+}
+
+#[derive(Serialize)]
+struct JsonLost<'a> {
+    v: u32,
+    time: String,
+    event: &'static str,
+    cause: &'a str,
+    count: u64,
+}
+
+/// Appends a `lost` record: `count` events were lost for `cause` (a kernel
+/// counter name such as `ring_full`).
+pub fn write_lost(out: &mut Vec<u8>, time: crate::clock::WallTime, cause: &str, count: u64) {
+    let j = JsonLost {
+        v: SCHEMA_VERSION,
+        time: time.rfc3339(),
+        event: "lost",
+        cause,
+        count,
+    };
+    if serde_json::to_writer(&mut *out, &j).is_ok() {
+        out.push(b'\n');
+    }
+}

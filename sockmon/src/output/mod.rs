@@ -1,0 +1,22 @@
+//! Rendering events for people (aligned text) and programs (NDJSON).
+
+pub mod escape;
+pub mod human;
+pub mod json;
+
+use crate::event::Event;
+
+/// Output format of `watch` and the event stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+/// Appends `e` to `out` in `format`.
+pub fn write_event(format: Format, out: &mut Vec<u8>, e: &Event) {
+    match format {
+        Format::Human => human::write_event(out, e),
+        Format::Json => json::write_event(out, e),
+    }
+}

@@ -1,0 +1,182 @@
+//! One loaded copy of the real probes for the whole test binary.
+//!
+//! The first test to call [`harness`] loads and attaches the programs; a
+//! background thread drains the ring buffer into a shared log and a
+//! [`SocketTable`]. Tests make real sockets and wait for the events they
+//! expect with [`Harness::expect`], which checks pid, tid, addresses and
+//! ports exactly and, on failure, dumps every event the process produced.
+
+use std::{
+    net::SocketAddr,
+    os::fd::AsRawFd,
+    sync::{Condvar, Mutex, OnceLock, mpsc},
+    time::{Duration, Instant},
+};
+
+use sockmon::{
+    event::Event,
+    kernel::{LoadOptions, Probes, reader},
+    table::SocketTable,
+};
+
+pub struct Harness {
+    events: Mutex<Vec<Event>>,
+    arrived: Condvar,
+    pub table: Mutex<SocketTable>,
+}
+
+static HARNESS: OnceLock<Harness> = OnceLock::new();
+
+/// How long an expected event may take to arrive.
+const WAIT: Duration = Duration::from_secs(5);
+
+pub fn harness() -> &'static Harness {
+    let h = HARNESS.get_or_init(|| Harness {
+        events: Mutex::new(Vec::new()),
+        arrived: Condvar::new(),
+        table: Mutex::new(SocketTable::new(1 << 16)),
+    });
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| start(h));
+    h
+}
+
+fn start(h: &'static Harness) {
+    assert!(
+        // SAFETY: no preconditions.
+        unsafe { libc::geteuid() } == 0,
+        "the kernel tests load eBPF programs and must run as root (use `cargo xtask test`)"
+    );
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("probe-reader".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let mut probes = match Probes::load(LoadOptions::default()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:?}")));
+                        return;
+                    }
+                };
+                let ring = probes.take_ring().expect("ring buffer");
+                let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+                tokio::spawn(reader::run(ring, tx, Duration::from_millis(5)));
+                let _ = ready_tx.send(Ok(()));
+                while let Some(batch) = rx.recv().await {
+                    assert_eq!(batch.decode_errors, 0, "undecodable records");
+                    let mut table = h.table.lock().unwrap();
+                    for e in &batch.events {
+                        table.apply(e);
+                    }
+                    drop(table);
+                    h.events.lock().unwrap().extend(batch.events);
+                    h.arrived.notify_all();
+                }
+                drop(probes);
+            });
+        })
+        .expect("spawn reader thread");
+    ready_rx
+        .recv()
+        .expect("reader thread died")
+        .unwrap_or_else(|e| panic!("loading the probes failed: {e}"));
+}
+
+impl Harness {
+    /// Waits for an event matching `pred`; panics with every event of `pid` if none comes.
+    pub fn expect(&self, what: &str, pid: u32, pred: impl Fn(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + WAIT;
+        let mut events = self.events.lock().unwrap();
+        loop {
+            if let Some(e) = events.iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let mine: Vec<String> = events
+                    .iter()
+                    .filter(|e| e.pid == pid)
+                    .map(|e| format!("{e:?}"))
+                    .collect();
+                panic!(
+                    "no {what} event within {WAIT:?}; events of pid {pid}:\n{}",
+                    mine.join("\n")
+                );
+            }
+            events = self.arrived.wait_timeout(events, deadline - now).unwrap().0;
+        }
+    }
+
+    /// All events seen so far that match `pred`.
+    pub fn all(&self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| pred(e))
+            .cloned()
+            .collect()
+    }
+}
+
+/// This thread's id.
+pub fn gettid() -> u32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// The socket inode of `fd` (`socket:[N]`).
+pub fn inode_of(fd: &impl AsRawFd) -> u64 {
+    // SAFETY: fstat into a zeroed stat buffer of a live descriptor.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        assert_eq!(libc::fstat(fd.as_raw_fd(), &mut st), 0);
+        st.st_ino
+    }
+}
+
+/// The inode of this process's network namespace.
+pub fn my_netns() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32
+}
+
+/// The cgroup v2 id (the inode of the cgroup directory) of this process.
+pub fn my_cgroup_id() -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let root = sockmon::kernel::cgroup::v2_root().unwrap();
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line in /proc/self/cgroup");
+    std::fs::metadata(root.join(path.trim_start_matches('/')))
+        .unwrap()
+        .ino()
+}
+
+/// This thread's name as the kernel keeps it (`comm`, at most 15 bytes).
+pub fn my_comm() -> Vec<u8> {
+    let name = std::fs::read(format!("/proc/self/task/{}/comm", gettid())).unwrap();
+    name.strip_suffix(b"\n").unwrap_or(&name).to_vec()
+}
+
+/// Asserts the identity fields every event of this thread must carry.
+pub fn assert_mine(e: &Event, inode: u64) {
+    assert_eq!(e.pid, std::process::id(), "pid of {e:?}");
+    assert_eq!(e.tid, gettid(), "tid of {e:?}");
+    assert_eq!(e.uid, 0, "uid of {e:?}");
+    assert_eq!(e.comm.as_bytes(), my_comm(), "comm of {e:?}");
+    assert_eq!(e.netns, my_netns(), "netns of {e:?}");
+    assert_eq!(e.cgroup_id, my_cgroup_id(), "cgroup of {e:?}");
+    assert_eq!(e.inode, inode, "inode of {e:?}");
+}
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}

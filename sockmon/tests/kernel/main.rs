@@ -1,0 +1,11 @@
+//! Layer 2: real-kernel tests. They load the real programs into the running
+//! kernel (root required), make real sockets and assert exact pids, tids,
+//! addresses, ports and inodes. One module per hook family.
+
+mod accept;
+mod bind_listen;
+mod close;
+mod connect;
+mod harness;
+mod ipv6;
+mod sys;

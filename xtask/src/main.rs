@@ -1,0 +1,53 @@
+//! `cargo xtask`: everything a fresh clone needs, in one place.
+//!
+//! - `setup`: install what building and testing need and is missing (the
+//!   nightly `rust-src` component, `bpf-linker` built against the nightly's
+//!   own LLVM and cached, Debian packages used by tests);
+//! - `test`: setup, then fmt, clippy and every test layer (as root);
+//! - `watch`: setup, build, run `sockmon watch` as root.
+
+mod run;
+mod setup;
+mod test;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "sockmon project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the toolchain parts and packages the build and tests need.
+    Setup,
+    /// Setup, then check formatting and lints and run every test (needs root; uses sudo otherwise).
+    Test(test::TestArgs),
+    /// Setup, build in release mode and run `sockmon watch` (as root) with these arguments.
+    Watch {
+        /// Arguments for `sockmon watch`, e.g. `-- --json --port 443`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::all(),
+        Command::Test(args) => test::run(&args),
+        Command::Watch { args } => watch::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Installing what is missing, idempotently: a second run does nothing.
+//!
+//! - the nightly toolchain's `rust-src` (the BPF target builds `core` from source);
+//! - `bpf-linker`, built against the nightly's own LLVM (no matching LLVM is
+//!   packaged here and prebuilt downloads are unreachable), cached under
+//!   [`run::tools_dir`] with a stamp naming the LLVM it was built for;
+//! - Debian packages the tests and benchmarks use.
+
+use std::{fs, path::Path, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::run::{self, exec, output, tools_dir};
+
+/// Version of bpf-linker known to work with the nightly here.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages used by tests and benchmarks, and the command that proves each is present.
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("jq", "jq"),              // JSON stream consumer in the tests
+    ("util-linux", "setpriv"), // running without capabilities
+    ("iproute2", "ss"),        // network namespaces, `ss` for agreement checks
+];
+
+pub fn all() -> anyhow::Result<()> {
+    nightly_rust_src()?;
+    bpf_linker()?;
+    debian_packages(PACKAGES)?;
+    Ok(())
+}
+
+fn nightly_rust_src() -> anyhow::Result<()> {
+    let toolchains =
+        output(Command::new("rustup").args(["toolchain", "list"])).context("rustup is required")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        exec(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+        return Ok(());
+    }
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        exec(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// The nightly's libLLVM file name and LLVM major version.
+fn nightly_llvm() -> anyhow::Result<(std::path::PathBuf, String, String)> {
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib_dir = Path::new(sysroot.trim()).join("lib");
+    let lib = fs::read_dir(&lib_dir)
+        .with_context(|| format!("reading {}", lib_dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so") || n.starts_with("libLLVM-"))
+        .with_context(|| format!("no libLLVM in {}", lib_dir.display()))?;
+    let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let major = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("rustc +nightly -vV shows no LLVM version")?
+        .to_string();
+    Ok((lib_dir, lib, major))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let tools = tools_dir();
+    let bin = tools.join("bin").join("bpf-linker");
+    let stamp = tools.join("bpf-linker.llvm");
+    let (lib_dir, lib, major) = nightly_llvm()?;
+    let want = format!("{BPF_LINKER_VERSION} {lib}\n");
+    if bin.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} ({lib}); about a minute, once"
+    );
+    let prefix = tools.join("llvm-prefix");
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib)?;
+    // bpf-linker links `$LLVM_PREFIX/lib/libLLVM.so`; the runtime loader then
+    // looks for the library's SONAME, so provide both names.
+    for name in ["libLLVM.so", lib.as_str()] {
+        let link = prefix_lib.join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib_dir.join(&lib), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    exec(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--force",
+                "--no-default-features",
+            ])
+            .args(["--version", &format!("={BPF_LINKER_VERSION}")])
+            .args(["--features", &format!("llvm-{major}")])
+            .arg("--root")
+            .arg(&tools)
+            .env("LLVM_PREFIX", &prefix),
+    )?;
+    if !bin.is_file() {
+        bail!("bpf-linker was not installed at {}", bin.display());
+    }
+    fs::write(&stamp, want)?;
+    Ok(())
+}
+
+/// Installs the packages whose command is missing (one `apt-get update` at most).
+pub fn debian_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(_, cmd)| !have(cmd))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let sudo = !run::is_root();
+    let apt = |args: &[&str]| {
+        let mut c = if sudo {
+            Command::new("sudo")
+        } else {
+            Command::new("apt-get")
+        };
+        if sudo {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    exec(&mut apt(&["update", "-q"]))?;
+    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(&missing);
+    exec(&mut install)
+}
+
+/// Whether `cmd` is on PATH (or in the sbin directories apt puts tools in).
+pub fn have(cmd: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(Into::into))
+        .any(|d| d.join(cmd).is_file())
+}
