@@ -56,7 +56,7 @@ mod tests {
         let mut out = Vec::new();
         write_event(&mut out, &sample(b"curl"));
         let line = String::from_utf8(out).unwrap();
-        let expected_tail = "connect  tcp  10.0.0.5:40312         → 93.184.216.34:443       pid 1234 tid 1236 (curl) uid 1000  ECONNREFUSED\n";
+        let expected_tail = "connect  tcp  10.0.0.5:40312        → 93.184.216.34:443      pid 1234 tid 1236 (curl) uid 1000  ECONNREFUSED\n";
         assert!(line.ends_with(expected_tail), "{line:?}");
         assert_eq!(line.len() - expected_tail.len(), "12:04:05.123  ".len());
     }
