@@ -93,7 +93,7 @@ fn unspecified(family: Family) -> IpAddr {
 
 /// An IPv6 socket talking IPv4 (mapped addresses) is reported as IPv4; the
 /// unspecified side follows the other, so one event never mixes families.
-fn reconcile_family(src: IpAddr, dst: IpAddr, af: u16) -> (IpAddr, IpAddr, Family) {
+pub fn reconcile_family(src: IpAddr, dst: IpAddr, af: u16) -> (IpAddr, IpAddr, Family) {
     if af == AF_INET {
         return (src, dst, Family::Ipv4);
     }
