@@ -1,6 +1,7 @@
 //! Records written by the kernel programs into the [`crate::EVENTS_MAP`] ring buffer.
 //!
-//! Every record starts with a [`Header`]; its `kind` says which struct follows.
+//! Every record starts with a [`Header`]; its `kind` says which struct
+//! follows: [`SockEvent`] for socket kinds, [`ProcEvent`] for process kinds.
 //! Discriminants of [`EventKind`] are never reused.
 
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
@@ -20,9 +21,20 @@ pub enum EventKind {
     Accept = 4,
     /// The last descriptor of the socket was released: the socket has left every process.
     Close = 5,
+    /// A new process (not a thread) was forked: [`ProcEvent::pid`] is the child.
+    Fork = 16,
+    /// A process executed a new program (close-on-exec descriptors are gone by now).
+    Exec = 17,
+    /// The last thread of a process exited.
+    Exit = 18,
 }
 
 impl EventKind {
+    /// Whether records of this kind are [`ProcEvent`]s.
+    pub const fn is_process(self) -> bool {
+        matches!(self, Self::Fork | Self::Exec | Self::Exit)
+    }
+
     pub const fn from_u16(v: u16) -> Option<Self> {
         Some(match v {
             1 => Self::Bind,
@@ -30,6 +42,9 @@ impl EventKind {
             3 => Self::Connect,
             4 => Self::Accept,
             5 => Self::Close,
+            16 => Self::Fork,
+            17 => Self::Exec,
+            18 => Self::Exit,
             _ => return None,
         })
     }
@@ -91,15 +106,39 @@ pub struct SockEvent {
     pub dst_addr: [u8; 16],
     /// The acting thread's `comm`, NUL-padded. Untrusted bytes.
     pub comm: [u8; TASK_COMM_LEN],
+    /// The process leader's `comm`, NUL-padded. Untrusted bytes.
+    pub leader_comm: [u8; TASK_COMM_LEN],
+    /// When the process started: the leader's `start_boottime`, ns since boot
+    /// (with `pid`, the identity that survives PID reuse).
+    pub start_ns: u64,
+}
+
+/// A process lifecycle record ([`EventKind::Fork`], `Exec`, `Exit`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcEvent {
+    /// `tgid`/`tid`: the acting task (the parent, for a fork).
+    pub header: Header,
+    /// The process concerned: the child for a fork, else `header.tgid`.
+    pub pid: u32,
+    pub _pad: u32,
+    /// That process's start (`start_boottime` of its leader, ns since boot).
+    pub start_ns: u64,
+    /// Its leader's `comm`. Untrusted bytes.
+    pub comm: [u8; TASK_COMM_LEN],
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() == 24);
-const _: () = assert!(core::mem::size_of::<SockEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<SockEvent>() == 136);
+const _: () = assert!(core::mem::size_of::<ProcEvent>() == 56);
 const _: () = assert!(core::mem::align_of::<SockEvent>() == 8);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: `repr(C)`, no padding holes (padding is named), every bit pattern valid.
 unsafe impl aya::Pod for SockEvent {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for ProcEvent {}
 
 #[cfg(test)]
 mod tests {
@@ -131,7 +170,18 @@ mod tests {
         assert_eq!(offset_of!(SockEvent, src_addr), 64);
         assert_eq!(offset_of!(SockEvent, dst_addr), 80);
         assert_eq!(offset_of!(SockEvent, comm), 96);
-        assert_eq!(core::mem::size_of::<SockEvent>(), 112);
+        assert_eq!(offset_of!(SockEvent, leader_comm), 112);
+        assert_eq!(offset_of!(SockEvent, start_ns), 128);
+        assert_eq!(core::mem::size_of::<SockEvent>(), 136);
+    }
+
+    #[test]
+    fn proc_event_layout_is_pinned() {
+        assert_eq!(offset_of!(ProcEvent, header), 0);
+        assert_eq!(offset_of!(ProcEvent, pid), 24);
+        assert_eq!(offset_of!(ProcEvent, start_ns), 32);
+        assert_eq!(offset_of!(ProcEvent, comm), 40);
+        assert_eq!(core::mem::size_of::<ProcEvent>(), 56);
     }
 
     #[test]
@@ -142,10 +192,14 @@ mod tests {
             EventKind::Connect,
             EventKind::Accept,
             EventKind::Close,
+            EventKind::Fork,
+            EventKind::Exec,
+            EventKind::Exit,
         ] {
             assert_eq!(EventKind::from_u16(k as u16), Some(k));
         }
         assert_eq!(EventKind::from_u16(0), None);
         assert_eq!(EventKind::from_u16(6), None);
+        assert_eq!(EventKind::from_u16(19), None);
     }
 }

@@ -12,11 +12,11 @@ pub mod event;
 pub mod offsets;
 
 pub use counters::KernelCounter;
-pub use event::{EventKind, Header, SockEvent, TASK_COMM_LEN};
+pub use event::{EventKind, Header, ProcEvent, SockEvent, TASK_COMM_LEN};
 pub use offsets::KernelOffsets;
 
 /// Bumped whenever a type in this crate changes layout.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the `BPF_MAP_TYPE_RINGBUF` that carries every record to user space.
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -34,6 +34,11 @@ pub const PENDING_CAPACITY: u32 = 16_384;
 /// Name of the LRU map that keeps the four-tuple of a socket whose connect just failed.
 pub const FAILED_CONNECT_MAP: &str = "FAILED_CONNECTS";
 pub const FAILED_CONNECT_CAPACITY: u32 = 4_096;
+
+/// Name of the LRU map of UDP sockets whose local address was already
+/// reported (explicit bind, connect, or an earlier implicit bind).
+pub const UDP_REPORTED_MAP: &str = "UDP_REPORTED";
+pub const UDP_REPORTED_CAPACITY: u32 = 65_536;
 
 /// Name of the read-only global holding [`KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";

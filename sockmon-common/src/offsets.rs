@@ -40,6 +40,14 @@ pub struct KernelOffsets {
     pub inet_sport: u32,
     // struct net
     pub net_inum: u32,
+    // task_struct / signal_struct: process identity and lifecycle
+    pub task_group_leader: u32,
+    pub task_comm: u32,
+    pub task_start_boottime: u32,
+    pub task_tgid: u32,
+    pub task_pid: u32,
+    pub task_signal: u32,
+    pub signal_live: u32,
     // tracefs: offset of the first argument of a `syscalls:sys_enter_*` record
     // and of `ret` in a `syscalls:sys_exit_*` record.
     pub tp_sys_enter_args: u32,
@@ -56,10 +64,17 @@ pub struct KernelOffsets {
     pub tp_state_daddr: u32,
     pub tp_state_saddr_v6: u32,
     pub tp_state_daddr_v6: u32,
-    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 38 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44 * 4);
+
+impl KernelOffsets {
+    /// All zeroes: the placeholder compiled into the kernel object.
+    pub const fn zeroed() -> Self {
+        // SAFETY: every field is a u32, for which all-zero bits are valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
 
 #[cfg(feature = "user")]
 // SAFETY: `repr(C)`, only `u32` fields, every bit pattern valid.

@@ -15,22 +15,33 @@ use aya_ebpf::{
 };
 use sockmon_common::{EventKind, Header, KernelCounter, SockEvent, TASK_COMM_LEN};
 
-use crate::maps::{EVENTS, count, wakeup_bytes};
+use crate::{
+    maps::{EVENTS, count, wakeup_bytes},
+    task,
+};
+
+/// A header for the current task, stamped now.
+#[inline(always)]
+pub fn header(kind: EventKind, flags: u16) -> Header {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Header {
+        // SAFETY: helper with no preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        kind: kind as u16,
+        flags,
+        _pad: 0,
+    }
+}
 
 /// A zeroed event for the current task, stamped now.
 #[inline(always)]
 pub fn new_event(kind: EventKind, flags: u16) -> SockEvent {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let (leader_comm, start_ns) =
+        task::process_identity(task::current()).unwrap_or(([0; TASK_COMM_LEN], 0));
     SockEvent {
-        header: Header {
-            // SAFETY: helper with no preconditions.
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            tgid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
-            kind: kind as u16,
-            flags,
-            _pad: 0,
-        },
+        header: header(kind, flags),
         // SAFETY: helper with no preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         inode: 0,
@@ -46,19 +57,21 @@ pub fn new_event(kind: EventKind, flags: u16) -> SockEvent {
         src_addr: [0; 16],
         dst_addr: [0; 16],
         comm: bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]),
+        leader_comm,
+        start_ns,
     }
 }
 
 /// Submits `ev`, counting a full ring buffer as a loss.
 #[inline(always)]
-pub fn submit(ev: &SockEvent) {
+pub fn submit<T>(ev: &T) {
     let backlog = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let flags = if backlog >= wakeup_bytes() {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    if EVENTS.output::<SockEvent>(ev, flags as u64).is_err() {
+    if EVENTS.output::<T>(ev, flags as u64).is_err() {
         count(KernelCounter::RingFull);
     }
 }

@@ -1,7 +1,7 @@
 //! sockmon's kernel programs.
 //!
 //! Each file under `probes/` holds the programs of one hook family; `sock.rs`
-//! is the only code that knows kernel struct layout (through offsets user
+//! and `task.rs` are the only code that knows kernel struct layout (through offsets user
 //! space resolved from BTF), `emit.rs` builds and submits records, `maps.rs`
 //! declares every map and global. See ARCHITECTURE.md for the table of hooks.
 #![no_std]
@@ -11,6 +11,7 @@ mod emit;
 mod maps;
 mod probes;
 mod sock;
+mod task;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use sockmon_common::{
     DEFAULT_RING_BYTES, FAILED_CONNECT_CAPACITY, KernelCounter, KernelOffsets, PENDING_CAPACITY,
-    counters::COUNTER_SLOTS,
+    UDP_REPORTED_CAPACITY, counters::COUNTER_SLOTS,
 };
 
 use crate::sock::Tuple;
@@ -33,48 +33,15 @@ pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(PENDING_CA
 pub static FAILED_CONNECTS: LruHashMap<u64, Tuple> =
     LruHashMap::with_max_entries(FAILED_CONNECT_CAPACITY, 0);
 
+/// UDP sockets (`struct sock *`) whose local address was already reported,
+/// so a send reports an implicit bind only once per socket.
+#[map(name = "UDP_REPORTED")]
+pub static UDP_REPORTED: LruHashMap<u64, u8> =
+    LruHashMap::with_max_entries(UDP_REPORTED_CAPACITY, 0);
+
 /// Kernel struct offsets, filled by user space from BTF before load.
 #[unsafe(no_mangle)]
-pub static OFFSETS: KernelOffsets = KernelOffsets {
-    task_files: 0,
-    files_fdt: 0,
-    fdtable_max_fds: 0,
-    fdtable_fd: 0,
-    file_private_data: 0,
-    file_inode: 0,
-    inode_mode: 0,
-    inode_ino: 0,
-    socket_sk: 0,
-    socket_file: 0,
-    sk_family: 0,
-    sk_state: 0,
-    sk_num: 0,
-    sk_dport: 0,
-    sk_rcv_saddr: 0,
-    sk_daddr: 0,
-    sk_v6_rcv_saddr: 0,
-    sk_v6_daddr: 0,
-    sk_net: 0,
-    sk_protocol: 0,
-    sk_type: 0,
-    sk_socket: 0,
-    inet_sport: 0,
-    net_inum: 0,
-    tp_sys_enter_args: 0,
-    tp_sys_exit_ret: 0,
-    tp_state_skaddr: 0,
-    tp_state_oldstate: 0,
-    tp_state_newstate: 0,
-    tp_state_sport: 0,
-    tp_state_dport: 0,
-    tp_state_family: 0,
-    tp_state_protocol: 0,
-    tp_state_saddr: 0,
-    tp_state_daddr: 0,
-    tp_state_saddr_v6: 0,
-    tp_state_daddr_v6: 0,
-    _pad: 0,
-};
+pub static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
 
 /// Ring-buffer backlog in bytes above which a submit wakes the reader.
 /// Below it records wait for the reader's own drain timer: waking the reader

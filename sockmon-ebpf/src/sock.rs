@@ -28,6 +28,16 @@ pub fn read<T>(base: u64, offset: u32) -> Result<T, ()> {
     })
 }
 
+/// Turns a verifier-typed socket pointer (`PTR_TO_SOCKET`, on which the
+/// verifier forbids arithmetic) into a plain address for [`read`], by copying
+/// it through a probe read of its own stack slot.
+#[inline(always)]
+pub fn launder(ptr: u64) -> u64 {
+    let slot = ptr;
+    // SAFETY: reads 8 bytes of our own stack.
+    unsafe { bpf_probe_read_kernel(&raw const slot) }.unwrap_or(0)
+}
+
 /// An inet TCP/UDP socket reached from a descriptor.
 #[derive(Clone, Copy)]
 pub struct SockRef {

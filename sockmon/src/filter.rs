@@ -53,6 +53,8 @@ mod tests {
             tid: pid,
             uid: 0,
             comm: Comm::from_kernel(&raw),
+            process_comm: Comm::default(),
+            start_ns: 0,
             netns: 1,
             inode: 1,
             cgroup_id: 1,

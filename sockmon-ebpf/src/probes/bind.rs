@@ -40,7 +40,9 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let mut ev = new_event(EventKind::Bind, 0);
     ev.inode = pending.inode;
     fill_from_sk(&mut ev, pending.sk)?;
-    if rc < 0 {
+    if rc == 0 {
+        super::udp::mark_reported(pending.sk, ev.protocol);
+    } else {
         // Nothing was bound: report what was asked for.
         ev.error = rc as i32;
         let (family, addr, port) = sockaddr(&pending.addr);

@@ -32,6 +32,7 @@ fn try_release(ctx: &SockContext) -> Result<(), ()> {
     let mut ev = new_event(EventKind::Close, 0);
     fill_from_sk(&mut ev, sk)?;
     ev.inode = inode_of_sk(sk)?;
+    super::udp::forget(sk, ev.protocol);
     submit(&ev);
     Ok(())
 }

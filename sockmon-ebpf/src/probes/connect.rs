@@ -45,6 +45,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let mut ev = new_event(EventKind::Connect, 0);
     ev.inode = pending.inode;
     fill_from_sk(&mut ev, pending.sk)?;
+    super::udp::mark_reported(pending.sk, ev.protocol);
     if rc < 0 {
         ev.error = rc as i32;
     }

@@ -6,5 +6,7 @@ mod bind;
 mod close;
 mod connect;
 mod listen;
+mod process;
 mod state;
 mod syscall;
+mod udp;

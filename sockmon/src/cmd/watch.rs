@@ -21,6 +21,7 @@ use super::{EXIT_USAGE, fail, fail_chain, is_broken_pipe};
 use crate::{
     cli::WatchConfig,
     clock::WallTime,
+    event::Record,
     kernel::{Probes, reader},
     output::{self, Format},
     table::SocketTable,
@@ -77,7 +78,8 @@ async fn watch(cfg: WatchConfig) -> ExitCode {
                     };
                 };
                 buf.clear();
-                for e in &batch.events {
+                for record in &batch.events {
+                    let Record::Sock(e) = record else { continue };
                     table.apply(e);
                     if cfg.filter.matches(e) {
                         output::write_event(cfg.format, &mut buf, e);

@@ -6,15 +6,17 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use sockmon_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP, IPPROTO_UDP, SockEvent};
+use sockmon_common::{
+    AF_INET, AF_INET6, EventKind, Header, IPPROTO_TCP, IPPROTO_UDP, ProcEvent, SockEvent,
+};
 use thiserror::Error;
 
-use super::{Comm, Event, Family, Proto, unmap};
+use super::{Comm, Event, Family, ProcChange, Proto, Record, unmap};
 use crate::clock::Clock;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("record of {0} bytes is shorter than a socket event")]
+    #[error("record of {0} bytes is shorter than its kind requires")]
     Short(usize),
     #[error("unknown event kind {0}")]
     Kind(u16),
@@ -24,23 +26,47 @@ pub enum DecodeError {
     Family(u16),
 }
 
-/// Copies the raw record out of `bytes`.
-pub fn raw(bytes: &[u8]) -> Result<SockEvent, DecodeError> {
-    if bytes.len() < size_of::<SockEvent>() {
+/// Copies a `T` out of the start of `bytes`.
+fn copy<T: aya::Pod>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
         return Err(DecodeError::Short(bytes.len()));
     }
-    // SAFETY: length checked; SockEvent is plain old data valid for any bits.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<SockEvent>()) })
+    // SAFETY: length checked; T is plain old data (aya::Pod), valid for any bits.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// Decodes one record.
-pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
-    from_raw(&raw(bytes)?, clock)
+/// Decodes one record of any kind.
+pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
+    let header: Header = copy_header(bytes)?;
+    let kind = EventKind::from_u16(header.kind).ok_or(DecodeError::Kind(header.kind))?;
+    if kind.is_process() {
+        let r: ProcEvent = copy(bytes)?;
+        Ok(Record::Proc(ProcChange {
+            kind,
+            time: clock.wall(r.header.ts_ns),
+            pid: r.pid,
+            actor: r.header.tgid,
+            start_ns: r.start_ns,
+            comm: Comm::from_kernel(&r.comm),
+        }))
+    } else {
+        Ok(Record::Sock(from_raw(&copy(bytes)?, clock)?))
+    }
+}
+
+fn copy_header(bytes: &[u8]) -> Result<Header, DecodeError> {
+    if bytes.len() < size_of::<Header>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: length checked; Header is plain old data valid for any bits.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Header>()) })
 }
 
 /// Turns a raw record into an [`Event`].
 pub fn from_raw(r: &SockEvent, clock: &Clock) -> Result<Event, DecodeError> {
-    let kind = EventKind::from_u16(r.header.kind).ok_or(DecodeError::Kind(r.header.kind))?;
+    let kind = EventKind::from_u16(r.header.kind)
+        .filter(|k| !k.is_process())
+        .ok_or(DecodeError::Kind(r.header.kind))?;
     let proto = match r.protocol {
         IPPROTO_TCP => Proto::Tcp,
         IPPROTO_UDP => Proto::Udp,
@@ -71,6 +97,8 @@ pub fn from_raw(r: &SockEvent, clock: &Clock) -> Result<Event, DecodeError> {
         tid: r.header.tid,
         uid: r.uid,
         comm: Comm::from_kernel(&r.comm),
+        process_comm: Comm::from_kernel(&r.leader_comm),
+        start_ns: r.start_ns,
         netns: r.netns,
         inode: r.inode,
         cgroup_id: r.cgroup_id,
@@ -141,15 +169,21 @@ mod tests {
             src_addr: [0; 16],
             dst_addr: [0; 16],
             comm,
+            leader_comm: *b"server\0\0\0\0\0\0\0\0\0\0",
+            start_ns: 123_456_789_000,
         }
     }
 
-    fn bytes(r: &SockEvent) -> Vec<u8> {
-        // SAFETY: SockEvent is plain old data.
-        unsafe {
-            std::slice::from_raw_parts((r as *const SockEvent).cast::<u8>(), size_of::<SockEvent>())
+    fn bytes<T>(r: &T) -> Vec<u8> {
+        // SAFETY: the record types are plain old data.
+        unsafe { std::slice::from_raw_parts((r as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn sock(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
+        match decode(bytes, clock)? {
+            Record::Sock(e) => Ok(e),
+            Record::Proc(p) => panic!("expected a socket event, got {p:?}"),
         }
-        .to_vec()
     }
 
     #[test]
@@ -157,7 +191,7 @@ mod tests {
         let mut r = record(EventKind::Connect, AF_INET);
         r.src_addr[..4].copy_from_slice(&[10, 0, 0, 5]);
         r.dst_addr[..4].copy_from_slice(&[93, 184, 216, 34]);
-        let e = decode(&bytes(&r), &Clock::with_offset(5)).unwrap();
+        let e = sock(&bytes(&r), &Clock::with_offset(5)).unwrap();
         assert_eq!(e.kind, EventKind::Connect);
         assert_eq!(e.proto, Proto::Tcp);
         assert_eq!(e.family, Family::Ipv4);
@@ -165,6 +199,8 @@ mod tests {
         assert_eq!(e.dst, "93.184.216.34:443".parse().unwrap());
         assert_eq!((e.pid, e.tid, e.uid), (1234, 1236, 1000));
         assert_eq!(e.comm.as_bytes(), b"curl");
+        assert_eq!(e.process_comm.as_bytes(), b"server");
+        assert_eq!(e.start_ns, 123_456_789_000);
         assert_eq!((e.netns, e.inode, e.cgroup_id), (4026531840, 424242, 77));
         assert_eq!(e.time.0, 1_005);
         assert_eq!(e.error, None);
@@ -175,7 +211,7 @@ mod tests {
         let mut r = record(EventKind::Accept, AF_INET6);
         r.src_addr = Ipv6Addr::from([0, 0, 0, 0, 0, 0xffff, 0x7f00, 1]).octets();
         r.dst_addr = Ipv6Addr::from([0, 0, 0, 0, 0, 0xffff, 0x7f00, 2]).octets();
-        let e = decode(&bytes(&r), &Clock::with_offset(0)).unwrap();
+        let e = sock(&bytes(&r), &Clock::with_offset(0)).unwrap();
         assert_eq!(e.family, Family::Ipv4);
         assert_eq!(e.src, "127.0.0.1:40312".parse().unwrap());
         assert_eq!(e.dst, "127.0.0.2:443".parse().unwrap());
@@ -186,7 +222,7 @@ mod tests {
         let mut r = record(EventKind::Connect, AF_INET6);
         r.src_addr = Ipv6Addr::LOCALHOST.octets();
         r.dst_addr = Ipv6Addr::LOCALHOST.octets();
-        let e = decode(&bytes(&r), &Clock::with_offset(0)).unwrap();
+        let e = sock(&bytes(&r), &Clock::with_offset(0)).unwrap();
         assert_eq!(e.family, Family::Ipv6);
         assert_eq!(e.src, "[::1]:40312".parse().unwrap());
     }
@@ -195,10 +231,10 @@ mod tests {
     fn bind_and_listen_have_no_remote_side() {
         let mut r = record(EventKind::Listen, AF_INET);
         r.dst_addr[..4].copy_from_slice(&[1, 2, 3, 4]);
-        let e = decode(&bytes(&r), &Clock::with_offset(0)).unwrap();
+        let e = sock(&bytes(&r), &Clock::with_offset(0)).unwrap();
         assert_eq!(e.dst, "0.0.0.0:0".parse().unwrap());
         let r6 = record(EventKind::Bind, AF_INET6);
-        let e6 = decode(&bytes(&r6), &Clock::with_offset(0)).unwrap();
+        let e6 = sock(&bytes(&r6), &Clock::with_offset(0)).unwrap();
         assert_eq!(e6.dst, "[::]:0".parse().unwrap());
         assert_eq!(e6.family, Family::Ipv6);
     }
@@ -207,7 +243,7 @@ mod tests {
     fn a_failed_connect_carries_its_errno() {
         let mut r = record(EventKind::Connect, AF_INET);
         r.error = -libc::ECONNREFUSED;
-        let e = decode(&bytes(&r), &Clock::with_offset(0)).unwrap();
+        let e = sock(&bytes(&r), &Clock::with_offset(0)).unwrap();
         assert_eq!(e.error, Some(libc::ECONNREFUSED));
     }
 

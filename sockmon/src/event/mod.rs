@@ -51,21 +51,25 @@ pub const fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Connect => "connect",
         EventKind::Accept => "accept",
         EventKind::Close => "close",
+        EventKind::Fork => "fork",
+        EventKind::Exec => "exec",
+        EventKind::Exit => "exit",
     }
 }
 
 /// Parses a kind name (`--event connect`).
 pub fn kind_from_name(name: &str) -> Option<EventKind> {
-    [
-        EventKind::Bind,
-        EventKind::Listen,
-        EventKind::Connect,
-        EventKind::Accept,
-        EventKind::Close,
-    ]
-    .into_iter()
-    .find(|k| kind_name(*k) == name)
+    SOCKET_KINDS.into_iter().find(|k| kind_name(*k) == name)
 }
+
+/// The kinds of socket events, in lifecycle order.
+pub const SOCKET_KINDS: [EventKind; 5] = [
+    EventKind::Bind,
+    EventKind::Listen,
+    EventKind::Connect,
+    EventKind::Accept,
+    EventKind::Close,
+];
 
 /// A task's `comm`: up to 16 raw bytes, untrusted.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -112,6 +116,10 @@ pub struct Event {
     pub tid: u32,
     pub uid: u32,
     pub comm: Comm,
+    /// The process leader's name (differs from `comm` when another thread acted).
+    pub process_comm: Comm,
+    /// When the process started, ns since boot (with `pid`, its identity).
+    pub start_ns: u64,
     /// Network namespace inode.
     pub netns: u32,
     /// Socket inode (`socket:[N]`), 0 if unknown.
@@ -125,7 +133,47 @@ pub struct Event {
     pub flags: u16,
 }
 
+/// A process lifecycle change (fork, exec, exit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcChange {
+    pub kind: EventKind,
+    pub time: WallTime,
+    /// The process concerned (the child, for a fork).
+    pub pid: u32,
+    /// The acting process (the parent, for a fork; else `pid`).
+    pub actor: u32,
+    /// Start of `pid`, ns since boot.
+    pub start_ns: u64,
+    /// Name of `pid`'s leader.
+    pub comm: Comm,
+}
+
+/// One record from the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Sock(Event),
+    Proc(ProcChange),
+}
+
+/// Clock ticks per second of `/proc/PID/stat` times (USER_HZ).
+pub fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// A start time in ns since boot as `/proc/PID/stat` shows it (clock ticks,
+/// rounded down like the kernel's `nsec_to_clock_t`).
+pub fn start_ticks(start_ns: u64) -> u64 {
+    start_ns / (1_000_000_000 / clock_ticks_per_sec())
+}
+
 impl Event {
+    /// Whether the local address was assigned by a send, without `bind(2)`.
+    pub fn is_implicit(&self) -> bool {
+        self.flags & sockmon_common::event::FLAG_IMPLICIT != 0
+    }
+
     /// Whether either side uses `port`.
     pub fn has_port(&self, port: u16) -> bool {
         self.src.port() == port || self.dst.port() == port

@@ -218,6 +218,16 @@ pub fn resolve(btf_path: &str, tracefs: &Path) -> Result<KernelOffsets, BtfError
         sk_socket: l.offset("sock", "sk_socket", 8)?,
         inet_sport: l.offset("inet_sock", "inet_sport", 2)?,
         net_inum: l.offset("net", "ns.inum", 4)?,
+        task_group_leader: l.offset("task_struct", "group_leader", 8)?,
+        task_comm: l.offset("task_struct", "comm", 16)?,
+        // Renamed from `real_start_time` in 5.5.
+        task_start_boottime: l
+            .offset("task_struct", "start_boottime", 8)
+            .or_else(|_| l.offset("task_struct", "real_start_time", 8))?,
+        task_tgid: l.offset("task_struct", "tgid", 4)?,
+        task_pid: l.offset("task_struct", "pid", 4)?,
+        task_signal: l.offset("task_struct", "signal", 8)?,
+        signal_live: l.offset("signal_struct", "live", 4)?,
         tp_sys_enter_args: enter.offset("fd")?,
         tp_sys_exit_ret: exit.offset("ret")?,
         tp_state_skaddr: st.offset("skaddr")?,
@@ -231,6 +241,5 @@ pub fn resolve(btf_path: &str, tracefs: &Path) -> Result<KernelOffsets, BtfError
         tp_state_daddr: st.offset("daddr")?,
         tp_state_saddr_v6: st.offset("saddr_v6")?,
         tp_state_daddr_v6: st.offset("daddr_v6")?,
-        _pad: 0,
     })
 }

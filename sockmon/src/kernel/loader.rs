@@ -7,9 +7,12 @@
 use std::{fs::File, path::PathBuf};
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSock, ProgramError, TracePoint},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, Program, ProgramError,
+        TracePoint,
+    },
 };
 use sockmon_common::{
     COUNTERS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP, KernelCounter, OFFSETS_GLOBAL,
@@ -28,7 +31,7 @@ use super::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockmon"));
 
 /// Every tracepoint program: (category, tracepoint = program name).
-pub const TRACEPOINTS: [(&str, &str); 9] = [
+pub const TRACEPOINTS: [(&str, &str); 11] = [
     ("syscalls", "sys_enter_bind"),
     ("syscalls", "sys_exit_bind"),
     ("syscalls", "sys_enter_listen"),
@@ -38,9 +41,15 @@ pub const TRACEPOINTS: [(&str, &str); 9] = [
     ("syscalls", "sys_exit_accept"),
     ("syscalls", "sys_exit_accept4"),
     ("sock", "inet_sock_set_state"),
+    ("sched", "sched_process_exec"),
+    ("sched", "sched_process_exit"),
 ];
+/// BTF tracepoints: (tracepoint, program name).
+pub const BTF_TRACEPOINTS: [(&str, &str); 1] = [("sched_process_fork", "sched_process_fork")];
 /// The cgroup program that reports a socket's end.
 pub const RELEASE_PROGRAM: &str = "sock_release";
+/// The cgroup programs that report a UDP socket's implicit bind.
+pub const SENDMSG_PROGRAMS: [&str; 2] = ["udp_sendmsg4", "udp_sendmsg6"];
 
 #[derive(Debug, Error)]
 pub enum LoadError {
@@ -126,46 +135,7 @@ impl Probes {
         // Programs log only at debug level; without log statements the object
         // has no log map and there is nothing to forward.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
-        for (category, name) in TRACEPOINTS {
-            let program = |source| LoadError::Program {
-                program: name,
-                source,
-            };
-            let tp: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or(LoadError::Program {
-                    program: name,
-                    source: ProgramError::NotLoaded,
-                })?
-                .try_into()
-                .map_err(program)?;
-            tp.load().map_err(program)?;
-            tp.attach(category, name).map_err(program)?;
-        }
-        let root = cgroup::v2_root()?;
-        let cg = File::open(&root).map_err(|source| LoadError::OpenCgroup {
-            path: root.clone(),
-            source,
-        })?;
-        let program = |source| LoadError::Program {
-            program: RELEASE_PROGRAM,
-            source,
-        };
-        let release: &mut CgroupSock = ebpf
-            .program_mut(RELEASE_PROGRAM)
-            .ok_or(LoadError::Program {
-                program: RELEASE_PROGRAM,
-                source: ProgramError::NotLoaded,
-            })?
-            .try_into()
-            .map_err(program)?;
-        release.load().map_err(program)?;
-        // On 5.7+ aya attaches through a bpf_link, which always coexists with
-        // other programs on the cgroup and takes no mode flags (the kernel
-        // rejects any with EINVAL): `Single` is what passes flags = 0.
-        release
-            .attach(cg, CgroupAttachMode::Single)
-            .map_err(program)?;
+        attach_all(&mut ebpf)?;
         let counters = PerCpuArray::try_from(
             ebpf.take_map(COUNTERS_MAP)
                 .ok_or(LoadError::MissingMap(COUNTERS_MAP))?,
@@ -203,6 +173,64 @@ impl Probes {
         }
         out
     }
+}
+
+/// Loads and attaches every program of the object.
+fn attach_all(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    for (category, name) in TRACEPOINTS {
+        let tp: &mut TracePoint = program(ebpf, name)?;
+        tp.load().map_err(fail(name))?;
+        tp.attach(category, name).map_err(fail(name))?;
+    }
+    let btf = Btf::from_sys_fs().map_err(|e| BtfError::Open {
+        path: btf::VMLINUX_BTF.to_string(),
+        reason: e.to_string(),
+    })?;
+    for (tracepoint, name) in BTF_TRACEPOINTS {
+        let tp: &mut BtfTracePoint = program(ebpf, name)?;
+        tp.load(tracepoint, &btf).map_err(fail(name))?;
+        tp.attach().map_err(fail(name))?;
+    }
+    // On 5.7+ aya attaches cgroup programs through a bpf_link, which always
+    // coexists with other programs on the cgroup and takes no mode flags (the
+    // kernel rejects any with EINVAL): `Single` is what passes flags = 0.
+    let root = cgroup::v2_root()?;
+    let open = || {
+        File::open(&root).map_err(|source| LoadError::OpenCgroup {
+            path: root.clone(),
+            source,
+        })
+    };
+    let release: &mut CgroupSock = program(ebpf, RELEASE_PROGRAM)?;
+    release.load().map_err(fail(RELEASE_PROGRAM))?;
+    release
+        .attach(open()?, CgroupAttachMode::Single)
+        .map_err(fail(RELEASE_PROGRAM))?;
+    for name in SENDMSG_PROGRAMS {
+        let p: &mut CgroupSockAddr = program(ebpf, name)?;
+        p.load().map_err(fail(name))?;
+        p.attach(open()?, CgroupAttachMode::Single)
+            .map_err(fail(name))?;
+    }
+    Ok(())
+}
+
+/// The program `name` of the object, as type `T`.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::Program {
+            program: name,
+            source: ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(fail(name))
+}
+
+fn fail(program: &'static str) -> impl Fn(ProgramError) -> LoadError {
+    move |source| LoadError::Program { program, source }
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it (best effort).

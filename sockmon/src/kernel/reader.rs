@@ -14,13 +14,13 @@ use tokio::{io::unix::AsyncFd, sync::mpsc, time};
 
 use crate::{
     clock::Clock,
-    event::{Event, decode},
+    event::{Record, decode},
 };
 
-/// Events drained together.
+/// Records drained together, in the order the kernel wrote them.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub events: Vec<Event>,
+    pub events: Vec<Record>,
     /// Records that could not be decoded (a kernel/user ABI mismatch).
     pub decode_errors: u64,
 }

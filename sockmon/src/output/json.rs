@@ -28,11 +28,13 @@ struct JsonEvent<'a> {
     pid: u32,
     tid: u32,
     comm: Cow<'a, str>,
+    process_comm: Cow<'a, str>,
     uid: u32,
     netns: u32,
     inode: u64,
     cgroup_id: u64,
     error: Option<Cow<'static, str>>,
+    implicit: bool,
 }
 
 /// Appends `e` as one JSON line (with the trailing newline) to `out`.
@@ -50,11 +52,13 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event) {
         pid: e.pid,
         tid: e.tid,
         comm: escape::for_json(e.comm.as_bytes()),
+        process_comm: escape::for_json(e.process_comm.as_bytes()),
         uid: e.uid,
         netns: e.netns,
         inode: e.inode,
         cgroup_id: e.cgroup_id,
         error: e.error.map(errno::name),
+        implicit: e.is_implicit(),
     };
     // Serializing plain strings and integers into a Vec cannot fail.
     if serde_json::to_writer(&mut *out, &j).is_ok() {
@@ -84,6 +88,8 @@ pub(crate) mod tests {
             tid: 1236,
             uid: 1000,
             comm: Comm::from_kernel(&raw),
+            process_comm: Comm::default(),
+            start_ns: 0,
             netns: 4026531840,
             inode: 99,
             cgroup_id: 5,
@@ -117,6 +123,8 @@ pub(crate) mod tests {
         assert_eq!(v["inode"], 99);
         assert_eq!(v["cgroup_id"], 5);
         assert_eq!(v["error"], "ECONNREFUSED");
+        assert_eq!(v["process_comm"], "");
+        assert_eq!(v["implicit"], false);
     }
 
     #[test]

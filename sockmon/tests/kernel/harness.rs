@@ -14,13 +14,14 @@ use std::{
 };
 
 use sockmon::{
-    event::Event,
+    event::{Event, ProcChange, Record},
     kernel::{LoadOptions, Probes, reader},
     table::SocketTable,
 };
 
 pub struct Harness {
     events: Mutex<Vec<Event>>,
+    procs: Mutex<Vec<ProcChange>>,
     arrived: Condvar,
     pub table: Mutex<SocketTable>,
 }
@@ -33,6 +34,7 @@ const WAIT: Duration = Duration::from_secs(5);
 pub fn harness() -> &'static Harness {
     let h = HARNESS.get_or_init(|| Harness {
         events: Mutex::new(Vec::new()),
+        procs: Mutex::new(Vec::new()),
         arrived: Condvar::new(),
         table: Mutex::new(SocketTable::new(1 << 16)),
     });
@@ -70,11 +72,21 @@ fn start(h: &'static Harness) {
                 while let Some(batch) = rx.recv().await {
                     assert_eq!(batch.decode_errors, 0, "undecodable records");
                     let mut table = h.table.lock().unwrap();
-                    for e in &batch.events {
-                        table.apply(e);
+                    let mut events = h.events.lock().unwrap();
+                    let mut procs = h.procs.lock().unwrap();
+                    for record in batch.events {
+                        match record {
+                            Record::Sock(e) => {
+                                table.apply(&e);
+                                events.push(e);
+                            }
+                            Record::Proc(p) => {
+                                table.apply_proc(&p);
+                                procs.push(p);
+                            }
+                        }
                     }
-                    drop(table);
-                    h.events.lock().unwrap().extend(batch.events);
+                    drop((table, events, procs));
                     h.arrived.notify_all();
                 }
                 drop(probes);
@@ -110,6 +122,31 @@ impl Harness {
             }
             events = self.arrived.wait_timeout(events, deadline - now).unwrap().0;
         }
+    }
+
+    /// Waits for a process record matching `pred`.
+    pub fn expect_proc(&self, what: &str, pred: impl Fn(&ProcChange) -> bool) -> ProcChange {
+        let deadline = Instant::now() + WAIT;
+        let mut events = self.events.lock().unwrap();
+        loop {
+            if let Some(p) = self.procs.lock().unwrap().iter().find(|p| pred(p)) {
+                return p.clone();
+            }
+            let now = Instant::now();
+            assert!(now < deadline, "no {what} process record within {WAIT:?}");
+            events = self.arrived.wait_timeout(events, deadline - now).unwrap().0;
+        }
+    }
+
+    /// All process records seen so far that match `pred`.
+    pub fn procs_matching(&self, pred: impl Fn(&ProcChange) -> bool) -> Vec<ProcChange> {
+        self.procs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| pred(p))
+            .cloned()
+            .collect()
     }
 
     /// All events seen so far that match `pred`.

@@ -8,4 +8,6 @@ mod close;
 mod connect;
 mod harness;
 mod ipv6;
+mod process;
 mod sys;
+mod udp;

@@ -1,0 +1,298 @@
+//! Unit tests of the table: socket lifecycle, owners, processes.
+
+use super::*;
+use crate::event::ProcChange;
+
+fn comm(name: &[u8]) -> Comm {
+    let mut raw = [0u8; 16];
+    raw[..name.len()].copy_from_slice(name);
+    Comm::from_kernel(&raw)
+}
+
+fn ev(kind: EventKind, inode: u64, pid: u32, src: &str, dst: &str) -> Event {
+    Event {
+        kind,
+        time: WallTime(0),
+        proto: Proto::Tcp,
+        family: Family::Ipv4,
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        pid,
+        tid: pid,
+        uid: 0,
+        comm: comm(b"thread"),
+        process_comm: comm(b"proc"),
+        start_ns: 1_000_000_000 * pid as u64,
+        netns: 7,
+        inode,
+        cgroup_id: 0,
+        error: None,
+        state: 0,
+        flags: 0,
+    }
+}
+
+fn proc_change(kind: EventKind, actor: u32, pid: u32) -> ProcChange {
+    ProcChange {
+        kind,
+        time: WallTime(0),
+        pid,
+        actor,
+        start_ns: 1_000_000_000 * pid as u64,
+        comm: comm(b"child"),
+    }
+}
+
+fn key(src: &str, dst: &str) -> TupleKey {
+    TupleKey {
+        netns: 7,
+        proto: Proto::Tcp,
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+    }
+}
+
+fn owner_pids(t: &SocketTable, inode: u64) -> Vec<(u32, OwnerSource)> {
+    let mut v: Vec<_> = t
+        .get(inode)
+        .unwrap()
+        .owners
+        .iter()
+        .map(|o| (o.pid, o.source))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bind_listen_close_lifecycle() {
+    let mut t = SocketTable::new(16);
+    let a = ev(EventKind::Bind, 10, 100, "0.0.0.0:80", "0.0.0.0:0");
+    assert_eq!(t.apply(&a), Change::Inserted);
+    assert_eq!(
+        t.apply(&ev(EventKind::Listen, 10, 100, "0.0.0.0:80", "0.0.0.0:0")),
+        Change::Updated
+    );
+    let found: Vec<_> = t.lookup(&key("0.0.0.0:80", "0.0.0.0:0")).collect();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].state, SockState::Listening);
+    assert_eq!(found[0].owners[0].pid, 100);
+    let p = t.process(100).unwrap();
+    assert_eq!(
+        (p.start_ticks, p.comm, p.sockets.clone()),
+        (100 * 100, comm(b"proc"), vec![10])
+    );
+    assert_eq!(
+        t.apply(&ev(EventKind::Close, 10, 100, "0.0.0.0:80", "0.0.0.0:0")),
+        Change::Removed
+    );
+    assert!(t.is_empty());
+    assert_eq!(t.lookup(&key("0.0.0.0:80", "0.0.0.0:0")).count(), 0);
+    assert!(
+        t.process(100).is_none(),
+        "a process holding nothing is forgotten"
+    );
+}
+
+#[test]
+fn accepted_socket_beside_its_listener() {
+    let mut t = SocketTable::new(16);
+    t.apply(&ev(EventKind::Listen, 10, 100, "127.0.0.1:80", "0.0.0.0:0"));
+    t.apply(&ev(
+        EventKind::Accept,
+        11,
+        100,
+        "127.0.0.1:80",
+        "127.0.0.1:5555",
+    ));
+    assert_eq!(t.len(), 2);
+    let a: Vec<_> = t.lookup(&key("127.0.0.1:80", "127.0.0.1:5555")).collect();
+    assert_eq!(a[0].inode, 11);
+    assert_eq!(a[0].state, SockState::Connected);
+    assert_eq!(t.process(100).unwrap().sockets, vec![10, 11]);
+}
+
+#[test]
+fn reuseport_listeners_share_a_tuple() {
+    let mut t = SocketTable::new(16);
+    t.apply(&ev(EventKind::Listen, 10, 100, "0.0.0.0:80", "0.0.0.0:0"));
+    t.apply(&ev(EventKind::Listen, 11, 101, "0.0.0.0:80", "0.0.0.0:0"));
+    let mut pids: Vec<u32> = t
+        .lookup(&key("0.0.0.0:80", "0.0.0.0:0"))
+        .map(|e| e.owners[0].pid)
+        .collect();
+    pids.sort();
+    assert_eq!(pids, vec![100, 101]);
+    t.apply(&ev(EventKind::Close, 10, 100, "0.0.0.0:80", "0.0.0.0:0"));
+    assert_eq!(t.lookup(&key("0.0.0.0:80", "0.0.0.0:0")).count(), 1);
+}
+
+#[test]
+fn connect_moves_the_socket_to_its_new_tuple() {
+    let mut t = SocketTable::new(16);
+    t.apply(&ev(EventKind::Bind, 10, 100, "10.0.0.1:4000", "0.0.0.0:0"));
+    t.apply(&ev(
+        EventKind::Connect,
+        10,
+        100,
+        "10.0.0.1:4000",
+        "1.1.1.1:443",
+    ));
+    assert_eq!(t.lookup(&key("10.0.0.1:4000", "0.0.0.0:0")).count(), 0);
+    assert_eq!(t.lookup(&key("10.0.0.1:4000", "1.1.1.1:443")).count(), 1);
+}
+
+#[test]
+fn in_progress_connect_is_connecting_and_failures_change_nothing() {
+    let mut t = SocketTable::new(16);
+    let mut e = ev(EventKind::Connect, 10, 100, "10.0.0.1:4000", "1.1.1.1:443");
+    e.error = Some(libc::EINPROGRESS);
+    t.apply(&e);
+    assert_eq!(t.get(10).unwrap().state, SockState::Connecting);
+    let mut f = ev(EventKind::Connect, 12, 100, "10.0.0.1:4001", "1.1.1.1:443");
+    f.error = Some(libc::ECONNREFUSED);
+    assert_eq!(t.apply(&f), Change::Unchanged);
+    assert!(t.get(12).is_none());
+}
+
+#[test]
+fn a_second_process_acting_becomes_a_second_owner() {
+    let mut t = SocketTable::new(16);
+    t.apply(&ev(EventKind::Bind, 10, 100, "0.0.0.0:80", "0.0.0.0:0"));
+    t.apply(&ev(EventKind::Listen, 10, 200, "0.0.0.0:80", "0.0.0.0:0"));
+    assert_eq!(
+        owner_pids(&t, 10),
+        vec![(100, OwnerSource::Event), (200, OwnerSource::Event)]
+    );
+}
+
+#[test]
+fn fork_makes_the_child_an_inherited_owner_that_survives_the_parent() {
+    let mut t = SocketTable::new(16);
+    t.apply(&ev(EventKind::Listen, 10, 100, "0.0.0.0:80", "0.0.0.0:0"));
+    assert_eq!(t.apply_proc(&proc_change(EventKind::Fork, 100, 200)), None);
+    assert_eq!(
+        owner_pids(&t, 10),
+        vec![(100, OwnerSource::Event), (200, OwnerSource::Inherited)]
+    );
+    assert_eq!(t.process(200).unwrap().uid, 0);
+    t.apply_proc(&proc_change(EventKind::Exit, 100, 100));
+    assert_eq!(owner_pids(&t, 10), vec![(200, OwnerSource::Inherited)]);
+    assert!(t.process(100).is_none());
+    // The inherited owner acts: now it is certain.
+    t.apply(&ev(EventKind::Accept, 11, 200, "0.0.0.0:80", "1.2.3.4:5"));
+    t.apply(&ev(EventKind::Listen, 10, 200, "0.0.0.0:80", "0.0.0.0:0"));
+    assert_eq!(owner_pids(&t, 10), vec![(200, OwnerSource::Event)]);
+}
+
+#[test]
+fn fork_of_a_process_without_sockets_records_nothing() {
+    let mut t = SocketTable::new(16);
+    t.apply_proc(&proc_change(EventKind::Fork, 100, 200));
+    assert_eq!(t.process_count(), 0);
+}
+
+#[test]
+fn exec_asks_to_verify_and_drops_what_close_on_exec_closed() {
+    let mut t = SocketTable::new(16);
+    t.apply(&ev(EventKind::Listen, 10, 100, "0.0.0.0:80", "0.0.0.0:0"));
+    t.apply(&ev(EventKind::Listen, 11, 100, "0.0.0.0:81", "0.0.0.0:0"));
+    t.apply_proc(&proc_change(EventKind::Fork, 100, 200));
+    let req = t
+        .apply_proc(&proc_change(EventKind::Exec, 200, 200))
+        .unwrap();
+    assert_eq!(
+        req,
+        VerifyRequest {
+            pid: 200,
+            start_ticks: 200 * 100,
+            inodes: vec![10, 11]
+        }
+    );
+    t.apply_verified(&req, &[11].into_iter().collect());
+    assert_eq!(owner_pids(&t, 10), vec![(100, OwnerSource::Event)]);
+    assert_eq!(
+        owner_pids(&t, 11),
+        vec![(100, OwnerSource::Event), (200, OwnerSource::Inherited)]
+    );
+    assert_eq!(t.process(200).unwrap().sockets, vec![11]);
+}
+
+#[test]
+fn exit_leaves_an_ownerless_socket_until_its_close() {
+    let mut t = SocketTable::new(16);
+    t.apply(&ev(
+        EventKind::Connect,
+        10,
+        100,
+        "10.0.0.1:4000",
+        "1.1.1.1:443",
+    ));
+    t.apply_proc(&proc_change(EventKind::Exit, 100, 100));
+    assert!(t.get(10).unwrap().owners.is_empty());
+    t.apply(&ev(
+        EventKind::Close,
+        10,
+        100,
+        "10.0.0.1:4000",
+        "1.1.1.1:443",
+    ));
+    assert!(t.get(10).is_none());
+}
+
+#[test]
+fn a_reused_pid_is_a_new_process_never_merged_with_the_old() {
+    let mut t = SocketTable::new(16);
+    t.apply(&ev(EventKind::Listen, 10, 100, "0.0.0.0:80", "0.0.0.0:0"));
+    // pid 100 again, but started later: the old process is gone (its exit was missed).
+    let mut e = ev(EventKind::Connect, 11, 100, "10.0.0.1:4000", "1.1.1.1:443");
+    e.start_ns += 5_000_000_000;
+    t.apply(&e);
+    assert!(
+        t.get(10).unwrap().owners.is_empty(),
+        "old process's ownership dropped"
+    );
+    assert_eq!(t.process(100).unwrap().start_ticks, (100 + 5) * 100);
+    assert_eq!(t.process(100).unwrap().sockets, vec![11]);
+    // An exit of the old incarnation does not touch the new one.
+    t.apply_proc(&proc_change(EventKind::Exit, 100, 100));
+    assert_eq!(owner_pids(&t, 11), vec![(100, OwnerSource::Event)]);
+}
+
+#[test]
+fn full_table_evicts_oldest_and_counts() {
+    let mut t = SocketTable::new(2);
+    t.apply(&ev(EventKind::Bind, 1, 1, "0.0.0.0:1", "0.0.0.0:0"));
+    t.apply(&ev(EventKind::Bind, 2, 1, "0.0.0.0:2", "0.0.0.0:0"));
+    t.apply(&ev(EventKind::Bind, 3, 1, "0.0.0.0:3", "0.0.0.0:0"));
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.evictions(), 1);
+    assert!(t.get(1).is_none());
+    assert!(t.get(2).is_some() && t.get(3).is_some());
+    assert_eq!(t.process(1).unwrap().sockets, vec![2, 3]);
+}
+
+#[test]
+fn eviction_skips_entries_already_closed() {
+    let mut t = SocketTable::new(2);
+    t.apply(&ev(EventKind::Bind, 1, 1, "0.0.0.0:1", "0.0.0.0:0"));
+    t.apply(&ev(EventKind::Bind, 2, 1, "0.0.0.0:2", "0.0.0.0:0"));
+    t.apply(&ev(EventKind::Close, 1, 1, "0.0.0.0:1", "0.0.0.0:0"));
+    t.apply(&ev(EventKind::Bind, 3, 1, "0.0.0.0:3", "0.0.0.0:0"));
+    assert_eq!(t.evictions(), 0);
+    t.apply(&ev(EventKind::Bind, 4, 1, "0.0.0.0:4", "0.0.0.0:0"));
+    assert_eq!(t.evictions(), 1);
+    assert!(t.get(2).is_none());
+}
+
+#[test]
+fn order_queue_stays_bounded_under_churn() {
+    let mut t = SocketTable::new(8);
+    for i in 1..100_000u64 {
+        t.apply(&ev(EventKind::Bind, i, 1, "0.0.0.0:1", "0.0.0.0:0"));
+        t.apply(&ev(EventKind::Close, i, 1, "0.0.0.0:1", "0.0.0.0:0"));
+    }
+    assert!(t.order.len() <= 2 * t.len() + 1025, "{}", t.order.len());
+    assert!(t.is_empty());
+    assert_eq!(t.process_count(), 0);
+}

@@ -1,0 +1,127 @@
+//! Process records (fork, exit), the process identity on socket events
+//! (leader name, start time), and what they do to the table's owners.
+
+use std::{
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+
+use sockmon::{
+    event::{EventKind, start_ticks},
+    table::OwnerSource,
+};
+
+use crate::harness::{harness, inode_of};
+
+/// Field 22 of /proc/PID/stat (start time in clock ticks).
+fn proc_start_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(19).unwrap().parse().unwrap()
+}
+
+fn proc_comm(pid: u32) -> Vec<u8> {
+    let c = std::fs::read(format!("/proc/{pid}/comm")).unwrap();
+    c.strip_suffix(b"\n").unwrap_or(&c).to_vec()
+}
+
+#[test]
+fn events_carry_the_leader_name_and_the_process_start_time() {
+    let h = harness();
+    let pid = std::process::id();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("dialer-thread".into())
+        .spawn(move || tx.send(TcpStream::connect(addr).unwrap()).unwrap())
+        .unwrap();
+    let client = rx.recv().unwrap();
+    let ci = inode_of(&client);
+    let e = h.expect("connect", pid, |e| {
+        e.kind == EventKind::Connect && e.inode == ci
+    });
+    assert_eq!(e.comm.as_bytes(), b"dialer-thread");
+    assert_eq!(e.process_comm.as_bytes(), proc_comm(pid));
+    assert_eq!(start_ticks(e.start_ns), proc_start_ticks(pid));
+}
+
+#[test]
+fn a_forked_child_inherits_and_its_exit_removes_it() {
+    let h = harness();
+    let pid = std::process::id();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let li = inode_of(&listener);
+    h.expect("listen", pid, |e| {
+        e.kind == EventKind::Listen && e.inode == li
+    });
+    // SAFETY: the child only calls pause(), then is killed.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0);
+    if child == 0 {
+        loop {
+            // SAFETY: async-signal-safe.
+            unsafe { libc::pause() };
+        }
+    }
+    let child = child as u32;
+    let fork = h.expect_proc("fork", |p| p.kind == EventKind::Fork && p.pid == child);
+    assert_eq!(fork.actor, pid);
+    assert_eq!(start_ticks(fork.start_ns), proc_start_ticks(child));
+    let owners = |h: &crate::harness::Harness| -> Vec<(u32, OwnerSource)> {
+        let t = h.table.lock().unwrap();
+        let mut v: Vec<_> = t
+            .get(li)
+            .unwrap()
+            .owners
+            .iter()
+            .map(|o| (o.pid, o.source))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        owners(h),
+        vec![(pid, OwnerSource::Event), (child, OwnerSource::Inherited)]
+    );
+
+    // SAFETY: killing and reaping our own child.
+    unsafe {
+        libc::kill(child as i32, libc::SIGKILL);
+        libc::waitpid(child as i32, std::ptr::null_mut(), 0);
+    }
+    let exit = h.expect_proc("exit", |p| p.kind == EventKind::Exit && p.pid == child);
+    assert_eq!(exit.actor, child);
+    assert_eq!(owners(h), vec![(pid, OwnerSource::Event)]);
+    // The listener lives on in the parent: no close.
+    assert!(
+        h.all(|e| e.kind == EventKind::Close && e.inode == li)
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_new_thread_is_not_a_fork() {
+    let h = harness();
+    let pid = std::process::id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(crate::harness::gettid()).unwrap());
+    let tid = rx.recv().unwrap();
+    // A later fork proves the records up to here were read.
+    // SAFETY: the child exits at once.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: async-signal-safe.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: reaping our child.
+    unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+    h.expect_proc("fork", |p| {
+        p.kind == EventKind::Fork && p.pid == child as u32
+    });
+    assert!(
+        h.procs_matching(|p| p.kind == EventKind::Fork && p.pid == tid)
+            .is_empty()
+    );
+    let _ = pid;
+}
