@@ -2,7 +2,7 @@
 //! configuration the commands run with (`Filter`, `WatchConfig`): raw flags
 //! never travel past this module.
 
-use std::time::Duration;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -18,14 +18,37 @@ use crate::{
 #[derive(Debug, Parser)]
 #[command(name = "sockmon", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// The daemon's API socket (for `daemon`: where to serve it) [default: /run/sockmon/sockmon.sock].
+    #[arg(long, global = true, value_name = "PATH", env = "SOCKMON_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Do not use a running daemon: load the probes or take a snapshot in this process.
+    #[arg(long, global = true)]
+    pub no_daemon: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The API socket path the command uses.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::api::server::DEFAULT_SOCKET))
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Stream socket events live (bind, listen, connect, accept, close).
     Watch(WatchArgs),
+    /// List every socket and its owners, like `ss -tunap`.
+    Ls(LsArgs),
+    /// Show the owner(s) of one socket: `sockmon lookup 10.0.0.5:40312 93.184.216.34:443`.
+    Lookup(LookupArgs),
+    /// Report on the running daemon: probes, event rates, drops, table, snapshot, uptime.
+    Status(StatusArgs),
+    /// Run the daemon: live table, local API, event sinks (see docs/api.md).
+    Daemon(DaemonArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -58,9 +81,6 @@ pub struct FilterArgs {
     /// Only this protocol.
     #[arg(long, value_enum)]
     pub proto: Option<ProtoArg>,
-    /// Only these events (repeatable).
-    #[arg(long = "event", value_enum, value_name = "EVENT")]
-    pub events: Vec<EventArg>,
 }
 
 fn parse_comm(s: &str) -> Result<String, String> {
@@ -76,29 +96,103 @@ fn parse_comm(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+impl ProtoArg {
+    pub fn proto(self) -> Proto {
+        match self {
+            ProtoArg::Tcp => Proto::Tcp,
+            ProtoArg::Udp => Proto::Udp,
+        }
+    }
+}
+
 impl FilterArgs {
     pub fn resolve(&self) -> Filter {
         Filter {
             pids: self.pid.clone(),
             comms: self.comm.clone(),
             ports: self.port.clone(),
-            proto: self.proto.map(|p| match p {
-                ProtoArg::Tcp => Proto::Tcp,
-                ProtoArg::Udp => Proto::Udp,
-            }),
-            events: self
-                .events
-                .iter()
-                .map(|e| match e {
-                    EventArg::Bind => EventKind::Bind,
-                    EventArg::Listen => EventKind::Listen,
-                    EventArg::Connect => EventKind::Connect,
-                    EventArg::Accept => EventKind::Accept,
-                    EventArg::Close => EventKind::Close,
-                })
-                .collect(),
+            proto: self.proto.map(ProtoArg::proto),
+            events: Vec::new(),
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print one JSON object per socket (docs/api.md, SOCKET) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    /// Local side, as ip:port ([ipv6]:port).
+    #[arg(value_name = "SRC", value_parser = parse_endpoint)]
+    pub src: SocketAddr,
+    /// Remote side, as ip:port ([ipv6]:port).
+    #[arg(value_name = "DST", value_parser = parse_endpoint)]
+    pub dst: SocketAddr,
+    /// Only this protocol (default: both).
+    #[arg(long, value_enum)]
+    pub proto: Option<ProtoArg>,
+    /// Only this network namespace (its inode; default: all).
+    #[arg(long, value_name = "INODE")]
+    pub netns: Option<u32>,
+    /// Print JSON (one object per matching socket).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not ip:port (IPv6 as [ip]:port)"))
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status object as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Daemon settings; each overrides the same setting of the configuration file.
+#[derive(Debug, Args, Clone, Default)]
+pub struct DaemonArgs {
+    /// Configuration file [default: /etc/sockmon/config.toml, if it exists].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_config")]
+    pub config: Option<PathBuf>,
+    /// Ignore any configuration file; use defaults and flags only.
+    #[arg(long)]
+    pub no_config: bool,
+    /// Most simultaneous API clients.
+    #[arg(long, value_name = "N")]
+    pub max_clients: Option<usize>,
+    /// Kernel ring buffer size, in KiB (a power of two).
+    #[arg(long, value_name = "KIB")]
+    pub ring_kib: Option<u32>,
+    /// Most sockets kept in the live table.
+    #[arg(long, value_name = "N")]
+    pub table_cap: Option<usize>,
+    /// Write the NDJSON event stream to stdout.
+    #[arg(long)]
+    pub sink_stdout: bool,
+    /// Append the NDJSON event stream to this file (rotated by size).
+    #[arg(long, value_name = "PATH")]
+    pub sink_file: Option<PathBuf>,
+    /// Rotate the event file at this size, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub sink_file_max_bytes: Option<u64>,
+    /// Rotated event files kept.
+    #[arg(long, value_name = "N")]
+    pub sink_file_keep: Option<u32>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +202,9 @@ pub struct WatchArgs {
     pub json: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Only these events (repeatable).
+    #[arg(long = "event", value_enum, value_name = "EVENT")]
+    pub events: Vec<EventArg>,
     /// Kernel ring buffer size, in KiB (a power of two, at least 4).
     #[arg(long, value_name = "KIB", default_value_t = sockmon_common::DEFAULT_RING_BYTES / 1024, value_parser = parse_ring_kib)]
     pub ring_kib: u32,
@@ -149,13 +246,25 @@ pub struct WatchConfig {
 impl WatchArgs {
     pub fn resolve(&self) -> WatchConfig {
         let ring_bytes = self.ring_kib * 1024;
+        let mut filter = self.filter.resolve();
+        filter.events = self
+            .events
+            .iter()
+            .map(|e| match e {
+                EventArg::Bind => EventKind::Bind,
+                EventArg::Listen => EventKind::Listen,
+                EventArg::Connect => EventKind::Connect,
+                EventArg::Accept => EventKind::Accept,
+                EventArg::Close => EventKind::Close,
+            })
+            .collect();
         WatchConfig {
             format: if self.json {
                 Format::Json
             } else {
                 Format::Human
             },
-            filter: self.filter.resolve(),
+            filter,
             load: LoadOptions {
                 ring_bytes,
                 wakeup_bytes: (ring_bytes / 8) as u64,
@@ -181,7 +290,10 @@ mod tests {
             "--proto", "tcp", "--event", "connect", "--event", "close",
         ])
         .unwrap()
-        .command;
+        .command
+        else {
+            panic!("not watch");
+        };
         let c = w.resolve();
         assert_eq!(c.format, Format::Json);
         assert_eq!(c.filter.pids, vec![1, 2]);
@@ -201,5 +313,29 @@ mod tests {
         assert!(parse(&["watch", "--ring-kib", "3"]).is_err());
         assert!(parse(&["watch", "--ring-kib", "100"]).is_err());
         assert!(parse(&["watch", "--table-cap", "0"]).is_err());
+        assert!(parse(&["lookup", "1.2.3.4", "1.2.3.4:5"]).is_err());
+        assert!(parse(&["ls", "--event", "connect"]).is_err());
+        assert!(parse(&["daemon", "--config", "/x", "--no-config"]).is_err());
+    }
+
+    #[test]
+    fn lookup_takes_ipv4_and_bracketed_ipv6() {
+        let Command::Lookup(l) = parse(&["lookup", "[::1]:5000", "127.0.0.1:80", "--proto", "udp"])
+            .unwrap()
+            .command
+        else {
+            panic!("not lookup");
+        };
+        assert_eq!(l.src, "[::1]:5000".parse().unwrap());
+        assert_eq!(l.dst, "127.0.0.1:80".parse().unwrap());
+        assert_eq!(l.proto, Some(ProtoArg::Udp));
+    }
+
+    #[test]
+    fn global_socket_flag_anywhere() {
+        let c = parse(&["status", "--socket", "/tmp/s.sock", "--json"]).unwrap();
+        assert_eq!(c.socket_path(), PathBuf::from("/tmp/s.sock"));
+        let c = parse(&["--no-daemon", "ls"]).unwrap();
+        assert!(c.no_daemon);
     }
 }

@@ -4,11 +4,18 @@
 //! [`kernel::reader`] → [`event::decode`] → [`table::SocketTable`] →
 //! [`output`] (text or NDJSON).
 
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod cmd;
+pub mod daemon;
+pub mod engine;
 pub mod event;
 pub mod filter;
 pub mod kernel;
+pub mod logging;
 pub mod output;
+pub mod procfs;
+#[path = "snapshot_stub.rs"]
+pub mod snapshot;
 pub mod table;

@@ -3,24 +3,28 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use sockmon::cli::{Cli, Command};
+use sockmon::{
+    cli::{Cli, Command},
+    cmd, logging,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let socket = cli.socket_path();
     match cli.command {
-        Command::Watch(args) => sockmon::cmd::watch::run(args.resolve()),
+        Command::Daemon(args) => {
+            let log = logging::init("info");
+            cmd::daemon::run(args, cli.socket, log)
+        }
+        command => {
+            let _ = logging::init("warn");
+            match command {
+                Command::Watch(args) => cmd::watch::run(args.resolve(), &socket, cli.no_daemon),
+                Command::Ls(args) => cmd::ls::run(&args, &socket, cli.no_daemon),
+                Command::Lookup(args) => cmd::lookup::run(&args, &socket, cli.no_daemon),
+                Command::Status(args) => cmd::status::run(&args, &socket),
+                Command::Daemon(_) => unreachable!("handled above"),
+            }
+        }
     }
-}
-
-/// `RUST_LOG` controls verbosity (default: warnings); logs go to stderr.
-/// Records from the kernel programs (aya-log) arrive through `log` and are
-/// bridged into `tracing`.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

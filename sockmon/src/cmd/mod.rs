@@ -1,8 +1,15 @@
-//! One module per subcommand.
+//! One module per subcommand, and what they share: exit statuses, error
+//! reporting, and choosing between a running daemon and working alone.
 
+pub mod daemon;
+pub mod lookup;
+pub mod ls;
+pub mod status;
 pub mod watch;
 
-use std::process::ExitCode;
+use std::{io::Write as _, path::Path, process::ExitCode};
+
+use crate::api::client::{Client, ClientError};
 
 /// Exit status for bad usage and missing privileges (as clap uses for usage errors).
 pub const EXIT_USAGE: u8 = 2;
@@ -32,4 +39,35 @@ pub fn fail_chain(err: &dyn std::error::Error, code: u8) -> ExitCode {
         source = s.source();
     }
     fail(&msg, code)
+}
+
+/// Where a client command gets its answers.
+pub enum Backend {
+    /// A daemon answered on the API socket.
+    Daemon(Client),
+    /// No daemon: work in this process.
+    Alone,
+}
+
+/// Connects to the daemon at `socket` unless told not to or none listens.
+/// An unusable socket (permission denied) is an error, not a silent fallback.
+pub fn backend(socket: &Path, no_daemon: bool) -> Result<Backend, ExitCode> {
+    if no_daemon {
+        return Ok(Backend::Alone);
+    }
+    match Client::connect(socket) {
+        Ok(c) => Ok(Backend::Daemon(c)),
+        Err(ClientError::NoDaemon(_)) => Ok(Backend::Alone),
+        Err(e) => Err(fail(&e, EXIT_USAGE)),
+    }
+}
+
+/// Writes `buf` to stdout; a closed pipe is a normal end (`| head`).
+pub fn print(buf: &[u8]) -> Result<(), ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(buf).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if is_broken_pipe(&e) => Err(ExitCode::SUCCESS),
+        Err(e) => Err(fail(&format!("writing output failed: {e}"), 1)),
+    }
 }

@@ -1,36 +1,79 @@
-//! `sockmon watch`: load the probes, stream events to stdout.
+//! `sockmon watch`: the live event stream on stdout.
 //!
-//! Pipeline: ring-buffer reader task → bounded channel → this loop, which
-//! alone owns the socket table, filters and renders. Output is written and
-//! flushed once per drained batch, so no event waits in a buffer. Ctrl-C and
-//! SIGTERM end it with status 0; dropping the probes detaches everything.
+//! With a daemon running it subscribes to the daemon's stream (the probes
+//! are never loaded twice); otherwise it starts its own engine (no
+//! snapshot). Output is written and flushed once per batch of events read
+//! together, so no event waits in a buffer. Ctrl-C and SIGTERM end it with
+//! status 0; a closed stdout (`| head`) ends it quietly.
 
-use std::{
-    io::Write as _,
-    process::ExitCode,
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::ExitCode, sync::Arc};
 
-use sockmon_common::KernelCounter;
+use serde_json::json;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::broadcast::{Receiver, error::RecvError, error::TryRecvError},
 };
 
-use super::{EXIT_USAGE, fail, fail_chain, is_broken_pipe};
+use super::{Backend, EXIT_USAGE, backend, fail, fail_chain, ls, print};
 use crate::{
+    api::client::Client,
     cli::WatchConfig,
     clock::WallTime,
-    event::Record,
-    kernel::{Probes, reader},
-    output::{self, Format},
-    table::SocketTable,
+    engine::{Engine, EngineOptions, StreamItem},
+    output::{self, Format, json},
 };
 
-/// How often kernel loss counters are checked.
-const LOSS_CHECK: Duration = Duration::from_secs(1);
+pub fn run(cfg: WatchConfig, socket: &Path, no_daemon: bool) -> ExitCode {
+    match backend(socket, no_daemon) {
+        Err(code) => code,
+        Ok(Backend::Daemon(client)) => from_daemon(client, &cfg),
+        Ok(Backend::Alone) => alone(cfg),
+    }
+}
 
-pub fn run(cfg: WatchConfig) -> ExitCode {
+/// Prints the daemon's stream, filtered by the daemon.
+fn from_daemon(mut client: Client, cfg: &WatchConfig) -> ExitCode {
+    let mut filter = ls::wire(&cfg.filter);
+    filter["event"] = json!(
+        cfg.filter
+            .events
+            .iter()
+            .map(|k| crate::event::kind_name(*k))
+            .collect::<Vec<_>>()
+    );
+    if let Err(e) = client.request(&json!({"op": "subscribe", "filter": filter})) {
+        return fail(&e, 1);
+    }
+    eprintln!("sockmon: watching through the daemon. Ctrl-C to stop.");
+    loop {
+        let line = match client.next_line() {
+            Ok(Some(l)) => l,
+            Ok(None) => return fail(&"the daemon closed the stream", 1),
+            Err(e) => return fail(&e, 1),
+        };
+        let out = match cfg.format {
+            Format::Json => line.into_bytes(),
+            Format::Human => match json::parse_line(&line) {
+                Some(json::Line::Event(e)) => {
+                    let mut buf = Vec::new();
+                    output::human::write_event(&mut buf, &e);
+                    buf
+                }
+                Some(json::Line::Lost { cause, count }) => {
+                    eprintln!("sockmon: {count} events lost ({cause})");
+                    continue;
+                }
+                None => continue,
+            },
+        };
+        if let Err(code) = print(&out) {
+            return code;
+        }
+    }
+}
+
+/// Loads the probes in this process.
+fn alone(cfg: WatchConfig) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,109 +82,84 @@ pub fn run(cfg: WatchConfig) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
     };
-    rt.block_on(watch(cfg))
+    rt.block_on(async move {
+        let opts = EngineOptions {
+            load: cfg.load,
+            drain_interval: cfg.drain_interval,
+            table_cap: cfg.table_cap,
+            snapshot: false,
+            ..EngineOptions::default()
+        };
+        let mut engine = match Engine::start(opts).await {
+            Ok(e) => e,
+            Err(e) => return fail_chain(&e, if e.is_privileges() { EXIT_USAGE } else { 1 }),
+        };
+        let Some(rx) = engine.take_subscriber() else {
+            return fail(&"no subscription", 1);
+        };
+        let code = stream(rx, &cfg, &engine).await;
+        engine.shutdown().await;
+        code
+    })
 }
 
-async fn watch(cfg: WatchConfig) -> ExitCode {
-    let mut probes = match Probes::load(cfg.load) {
-        Ok(p) => p,
-        Err(e) if e.is_privileges() => return fail_chain(&e, EXIT_USAGE),
-        Err(e) => return fail_chain(&e, 1),
-    };
-    let ring = match probes.take_ring() {
-        Ok(r) => r,
-        Err(e) => return fail_chain(&e, 1),
-    };
-    let (tx, mut rx) = mpsc::channel(64);
-    let reader = tokio::spawn(reader::run(ring, tx, cfg.drain_interval));
-    let (mut term, mut int) = match (
+async fn stream(mut rx: Receiver<Arc<StreamItem>>, cfg: &WatchConfig, engine: &Engine) -> ExitCode {
+    let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => return fail(&"cannot install signal handlers", 1),
+    ) else {
+        return fail(&"cannot install signal handlers", 1);
     };
     eprintln!(
         "sockmon: probes attached; watching bind, listen, connect, accept and close (TCP/UDP, IPv4/IPv6). Ctrl-C to stop."
     );
-
-    let mut table = SocketTable::new(cfg.table_cap);
     let mut buf = Vec::with_capacity(64 * 1024);
-    let mut losses = LossTracker::new(&probes);
     loop {
-        tokio::select! {
-            batch = rx.recv() => {
-                let Some(batch) = batch else {
-                    return match reader.await {
-                        Ok(Err(e)) => fail(&format!("reading the ring buffer failed: {e}"), 1),
-                        _ => fail(&"the ring-buffer reader stopped", 1),
-                    };
-                };
-                buf.clear();
-                for record in &batch.events {
-                    let Record::Sock(e) = record else { continue };
-                    table.apply(e);
-                    if cfg.filter.matches(e) {
-                        output::write_event(cfg.format, &mut buf, e);
-                    }
+        buf.clear();
+        let first = tokio::select! {
+            item = rx.recv() => item,
+            _ = term.recv() => return ExitCode::SUCCESS,
+            _ = int.recv() => return ExitCode::SUCCESS,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                if engine.is_finished() {
+                    return fail(&"the event pipeline stopped unexpectedly", 1);
                 }
-                losses.check(&probes, cfg.format, &mut buf);
-                if let Err(e) = emit(&buf) {
-                    return if is_broken_pipe(&e) {
-                        ExitCode::SUCCESS
-                    } else {
-                        fail(&format!("writing output failed: {e}"), 1)
-                    };
-                }
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
-    }
-    drop(probes);
-    ExitCode::SUCCESS
-}
-
-fn emit(buf: &[u8]) -> std::io::Result<()> {
-    if buf.is_empty() {
-        return Ok(());
-    }
-    let mut out = std::io::stdout().lock();
-    out.write_all(buf)?;
-    out.flush()
-}
-
-/// Reports kernel-side losses as they happen: a `lost` record in JSON, a
-/// warning on stderr for people.
-struct LossTracker {
-    last: [u64; KernelCounter::ALL.len()],
-    checked: Instant,
-}
-
-impl LossTracker {
-    fn new(probes: &Probes) -> Self {
-        Self {
-            last: probes.counters(),
-            checked: Instant::now(),
-        }
-    }
-
-    fn check(&mut self, probes: &Probes, format: Format, buf: &mut Vec<u8>) {
-        if self.checked.elapsed() < LOSS_CHECK {
-            return;
-        }
-        self.checked = Instant::now();
-        let now = probes.counters();
-        for (i, c) in KernelCounter::ALL.iter().enumerate() {
-            let delta = now[i].saturating_sub(self.last[i]);
-            if delta == 0 || !c.is_loss() {
                 continue;
             }
-            match format {
-                Format::Json => output::json::write_lost(buf, WallTime::now(), c.name(), delta),
-                Format::Human => eprintln!("sockmon: {delta} events lost ({})", c.name()),
+        };
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Ok(item) => render(&item, cfg, &mut buf),
+                Err(RecvError::Lagged(n)) => lost(cfg.format, "watch_lagged", n, &mut buf),
+                Err(RecvError::Closed) => return fail(&"the event pipeline stopped", 1),
             }
+            next = match rx.try_recv() {
+                Ok(i) => Some(Ok(i)),
+                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                Err(_) => None,
+            };
         }
-        self.last = now;
+        if !buf.is_empty()
+            && let Err(code) = print(&buf)
+        {
+            return code;
+        }
+    }
+}
+
+fn render(item: &StreamItem, cfg: &WatchConfig, buf: &mut Vec<u8>) {
+    match item {
+        StreamItem::Event(e) if cfg.filter.matches(e) => output::write_event(cfg.format, buf, e),
+        StreamItem::Event(_) => {}
+        StreamItem::Lost { cause, count, .. } => lost(cfg.format, cause, *count, buf),
+    }
+}
+
+/// A loss: a `lost` line in JSON, a warning on stderr for people.
+fn lost(format: Format, cause: &str, count: u64, buf: &mut Vec<u8>) {
+    match format {
+        Format::Json => json::write_lost(buf, WallTime::now(), cause, count),
+        Format::Human => eprintln!("sockmon: {count} events lost ({cause})"),
     }
 }

@@ -57,6 +57,14 @@ pub fn name(errno: i32) -> std::borrow::Cow<'static, str> {
     std::borrow::Cow::Borrowed(n)
 }
 
+/// The errno value of a name [`name`] produced (`ECONNREFUSED` → 111).
+pub fn number(name: &str) -> Option<i32> {
+    if let Some(n) = name.strip_prefix('E').and_then(|d| d.parse().ok()) {
+        return Some(n);
+    }
+    (1..4096).find(|n| self::name(*n) == name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +79,12 @@ mod tests {
     #[test]
     fn unknown_errno_is_numbered() {
         assert_eq!(name(4095), "E4095");
+    }
+
+    #[test]
+    fn names_map_back_to_numbers() {
+        assert_eq!(number("ECONNREFUSED"), Some(libc::ECONNREFUSED));
+        assert_eq!(number("E4095"), Some(4095));
+        assert_eq!(number("EBOGUS"), None);
     }
 }

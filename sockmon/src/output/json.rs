@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::escape;
 use crate::event::{Event, errno, kind_name};
@@ -138,6 +138,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn lines_read_back_into_the_same_event() {
+        let mut e = sample(b"curl");
+        e.process_comm = e.comm;
+        let mut out = Vec::new();
+        write_event(&mut out, &e);
+        let Some(Line::Event(back)) = parse_line(std::str::from_utf8(&out).unwrap()) else {
+            panic!("not an event");
+        };
+        assert_eq!(
+            *back,
+            Event {
+                start_ns: 0,
+                state: 0,
+                ..e
+            }
+        );
+        let mut lost = Vec::new();
+        write_lost(&mut lost, crate::clock::WallTime(0), "ring_full", 3);
+        assert_eq!(
+            parse_line(std::str::from_utf8(&lost).unwrap()),
+            Some(Line::Lost {
+                cause: "ring_full".into(),
+                count: 3
+            })
+        );
+        assert_eq!(parse_line("{}"), None);
+        assert_eq!(parse_line("garbage"), None);
+    }
+
+    #[test]
     fn success_has_null_error() {
         let mut e = sample(b"x");
         e.error = None;
@@ -146,6 +176,96 @@ pub(crate) mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert!(v["error"].is_null());
     }
+}
+
+/// A line of the stream read back (to show a daemon's stream to people).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    Event(Box<Event>),
+    Lost { cause: String, count: u64 },
+}
+
+#[derive(Deserialize)]
+struct ReadEvent {
+    time: String,
+    event: String,
+    proto: String,
+    family: String,
+    src_ip: std::net::IpAddr,
+    src_port: u16,
+    dst_ip: std::net::IpAddr,
+    dst_port: u16,
+    pid: u32,
+    tid: u32,
+    comm: String,
+    #[serde(default)]
+    process_comm: String,
+    uid: u32,
+    netns: u32,
+    inode: u64,
+    cgroup_id: u64,
+    error: Option<String>,
+    #[serde(default)]
+    implicit: bool,
+    #[serde(default)]
+    cause: Option<String>,
+    #[serde(default)]
+    count: Option<u64>,
+}
+
+/// Parses one line of the stream (schema v1). `None` if it is not one.
+pub fn parse_line(line: &str) -> Option<Line> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v["event"] == "lost" {
+        return Some(Line::Lost {
+            cause: v["cause"].as_str()?.to_string(),
+            count: v["count"].as_u64()?,
+        });
+    }
+    let r: ReadEvent = serde_json::from_value(v).ok()?;
+    let _ = (&r.cause, &r.count);
+    let kind = crate::event::kind_from_name(&r.event)?;
+    let comm = |s: &str| {
+        let mut raw = [0u8; 16];
+        let n = s.len().min(16);
+        raw[..n].copy_from_slice(&s.as_bytes()[..n]);
+        crate::event::Comm::from_kernel(&raw)
+    };
+    let time = chrono::DateTime::parse_from_rfc3339(&r.time)
+        .ok()?
+        .timestamp_nanos_opt()?;
+    Some(Line::Event(Box::new(Event {
+        kind,
+        time: crate::clock::WallTime(time),
+        proto: if r.proto == "udp" {
+            crate::event::Proto::Udp
+        } else {
+            crate::event::Proto::Tcp
+        },
+        family: if r.family == "ipv6" {
+            crate::event::Family::Ipv6
+        } else {
+            crate::event::Family::Ipv4
+        },
+        src: std::net::SocketAddr::new(r.src_ip, r.src_port),
+        dst: std::net::SocketAddr::new(r.dst_ip, r.dst_port),
+        pid: r.pid,
+        tid: r.tid,
+        uid: r.uid,
+        comm: comm(&r.comm),
+        process_comm: comm(&r.process_comm),
+        start_ns: 0,
+        netns: r.netns,
+        inode: r.inode,
+        cgroup_id: r.cgroup_id,
+        error: r.error.as_deref().and_then(crate::event::errno::number),
+        state: 0,
+        flags: if r.implicit {
+            sockmon_common::event::FLAG_IMPLICIT
+        } else {
+            0
+        },
+    })))
 }
 
 #[derive(Serialize)]

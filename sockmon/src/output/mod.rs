@@ -3,6 +3,7 @@
 pub mod escape;
 pub mod human;
 pub mod json;
+pub mod sockets;
 
 use crate::event::Event;
 

@@ -21,8 +21,7 @@
 //! reconciliation, so evicting the oldest is the cheapest correct choice.
 
 mod process;
-// Enabled once `crate::snapshot` lands (being written alongside).
-// mod snapshot;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -149,6 +148,8 @@ pub enum Change {
 pub struct SocketTable {
     by_inode: HashMap<u64, SocketEntry>,
     by_tuple: HashMap<TupleKey, Vec<u64>>,
+    /// Sockets per network namespace (to look a tuple up in every namespace).
+    netns: HashMap<u32, usize>,
     processes: HashMap<u32, Process>,
     /// (inode, seq) in insertion order; stale pairs are skipped lazily.
     order: VecDeque<(u64, u64)>,
@@ -162,6 +163,7 @@ impl SocketTable {
         Self {
             by_inode: HashMap::new(),
             by_tuple: HashMap::new(),
+            netns: HashMap::new(),
             processes: HashMap::new(),
             order: VecDeque::new(),
             next_seq: 0,
@@ -192,7 +194,7 @@ impl SocketTable {
     }
 
     /// Every socket currently named by `key`.
-    pub fn lookup(&self, key: &TupleKey) -> impl Iterator<Item = &SocketEntry> {
+    pub fn lookup<'a>(&'a self, key: &TupleKey) -> impl Iterator<Item = &'a SocketEntry> + use<'a> {
         self.by_tuple
             .get(key)
             .into_iter()
@@ -200,8 +202,43 @@ impl SocketTable {
             .filter_map(|i| self.by_inode.get(i))
     }
 
+    /// Every socket named `src → dst`, in namespace `netns` or in any, of
+    /// protocol `proto` or of either.
+    pub fn lookup_any(
+        &self,
+        proto: Option<Proto>,
+        src: SocketAddr,
+        dst: SocketAddr,
+        netns: Option<u32>,
+    ) -> impl Iterator<Item = &SocketEntry> {
+        let spaces: Vec<u32> = match netns {
+            Some(n) => vec![n],
+            None => self.netns.keys().copied().collect(),
+        };
+        let protos: &[Proto] = match proto {
+            Some(Proto::Tcp) => &[Proto::Tcp],
+            Some(Proto::Udp) => &[Proto::Udp],
+            None => &[Proto::Tcp, Proto::Udp],
+        };
+        spaces.into_iter().flat_map(move |netns| {
+            protos.iter().flat_map(move |&proto| {
+                self.lookup(&TupleKey {
+                    netns,
+                    proto,
+                    src,
+                    dst,
+                })
+            })
+        })
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &SocketEntry> {
         self.by_inode.values()
+    }
+
+    /// Every process in the registry.
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.processes.values()
     }
 
     /// The registry record of a live process that owns sockets.
@@ -266,6 +303,10 @@ impl SocketTable {
             if old_key != key {
                 unindex(&mut self.by_tuple, &old_key, inode);
                 self.by_tuple.entry(key).or_default().push(inode);
+                if old_key.netns != key.netns {
+                    release_netns(&mut self.netns, old_key.netns);
+                    *self.netns.entry(key.netns).or_default() += 1;
+                }
             }
             Change::Updated
         } else {
@@ -287,6 +328,7 @@ impl SocketTable {
                 },
             );
             self.by_tuple.entry(key).or_default().push(inode);
+            *self.netns.entry(key.netns).or_default() += 1;
             self.order.push_back((inode, seq));
             self.compact_order();
             Change::Inserted
@@ -305,6 +347,7 @@ impl SocketTable {
             return Change::Unchanged;
         };
         unindex(&mut self.by_tuple, &entry.key, inode);
+        release_netns(&mut self.netns, entry.key.netns);
         for o in &entry.owners {
             self.forget_holding(o.pid, inode);
         }
@@ -339,6 +382,15 @@ fn merge_owner(owners: &mut Vec<Owner>, owner: Owner) {
         Some(o) if owner.source <= o.source => *o = owner,
         Some(_) => {}
         None => owners.push(owner),
+    }
+}
+
+fn release_netns(counts: &mut HashMap<u32, usize>, netns: u32) {
+    if let Some(n) = counts.get_mut(&netns) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&netns);
+        }
     }
 }
 

@@ -25,14 +25,20 @@ impl SocketTable {
                 dst: row.dst,
             };
             let state = SockState::from_kernel(row.state);
-            let holders = snap.holders.get(&row.inode).map(Vec::as_slice).unwrap_or(&[]);
+            let holders = snap
+                .holders
+                .get(&row.inode)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             let mut inserted = false;
             if holders.is_empty() {
                 inserted = self.upsert(row.inode, key, row.family, state, None, time)
                     == super::Change::Inserted;
             }
             for pid in holders {
-                let Some(p) = snap.processes.get(pid) else { continue };
+                let Some(p) = snap.processes.get(pid) else {
+                    continue;
+                };
                 let owner = Owner {
                     pid: *pid,
                     tid: *pid,

@@ -1,0 +1,7 @@
+//! The daemon's local API (docs/api.md): wire protocol, access rule, server,
+//! and the blocking client the CLI uses.
+
+pub mod access;
+pub mod client;
+pub mod protocol;
+pub mod server;

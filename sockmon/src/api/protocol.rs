@@ -1,0 +1,345 @@
+//! The API's wire format (docs/api.md): one JSON request per line, one JSON
+//! response per line. Pure: bytes in, typed request or error out, so it can
+//! be fuzzed and unit-tested without a daemon.
+//!
+//! Unknown fields are errors, so a typo never silently widens a filter.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    engine::{stats::Status, view::SocketView},
+    event::{EventKind, Proto},
+    filter::Filter,
+};
+
+/// Longest request line accepted, in bytes.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum Wire {
+    Lookup {
+        src: String,
+        dst: String,
+        #[serde(default)]
+        proto: Option<ProtoName>,
+        #[serde(default)]
+        netns: Option<u32>,
+    },
+    List {
+        #[serde(default)]
+        filter: WireFilter,
+    },
+    Status {},
+    Subscribe {
+        #[serde(default)]
+        filter: WireFilter,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireFilter {
+    #[serde(default)]
+    pid: Vec<u32>,
+    #[serde(default)]
+    comm: Vec<String>,
+    #[serde(default)]
+    port: Vec<u16>,
+    #[serde(default)]
+    proto: Option<ProtoName>,
+    #[serde(default)]
+    event: Vec<EventName>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ProtoName {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EventName {
+    Bind,
+    Listen,
+    Connect,
+    Accept,
+    Close,
+}
+
+/// A valid request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Lookup {
+        proto: Option<Proto>,
+        src: SocketAddr,
+        dst: SocketAddr,
+        netns: Option<u32>,
+    },
+    List(Filter),
+    Status,
+    Subscribe(Filter),
+}
+
+/// Why a request was refused: `code` (stable) and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses one request line (without its newline).
+pub fn parse(line: &[u8]) -> Result<Request, ApiError> {
+    if line.len() > MAX_REQUEST {
+        return Err(ApiError::new(
+            "too_large",
+            format!(
+                "request of {} bytes; the limit is {MAX_REQUEST}",
+                line.len()
+            ),
+        ));
+    }
+    let wire: Wire =
+        serde_json::from_slice(line).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(match wire {
+        Wire::Lookup {
+            src,
+            dst,
+            proto,
+            netns,
+        } => Request::Lookup {
+            proto: proto.map(proto_of),
+            src: parse_endpoint("src", &src)?,
+            dst: parse_endpoint("dst", &dst)?,
+            netns,
+        },
+        Wire::List { filter } => {
+            if !filter.event.is_empty() {
+                return Err(ApiError::bad_request(
+                    "`event` filters the live stream; it applies to subscribe, not list",
+                ));
+            }
+            Request::List(filter_of(filter)?)
+        }
+        Wire::Status {} => Request::Status,
+        Wire::Subscribe { filter } => Request::Subscribe(filter_of(filter)?),
+    })
+}
+
+/// `ip:port`, IPv6 as `[ip]:port`.
+pub fn parse_endpoint(what: &str, s: &str) -> Result<SocketAddr, ApiError> {
+    s.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{what}`: `{}` is not an address as ip:port or [ipv6]:port",
+            s.escape_debug()
+        ))
+    })
+}
+
+fn proto_of(p: ProtoName) -> Proto {
+    match p {
+        ProtoName::Tcp => Proto::Tcp,
+        ProtoName::Udp => Proto::Udp,
+    }
+}
+
+fn filter_of(w: WireFilter) -> Result<Filter, ApiError> {
+    if let Some(c) = w.comm.iter().find(|c| c.is_empty() || c.len() > 15) {
+        return Err(ApiError::bad_request(format!(
+            "`comm`: `{}` must be 1 to 15 bytes (the kernel keeps 15)",
+            c.escape_debug()
+        )));
+    }
+    Ok(Filter {
+        pids: w.pid,
+        comms: w.comm,
+        ports: w.port,
+        proto: w.proto.map(proto_of),
+        events: w
+            .event
+            .into_iter()
+            .map(|e| match e {
+                EventName::Bind => EventKind::Bind,
+                EventName::Listen => EventKind::Listen,
+                EventName::Connect => EventKind::Connect,
+                EventName::Accept => EventKind::Accept,
+                EventName::Close => EventKind::Close,
+            })
+            .collect(),
+    })
+}
+
+/// Responses, as they go on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sockets: Option<Vec<SocketView>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub subscribed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+impl Response {
+    fn ok() -> Self {
+        Self {
+            ok: true,
+            sockets: None,
+            status: None,
+            subscribed: None,
+            code: None,
+            error: None,
+        }
+    }
+
+    pub fn sockets(sockets: Vec<SocketView>) -> Self {
+        Self {
+            sockets: Some(sockets),
+            ..Self::ok()
+        }
+    }
+
+    pub fn status(status: Status) -> Self {
+        Self {
+            status: Some(status),
+            ..Self::ok()
+        }
+    }
+
+    pub fn subscribed() -> Self {
+        Self {
+            subscribed: Some(true),
+            ..Self::ok()
+        }
+    }
+
+    pub fn error(e: &ApiError) -> Self {
+        Self {
+            ok: false,
+            code: Some(e.code.to_string()),
+            error: Some(e.message.clone()),
+            ..Self::ok()
+        }
+    }
+
+    /// The response as one line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_else(|_| {
+            br#"{"ok":false,"code":"internal","error":"cannot encode the response"}"#.to_vec()
+        });
+        v.push(b'\n');
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_with_ipv4_and_ipv6() {
+        let r = parse(
+            br#"{"op":"lookup","src":"127.0.0.1:5000","dst":"[::1]:80","proto":"tcp","netns":7}"#,
+        );
+        assert_eq!(
+            r,
+            Ok(Request::Lookup {
+                proto: Some(Proto::Tcp),
+                src: "127.0.0.1:5000".parse().unwrap(),
+                dst: "[::1]:80".parse().unwrap(),
+                netns: Some(7),
+            })
+        );
+    }
+
+    #[test]
+    fn list_status_subscribe() {
+        assert_eq!(parse(br#"{"op":"status"}"#), Ok(Request::Status));
+        assert_eq!(
+            parse(br#"{"op":"list"}"#),
+            Ok(Request::List(Filter::default()))
+        );
+        let r = parse(br#"{"op":"subscribe","filter":{"event":["connect"],"port":[443],"pid":[1],"comm":["curl"],"proto":"udp"}}"#);
+        assert_eq!(
+            r,
+            Ok(Request::Subscribe(Filter {
+                pids: vec![1],
+                comms: vec!["curl".into()],
+                ports: vec![443],
+                proto: Some(Proto::Udp),
+                events: vec![EventKind::Connect],
+            }))
+        );
+    }
+
+    #[test]
+    fn malformed_requests_are_bad_requests_with_a_reason() {
+        let bad: &[&[u8]] = &[
+            b"",
+            b"not json",
+            b"{",
+            b"[]",
+            br#"{"op":"frobnicate"}"#,
+            br#"{"src":"1.2.3.4:5"}"#,
+            br#"{"op":"lookup","src":"1.2.3.4:5"}"#,
+            br#"{"op":"lookup","src":"1.2.3.4","dst":"1.2.3.4:5"}"#,
+            br#"{"op":"lookup","src":"1.2.3.4:5","dst":"1.2.3.4:5","prot":"tcp"}"#,
+            br#"{"op":"list","filter":{"port":[70000]}}"#,
+            br#"{"op":"list","filter":{"event":["connect"]}}"#,
+            br#"{"op":"subscribe","filter":{"comm":["0123456789abcdef"]}}"#,
+            br#"{"op":"subscribe","filter":{"colour":"red"}}"#,
+            br#"{"op":"status","extra":1}"#,
+            b"\xff\xfe",
+        ];
+        for line in bad {
+            let e = parse(line).unwrap_err();
+            assert_eq!(e.code, "bad_request", "{:?}", String::from_utf8_lossy(line));
+            assert!(!e.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn oversized_request_is_too_large() {
+        let big = vec![b' '; MAX_REQUEST + 1];
+        assert_eq!(parse(&big).unwrap_err().code, "too_large");
+    }
+
+    #[test]
+    fn responses_are_one_line() {
+        let line = Response::error(&ApiError::bad_request("a\nb")).to_line();
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["code"], "bad_request");
+        assert_eq!(
+            Response::subscribed().to_line(),
+            b"{\"ok\":true,\"subscribed\":true}\n"
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! The daemon's configuration: `/etc/sockmon/config.toml` (path overridable),
+//! every setting also a flag (flags win).
+//!
+//! Unknown keys and bad values are refused with the file, line and column,
+//! and the reason, so a typo never passes silently. Settings marked
+//! "reloadable" take effect on SIGHUP; the others need a restart (a reload
+//! that changes them says so).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::api::server::{DEFAULT_MAX_CLIENTS, DEFAULT_SOCKET};
+
+pub const DEFAULT_CONFIG: &str = "/etc/sockmon/config.toml";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error("{what}: {reason}")]
+    Value { what: String, reason: String },
+}
+
+/// The whole configuration, defaults filled in.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub api: ApiConfig,
+    pub kernel: KernelConfig,
+    pub table: TableConfig,
+    pub sinks: SinksConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Path of the API socket. Restart to change.
+    pub socket: PathBuf,
+    /// Most simultaneous clients. Reloadable.
+    pub max_clients: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KernelConfig {
+    /// Ring buffer size in KiB (power of two). Restart to change.
+    pub ring_kib: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TableConfig {
+    /// Most sockets in the table. Restart to change.
+    pub cap: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinksConfig {
+    pub stdout: StdoutSinkConfig,
+    pub file: FileSinkConfig,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StdoutSinkConfig {
+    /// Write the NDJSON stream to stdout (for journald or a log shipper). Reloadable.
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Append the NDJSON stream to this file; unset = off. Reloadable.
+    pub path: Option<PathBuf>,
+    /// Rotate when the file would grow past this many bytes. Reloadable.
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` … `path.N`). Reloadable.
+    pub keep: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve Prometheus text metrics here (e.g. "127.0.0.1:9464"); unset = off. Reloadable.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// error, warn, info, debug or trace. Reloadable.
+    pub level: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            max_clients: DEFAULT_MAX_CLIENTS,
+        }
+    }
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self {
+            ring_kib: sockmon_common::DEFAULT_RING_BYTES / 1024,
+        }
+    }
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        Self {
+            cap: crate::table::DEFAULT_CAP,
+        }
+    }
+}
+
+impl Default for FileSinkConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            max_bytes: 100 << 20,
+            keep: 5,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses `text` (the contents of `path`) and validates it.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                reason: e.message().trim().to_string(),
+            }
+        })?;
+        cfg.validate().map_err(|e| match e {
+            ConfigError::Value { what, reason } => {
+                let (line, column) = locate_key(text, &what);
+                ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    reason: format!("{what}: {reason}"),
+                }
+            }
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str, reason: String| {
+            Err(ConfigError::Value {
+                what: what.to_string(),
+                reason,
+            })
+        };
+        let k = self.kernel.ring_kib;
+        if !(4..=1 << 20).contains(&k) || !k.is_power_of_two() {
+            return bad(
+                "kernel.ring_kib",
+                format!("{k} is not a power of two between 4 and 1048576"),
+            );
+        }
+        if self.table.cap == 0 {
+            return bad("table.cap", "must be at least 1".into());
+        }
+        if !(1..=65_536).contains(&self.api.max_clients) {
+            return bad(
+                "api.max_clients",
+                format!("{} is not between 1 and 65536", self.api.max_clients),
+            );
+        }
+        if !self.api.socket.is_absolute() {
+            return bad(
+                "api.socket",
+                format!("`{}` is not an absolute path", self.api.socket.display()),
+            );
+        }
+        if self.sinks.file.max_bytes < 4096 {
+            return bad(
+                "sinks.file.max_bytes",
+                format!("{} is below the minimum of 4096", self.sinks.file.max_bytes),
+            );
+        }
+        if !(1..=1000).contains(&self.sinks.file.keep) {
+            return bad(
+                "sinks.file.keep",
+                format!("{} is not between 1 and 1000", self.sinks.file.keep),
+            );
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            return bad(
+                "log.level",
+                format!(
+                    "`{}` is not one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+/// Where the key of `dotted` (`table.key`) is set, best effort (1:1 if not found).
+fn locate_key(text: &str, dotted: &str) -> (usize, usize) {
+    let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+    let mut in_table = table.is_empty();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            in_table = name.trim() == table;
+            continue;
+        }
+        if in_table && t.split('=').next().map(str::trim) == Some(key) {
+            return (i + 1, line.len() - line.trim_start().len() + 1);
+        }
+    }
+    (1, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/sockmon/config.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_section_parses() {
+        let c = parse(
+            r#"
+[api]
+socket = "/run/x/api.sock"
+max_clients = 10
+[kernel]
+ring_kib = 16384
+[table]
+cap = 5000
+[sinks.stdout]
+enabled = true
+[sinks.file]
+path = "/var/log/sockmon/events.ndjson"
+max_bytes = 1048576
+keep = 3
+[metrics]
+listen = "127.0.0.1:9464"
+[log]
+level = "debug"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.api.socket, PathBuf::from("/run/x/api.sock"));
+        assert_eq!(
+            (c.api.max_clients, c.kernel.ring_kib, c.table.cap),
+            (10, 16384, 5000)
+        );
+        assert!(c.sinks.stdout.enabled);
+        assert_eq!(
+            c.sinks.file.path.as_deref(),
+            Some(Path::new("/var/log/sockmon/events.ndjson"))
+        );
+        assert_eq!((c.sinks.file.max_bytes, c.sinks.file.keep), (1048576, 3));
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_line_and_key() {
+        let e = parse("[api]\nmax_clients = 3\nsokcet = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/sockmon/config.toml:3:1: "), "{e}");
+        assert!(e.contains("unknown field `sokcet`"), "{e}");
+        let e = parse("[metric]\nlisten = \"x\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("/etc/sockmon/config.toml:1:"), "{e}");
+        assert!(e.contains("unknown field `metric`"), "{e}");
+    }
+
+    #[test]
+    fn bad_types_and_values_name_line_and_reason() {
+        let e = parse("[kernel]\nring_kib = \"big\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/sockmon/config.toml:2:"), "{e}");
+        let e = parse("[kernel]\nring_kib = 100\n").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "/etc/sockmon/config.toml:2:1: kernel.ring_kib: 100 is not a power of two between 4 and 1048576"
+        );
+        let e = parse("[metrics]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/sockmon/config.toml:2:"), "{e}");
+        let e = parse("\n[log]\n  level = \"loud\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "/etc/sockmon/config.toml:3:3: log.level: `loud` is not one of error, warn, info, debug, trace"
+        );
+        let e = parse("[api]\nsocket = \"relative.sock\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("api.socket: `relative.sock` is not an absolute path"),
+            "{e}"
+        );
+        assert!(parse("[sinks.file]\nkeep = 0\n").is_err());
+        assert!(parse("[table]\ncap = 0\n").is_err());
+        assert!(parse("not toml at all").is_err());
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("abc\ndef", 5), (2, 2));
+        assert_eq!(line_col("abc", 0), (1, 1));
+    }
+}

@@ -1,0 +1,181 @@
+//! The optional Prometheus endpoint (`metrics.listen`, off by default):
+//! plain-text exposition on `GET /metrics`.
+//!
+//! Label sets are bounded by construction: event kinds and loss causes are
+//! fixed lists; nothing is labelled by pid, port or address.
+
+use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+use crate::engine::{EngineHandle, stats::Status};
+
+/// Serves metrics on `listener` until `stop` turns true.
+pub async fn serve(listener: TcpListener, engine: EngineHandle, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
+            _ = stop.changed() => return,
+        };
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), respond(stream, &engine)).await;
+        });
+    }
+}
+
+/// Binds the metrics address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+async fn respond(mut stream: TcpStream, engine: &EngineHandle) -> std::io::Result<()> {
+    let mut head = [0u8; 2048];
+    let mut n = 0;
+    while n < head.len() && !head[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+        let r = stream.read(&mut head[n..]).await?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    let first = head[..n].split(|b| *b == b'\n').next().unwrap_or_default();
+    let (status, body) =
+        if first.starts_with(b"GET /metrics ") || first.starts_with(b"GET /metrics\r") {
+            match engine.status().await {
+                Ok(s) => ("200 OK", render(&s)),
+                Err(_) => ("503 Service Unavailable", "shutting down\n".into()),
+            }
+        } else {
+            ("404 Not Found", "try /metrics\n".into())
+        };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await
+}
+
+/// The Prometheus text exposition of `s`.
+pub fn render(s: &Status) -> String {
+    let mut o = String::new();
+    family(
+        &mut o,
+        "sockmon_events_total",
+        "counter",
+        "Socket events seen, by kind.",
+    );
+    for (k, v) in &s.events_total {
+        let _ = writeln!(o, "sockmon_events_total{{kind=\"{k}\"}} {v}");
+    }
+    family(
+        &mut o,
+        "sockmon_dropped_total",
+        "counter",
+        "Events lost, by cause.",
+    );
+    for (c, v) in &s.dropped {
+        let _ = writeln!(o, "sockmon_dropped_total{{cause=\"{c}\"}} {v}");
+    }
+    let snapshot_s = s.snapshot.as_ref().map_or(0.0, |x| x.duration_ms / 1e3);
+    let gauges: [(&str, &str, f64); 7] = [
+        (
+            "sockmon_table_sockets",
+            "Sockets in the live table.",
+            s.table.sockets as f64,
+        ),
+        (
+            "sockmon_table_processes",
+            "Processes holding sockets in the table.",
+            s.table.processes as f64,
+        ),
+        (
+            "sockmon_table_evictions",
+            "Sockets evicted because the table was full.",
+            s.table.evictions as f64,
+        ),
+        (
+            "sockmon_api_clients",
+            "Connected API clients.",
+            s.clients as f64,
+        ),
+        (
+            "sockmon_api_subscribers",
+            "API clients subscribed to the event stream.",
+            s.subscribers as f64,
+        ),
+        (
+            "sockmon_snapshot_duration_seconds",
+            "Duration of the start-up snapshot.",
+            snapshot_s,
+        ),
+        (
+            "sockmon_uptime_seconds",
+            "Seconds since the daemon started.",
+            s.uptime_s,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        family(&mut o, name, "gauge", help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+    o
+}
+
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::engine::stats::{SnapshotStatus, TableStatus};
+
+    #[test]
+    fn exposition_has_bounded_labels_and_every_family() {
+        let s = Status {
+            version: "0".into(),
+            uptime_s: 3.5,
+            probes_attached: true,
+            events_total: BTreeMap::from([("connect".into(), 4), ("close".into(), 2)]),
+            events_per_s: BTreeMap::new(),
+            dropped: BTreeMap::from([("ring_full".into(), 1)]),
+            table: TableStatus {
+                sockets: 10,
+                processes: 2,
+                cap: 100,
+                evictions: 0,
+            },
+            snapshot: Some(SnapshotStatus {
+                sockets: 8,
+                duration_ms: 12.5,
+                time: String::new(),
+            }),
+            clients: 1,
+            subscribers: 0,
+        };
+        let text = render(&s);
+        assert!(
+            text.contains("sockmon_events_total{kind=\"connect\"} 4\n"),
+            "{text}"
+        );
+        assert!(text.contains("sockmon_dropped_total{cause=\"ring_full\"} 1\n"));
+        assert!(text.contains("sockmon_table_sockets 10\n"));
+        assert!(text.contains("sockmon_snapshot_duration_seconds 0.0125\n"));
+        assert!(text.contains("# TYPE sockmon_uptime_seconds gauge\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(!line.contains("pid=") && !line.contains("port="), "{line}");
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}

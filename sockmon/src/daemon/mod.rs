@@ -1,0 +1,232 @@
+//! `sockmon daemon`: the engine with its snapshot, served on the API
+//! socket, written to the configured sinks, optionally exported as metrics.
+//!
+//! Lifecycle: the API socket is created first (a second daemon fails here,
+//! before loading anything); then the probes are attached and the snapshot
+//! merged; then READY is sent to systemd. SIGHUP reloads what can change
+//! without reloading probes; SIGTERM/SIGINT stop accepting, remove the
+//! socket, flush the sinks, detach every program and exit 0.
+
+pub mod config;
+pub mod metrics;
+pub mod sinks;
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicUsize, atomic::Ordering},
+};
+
+use config::Config;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot, watch},
+};
+
+use crate::{
+    api::server::{self, Limits},
+    cmd::{EXIT_USAGE, fail, fail_chain},
+    engine::{Engine, EngineOptions},
+    kernel::LoadOptions,
+    logging::LogHandle,
+};
+
+/// What the daemon runs with, and how to rebuild it on SIGHUP.
+pub struct DaemonSetup {
+    pub config: Config,
+    /// Re-reads the file and re-applies the flags (for SIGHUP).
+    pub reload: Box<dyn Fn() -> Result<Config, String> + Send>,
+}
+
+pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
+    log.set_level(&setup.config.log.level);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
+    };
+    rt.block_on(daemon(setup, log))
+}
+
+async fn daemon(setup: DaemonSetup, log: LogHandle) -> ExitCode {
+    let DaemonSetup { mut config, reload } = setup;
+    let socket = config.api.socket.clone();
+    let listener = match server::bind(&socket) {
+        Ok(l) => l,
+        Err(e) => return fail_chain(&e, 1),
+    };
+    let ring_bytes = config.kernel.ring_kib * 1024;
+    let opts = EngineOptions {
+        load: LoadOptions {
+            ring_bytes,
+            wakeup_bytes: u64::from(ring_bytes / 8),
+        },
+        table_cap: config.table.cap,
+        snapshot: true,
+        ..EngineOptions::default()
+    };
+    let engine = match Engine::start(opts).await {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket);
+            return fail_chain(&e, if e.is_privileges() { EXIT_USAGE } else { 1 });
+        }
+    };
+    let handle = engine.handle.clone();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = Arc::new(Limits {
+        max_clients: AtomicUsize::new(config.api.max_clients),
+    });
+    let api = tokio::spawn(server::serve(
+        listener,
+        handle.clone(),
+        limits.clone(),
+        stop_rx.clone(),
+    ));
+    let (sink_tx, sink_rx) = mpsc::channel(4);
+    let sinks = tokio::spawn(sinks::run(handle.clone(), config.sinks.clone(), sink_rx));
+    let mut metrics = start_metrics(&config, &handle).await;
+
+    let status = handle.status().await.ok();
+    let (sockets, snap_ms) = status
+        .as_ref()
+        .map(|s| {
+            (
+                s.table.sockets,
+                s.snapshot.as_ref().map_or(0.0, |x| x.duration_ms),
+            )
+        })
+        .unwrap_or_default();
+    tracing::info!(
+        "sockmon daemon ready: probes attached, {sockets} sockets in the table (snapshot {snap_ms:.1} ms), API on {}",
+        socket.display()
+    );
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!("watching; {sockets} sockets in the table")),
+        ],
+    );
+
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return fail(&"cannot install signal handlers", 1);
+    };
+    let mut watchdog = tokio::time::interval(std::time::Duration::from_millis(500));
+    let code = loop {
+        tokio::select! {
+            _ = term.recv() => break ExitCode::SUCCESS,
+            _ = int.recv() => break ExitCode::SUCCESS,
+            _ = hup.recv() => {
+                match reload() {
+                    Ok(new) => {
+                        apply_reload(&config, &new, &limits, &sink_tx, &log).await;
+                        if new.metrics.listen != config.metrics.listen {
+                            if let Some((tx, task)) = metrics.take() {
+                                let _ = tx.send(true);
+                                let _ = task.await;
+                            }
+                            metrics = start_metrics(&new, &handle).await;
+                        }
+                        config = new;
+                        tracing::info!("configuration reloaded");
+                    }
+                    Err(e) => tracing::error!("configuration not reloaded: {e}"),
+                }
+            }
+            _ = watchdog.tick() => {
+                if engine.is_finished() {
+                    tracing::error!("the event pipeline stopped unexpectedly");
+                    break ExitCode::from(1);
+                }
+            }
+        }
+    };
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    let _ = api.await;
+    let _ = std::fs::remove_file(&socket);
+    let (done_tx, done_rx) = oneshot::channel();
+    if sink_tx
+        .send(sinks::SinkControl::Stop(done_tx))
+        .await
+        .is_ok()
+    {
+        let _ = done_rx.await;
+    }
+    let _ = sinks.await;
+    if let Some((tx, task)) = metrics {
+        let _ = tx.send(true);
+        let _ = task.await;
+    }
+    engine.shutdown().await;
+    tracing::info!("sockmon daemon stopped; every program detached");
+    code
+}
+
+type MetricsTask = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+async fn start_metrics(
+    config: &Config,
+    handle: &crate::engine::EngineHandle,
+) -> Option<MetricsTask> {
+    let addr = config.metrics.listen?;
+    match metrics::bind(addr).await {
+        Ok(listener) => {
+            let (tx, rx) = watch::channel(false);
+            tracing::info!("metrics on http://{addr}/metrics");
+            Some((
+                tx,
+                tokio::spawn(metrics::serve(listener, handle.clone(), rx)),
+            ))
+        }
+        Err(e) => {
+            tracing::error!("cannot serve metrics on {addr}: {e}");
+            None
+        }
+    }
+}
+
+async fn apply_reload(
+    old: &Config,
+    new: &Config,
+    limits: &Limits,
+    sinks: &mpsc::Sender<sinks::SinkControl>,
+    log: &LogHandle,
+) {
+    limits
+        .max_clients
+        .store(new.api.max_clients, Ordering::Relaxed);
+    log.set_level(&new.log.level);
+    if new.sinks != old.sinks {
+        let _ = sinks
+            .send(sinks::SinkControl::Reconfigure(new.sinks.clone()))
+            .await;
+    }
+    let fixed: [(&str, bool); 3] = [
+        ("api.socket", new.api.socket != old.api.socket),
+        (
+            "kernel.ring_kib",
+            new.kernel.ring_kib != old.kernel.ring_kib,
+        ),
+        ("table.cap", new.table.cap != old.table.cap),
+    ];
+    for (name, changed) in fixed {
+        if changed {
+            tracing::warn!("{name} changed; it takes effect at the next restart");
+        }
+    }
+}
+
+/// The default config path if it exists, for `--config` left unset.
+pub fn default_config_path() -> Option<PathBuf> {
+    let p = PathBuf::from(config::DEFAULT_CONFIG);
+    p.exists().then_some(p)
+}

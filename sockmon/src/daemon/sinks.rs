@@ -1,0 +1,257 @@
+//! Event stream sinks of the daemon: stdout (for journald or a log shipper)
+//! and an append-only file with size-based rotation.
+//!
+//! Lines are never split: events are encoded into whole lines, written a
+//! batch at a time, and the file rotates only between batches (a batch that
+//! would push the file past `max_bytes` goes to a fresh file). The sink has
+//! its own bounded subscription; when it falls behind, a `lost` line says how
+//! many events it missed.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::Ordering},
+};
+
+use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
+
+use super::config::SinksConfig;
+use crate::{
+    clock::WallTime,
+    engine::{EngineHandle, StreamItem},
+    output::json,
+};
+
+/// Control messages for the sink task.
+pub enum SinkControl {
+    Reconfigure(SinksConfig),
+    /// Flush and stop; answered when done.
+    Stop(oneshot::Sender<()>),
+}
+
+/// A file that rotates by size.
+pub struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    file: File,
+    size: u64,
+}
+
+impl RotatingFile {
+    pub fn open(path: &Path, max_bytes: u64, keep: u32) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            max_bytes,
+            keep,
+            file,
+            size,
+        })
+    }
+
+    /// Appends whole lines; rotates first if they would not fit.
+    pub fn write_lines(&mut self, lines: &[u8]) -> io::Result<()> {
+        if self.size > 0 && self.size + lines.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        self.file.write_all(lines)?;
+        self.size += lines.len() as u64;
+        Ok(())
+    }
+
+    /// `path.N-1` → `path.N` … `path` → `path.1`, then a fresh `path`.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        let numbered = |n: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        };
+        let _ = fs::remove_file(numbered(self.keep));
+        for n in (1..self.keep).rev() {
+            let from = numbered(n);
+            if from.exists() {
+                fs::rename(&from, numbered(n + 1))?;
+            }
+        }
+        fs::rename(&self.path, numbered(1))?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+struct Sinks {
+    stdout: bool,
+    file: Option<RotatingFile>,
+}
+
+impl Sinks {
+    fn open(cfg: &SinksConfig) -> Self {
+        let file = cfg.file.path.as_ref().and_then(|p| {
+            RotatingFile::open(p, cfg.file.max_bytes, cfg.file.keep)
+                .map_err(|e| tracing::error!("event file sink {}: {e}", p.display()))
+                .ok()
+        });
+        Self {
+            stdout: cfg.stdout.enabled,
+            file,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.stdout && self.file.is_none()
+    }
+
+    fn write(&mut self, lines: &[u8]) {
+        if lines.is_empty() {
+            return;
+        }
+        if self.stdout {
+            let mut out = io::stdout().lock();
+            if let Err(e) = out.write_all(lines).and_then(|()| out.flush()) {
+                tracing::error!("stdout sink: {e}");
+            }
+        }
+        if let Some(f) = &mut self.file
+            && let Err(e) = f.write_lines(lines)
+        {
+            tracing::error!("event file sink: {e}");
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(f) = &mut self.file {
+            let _ = f.flush();
+        }
+    }
+}
+
+/// Runs the sinks until told to stop.
+pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Receiver<SinkControl>) {
+    let mut sinks = Sinks::open(&cfg);
+    let mut rx = engine.subscribe();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        buf.clear();
+        tokio::select! {
+            item = rx.recv() => {
+                match item {
+                    Ok(item) => encode(&item, &mut buf),
+                    Err(RecvError::Lagged(n)) => {
+                        engine.shared.subscriber_lagged.fetch_add(n, Ordering::Relaxed);
+                        json::write_lost(&mut buf, WallTime::now(), "sink_lagged", n);
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+                while buf.len() < 256 * 1024 {
+                    match rx.try_recv() {
+                        Ok(item) => encode(&item, &mut buf),
+                        Err(_) => break,
+                    }
+                }
+                if !sinks.is_empty() {
+                    tokio::task::block_in_place(|| sinks.write(&buf));
+                }
+            }
+            c = control.recv() => match c {
+                Some(SinkControl::Reconfigure(cfg)) => {
+                    sinks.flush();
+                    sinks = Sinks::open(&cfg);
+                }
+                Some(SinkControl::Stop(done)) => {
+                    // Whatever is already queued goes out before stopping.
+                    while let Ok(item) = rx.try_recv() {
+                        encode(&item, &mut buf);
+                    }
+                    tokio::task::block_in_place(|| {
+                        sinks.write(&buf);
+                        sinks.flush();
+                    });
+                    let _ = done.send(());
+                    return;
+                }
+                None => break,
+            },
+        }
+    }
+    sinks.flush();
+}
+
+fn encode(item: &Arc<StreamItem>, buf: &mut Vec<u8>) {
+    match item.as_ref() {
+        StreamItem::Event(e) => json::write_event(buf, e),
+        StreamItem::Lost { time, cause, count } => json::write_lost(buf, *time, cause, *count),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(n: usize, width: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let body = format!("{{\"n\":{i}}}");
+            v.extend_from_slice(format!("{body:<w$}\n", w = width - 1).as_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn rotates_between_batches_and_never_splits_a_line() {
+        let dir = std::env::temp_dir().join(format!("sockmon-sink-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let path = dir.join("events.ndjson");
+        let mut f = RotatingFile::open(&path, 100, 2).unwrap();
+        for _ in 0..5 {
+            f.write_lines(&lines(2, 40)).unwrap(); // 80 bytes per batch
+        }
+        f.flush().unwrap();
+        let cur = fs::read_to_string(&path).unwrap();
+        let one = fs::read_to_string(dir.join("events.ndjson.1")).unwrap();
+        let two = fs::read_to_string(dir.join("events.ndjson.2")).unwrap();
+        assert!(
+            !dir.join("events.ndjson.3").exists(),
+            "keeps only 2 rotated files"
+        );
+        for text in [&cur, &one, &two] {
+            assert_eq!(text.len(), 80);
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+                assert!(v["n"].is_u64());
+            }
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn appends_to_an_existing_file() {
+        let dir = std::env::temp_dir().join(format!("sockmon-sink-append-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let path = dir.join("e.ndjson");
+        RotatingFile::open(&path, 1000, 1)
+            .unwrap()
+            .write_lines(b"{\"a\":1}\n")
+            .unwrap();
+        RotatingFile::open(&path, 1000, 1)
+            .unwrap()
+            .write_lines(b"{\"a\":2}\n")
+            .unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,34 @@
+//! Without a daemon: the table from one snapshot, enriched in place. This is
+//! what `sockmon ls` and `lookup` show when no daemon runs (like `ss`, a
+//! picture of this moment, with every owner learned from `/proc`).
+
+use crate::{
+    clock::WallTime,
+    snapshot::{self, SnapshotError},
+    table::SocketTable,
+};
+
+use super::{view::BootClock, worker};
+
+/// A snapshot table and the clock to show its start times.
+pub struct LocalTable {
+    pub table: SocketTable,
+    pub boot: BootClock,
+}
+
+/// Takes a snapshot and reads every owner's details.
+pub fn snapshot_table() -> Result<LocalTable, SnapshotError> {
+    let snap = snapshot::take()?;
+    let mut table = SocketTable::new(snap.sockets.len().max(1));
+    table.apply_snapshot(&snap, WallTime::now());
+    let processes: Vec<(u32, u64)> = table.processes().map(|p| (p.pid, p.start_ticks)).collect();
+    for (pid, start) in processes {
+        if let Some((exe, unit)) = worker::details(pid, start) {
+            table.set_process_details(pid, start, exe, unit);
+        }
+    }
+    Ok(LocalTable {
+        table,
+        boot: BootClock::sample(),
+    })
+}

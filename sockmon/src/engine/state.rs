@@ -1,0 +1,225 @@
+//! The state task: the one owner of the socket table.
+//!
+//! It applies kernel records in order, answers queries with copies
+//! ([`super::view`]), publishes every event to subscribers through a
+//! broadcast channel (each subscriber has its own bounded queue; a slow one
+//! lags alone), hands `/proc` work to the worker, and once a second rolls
+//! the rate counters and turns new kernel-side losses into `lost` items.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use sockmon_common::KernelCounter;
+use tokio::sync::{broadcast, mpsc};
+
+use super::{
+    Command, StreamItem,
+    stats::{Shared, Stats, TableStatus},
+    view::{self, BootClock},
+    worker::{Found, Job},
+};
+use crate::{
+    clock::WallTime,
+    event::Record,
+    kernel::{Probes, reader::Batch},
+    table::SocketTable,
+};
+
+/// Processes whose details are requested per second at most, beyond those
+/// requested as they appear (bounds the worker queue after a big snapshot).
+const DETAILS_PER_TICK: usize = 1024;
+
+pub struct State {
+    pub table: SocketTable,
+    pub stats: Stats,
+    pub probes: Probes,
+    pub stream: broadcast::Sender<Arc<StreamItem>>,
+    pub jobs: mpsc::Sender<Job>,
+    pub shared: Arc<Shared>,
+    pub boot: BootClock,
+    /// Processes whose details were requested and not yet answered.
+    pub requested: HashSet<(u32, u64)>,
+    last_kernel: [u64; KernelCounter::ALL.len()],
+}
+
+impl State {
+    pub fn new(
+        table: SocketTable,
+        probes: Probes,
+        stream: broadcast::Sender<Arc<StreamItem>>,
+        jobs: mpsc::Sender<Job>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let last_kernel = probes.counters();
+        Self {
+            table,
+            stats: Stats::default(),
+            probes,
+            stream,
+            jobs,
+            shared,
+            boot: BootClock::sample(),
+            requested: HashSet::new(),
+            last_kernel,
+        }
+    }
+
+    /// Runs until a `Shutdown` command or until every input is closed.
+    pub async fn run(
+        mut self,
+        mut batches: mpsc::Receiver<Batch>,
+        mut commands: mpsc::Receiver<Command>,
+        mut found: mpsc::Receiver<Found>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                b = batches.recv() => match b {
+                    Some(b) => self.on_batch(b),
+                    None => break,
+                },
+                c = commands.recv() => match c {
+                    Some(Command::Shutdown(done)) => {
+                        drop(self);
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                Some(f) = found.recv() => self.on_found(f),
+                _ = tick.tick() => {
+                    self.stats.tick();
+                    self.report_losses();
+                    self.request_details(DETAILS_PER_TICK);
+                }
+            }
+        }
+    }
+
+    pub fn on_batch(&mut self, batch: Batch) {
+        self.stats.decode_errors += batch.decode_errors;
+        let publish = self.stream.receiver_count() > 0;
+        for record in batch.events {
+            match record {
+                Record::Sock(e) => {
+                    self.stats.count(e.kind);
+                    self.table.apply(&e);
+                    self.request_details_of(e.pid);
+                    if publish {
+                        let _ = self.stream.send(Arc::new(StreamItem::Event(e)));
+                    }
+                }
+                Record::Proc(p) => {
+                    if let Some(req) = self.table.apply_proc(&p)
+                        && self.jobs.try_send(Job::Verify(req)).is_err()
+                    {
+                        self.stats.worker_dropped += 1;
+                    }
+                    self.request_details_of(p.pid);
+                }
+            }
+        }
+    }
+
+    /// Asks the worker for `pid`'s details if the table lacks them.
+    fn request_details_of(&mut self, pid: u32) {
+        let Some(p) = self.table.process(pid) else {
+            return;
+        };
+        if p.exe.is_some() || !self.requested.insert((pid, p.start_ticks)) {
+            return;
+        }
+        let job = Job::Enrich {
+            pid,
+            start_ticks: p.start_ticks,
+        };
+        if self.jobs.try_send(job).is_err() {
+            self.requested.remove(&(pid, p.start_ticks));
+        }
+    }
+
+    /// Requests details for up to `n` processes that still lack them.
+    pub fn request_details(&mut self, n: usize) {
+        let missing: Vec<u32> = self
+            .table
+            .processes()
+            .filter(|p| p.exe.is_none() && !self.requested.contains(&(p.pid, p.start_ticks)))
+            .map(|p| p.pid)
+            .take(n)
+            .collect();
+        for pid in missing {
+            self.request_details_of(pid);
+        }
+    }
+
+    fn on_found(&mut self, f: Found) {
+        match f {
+            Found::Details {
+                pid,
+                start_ticks,
+                exe,
+                unit,
+            } => {
+                self.requested.remove(&(pid, start_ticks));
+                self.table.set_process_details(pid, start_ticks, exe, unit);
+            }
+            Found::Held { req, held } => self.table.apply_verified(&req, &held),
+        }
+    }
+
+    /// Publishes kernel-side losses since the last check as `lost` items.
+    fn report_losses(&mut self) {
+        let now = self.probes.counters();
+        for (i, c) in KernelCounter::ALL.iter().enumerate() {
+            let delta = now[i].saturating_sub(self.last_kernel[i]);
+            if delta > 0 && c.is_loss() {
+                tracing::warn!("{delta} events lost in the kernel ({})", c.name());
+                let _ = self.stream.send(Arc::new(StreamItem::Lost {
+                    time: WallTime::now(),
+                    cause: c.name(),
+                    count: delta,
+                }));
+            }
+        }
+        self.last_kernel = now;
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Lookup {
+                proto,
+                src,
+                dst,
+                netns,
+                viewer,
+                reply,
+            } => {
+                let rows = view::lookup(&self.table, (proto, src, dst, netns), viewer, &self.boot);
+                let _ = reply.send(rows);
+            }
+            Command::List {
+                filter,
+                viewer,
+                reply,
+            } => {
+                let _ = reply.send(view::list(&self.table, &filter, viewer, &self.boot));
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    pub fn status(&self) -> super::stats::Status {
+        let table = TableStatus {
+            sockets: self.table.len(),
+            processes: self.table.process_count(),
+            cap: self.table.cap(),
+            evictions: self.table.evictions(),
+        };
+        self.stats
+            .status(&self.probes.counters(), table, &self.shared)
+    }
+}

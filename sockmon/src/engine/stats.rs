@@ -1,0 +1,194 @@
+//! Counters the state task keeps for `status` and metrics: events by kind
+//! (totals and a rolling per-second rate), losses by cause, snapshot facts.
+//! Label sets are bounded: kinds and causes are fixed lists, never per pid or port.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use sockmon_common::KernelCounter;
+
+use crate::{
+    clock::WallTime,
+    event::{EventKind, SOCKET_KINDS, kind_name},
+};
+
+/// Seconds the per-second rates are averaged over.
+const RATE_WINDOW: usize = 5;
+
+/// Shared with the API server and sinks (they count; the state task reports).
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub clients: AtomicUsize,
+    pub subscribers: AtomicUsize,
+    /// Events a slow subscriber or sink lost (its queue overflowed).
+    pub subscriber_lagged: AtomicU64,
+}
+
+/// Facts about the start-up snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotStatus {
+    pub sockets: usize,
+    pub duration_ms: f64,
+    pub time: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableStatus {
+    pub sockets: usize,
+    pub processes: usize,
+    pub cap: usize,
+    pub evictions: u64,
+}
+
+/// The `status` answer (docs/api.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub uptime_s: f64,
+    pub probes_attached: bool,
+    pub events_total: BTreeMap<String, u64>,
+    pub events_per_s: BTreeMap<String, f64>,
+    pub dropped: BTreeMap<String, u64>,
+    pub table: TableStatus,
+    pub snapshot: Option<SnapshotStatus>,
+    pub clients: usize,
+    pub subscribers: usize,
+}
+
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    totals: [u64; SOCKET_KINDS.len()],
+    current: [u64; SOCKET_KINDS.len()],
+    window: VecDeque<[u64; SOCKET_KINDS.len()]>,
+    pub decode_errors: u64,
+    pub worker_dropped: u64,
+    pub snapshot: Option<SnapshotStatus>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            totals: [0; SOCKET_KINDS.len()],
+            current: [0; SOCKET_KINDS.len()],
+            window: VecDeque::with_capacity(RATE_WINDOW),
+            decode_errors: 0,
+            worker_dropped: 0,
+            snapshot: None,
+        }
+    }
+}
+
+impl Stats {
+    pub fn count(&mut self, kind: EventKind) {
+        if let Some(i) = SOCKET_KINDS.iter().position(|k| *k == kind) {
+            self.totals[i] += 1;
+            self.current[i] += 1;
+        }
+    }
+
+    /// Closes the current one-second bucket (call once a second).
+    pub fn tick(&mut self) {
+        if self.window.len() == RATE_WINDOW {
+            self.window.pop_front();
+        }
+        self.window.push_back(self.current);
+        self.current = [0; SOCKET_KINDS.len()];
+    }
+
+    pub fn record_snapshot(&mut self, sockets: usize, duration: Duration) {
+        self.snapshot = Some(SnapshotStatus {
+            sockets,
+            duration_ms: duration.as_secs_f64() * 1e3,
+            time: WallTime::now().rfc3339(),
+        });
+    }
+
+    /// Builds the status answer.
+    pub fn status(
+        &self,
+        kernel: &[u64; KernelCounter::ALL.len()],
+        table: TableStatus,
+        shared: &Shared,
+    ) -> Status {
+        let mut events_total = BTreeMap::new();
+        let mut events_per_s = BTreeMap::new();
+        for (i, k) in SOCKET_KINDS.iter().enumerate() {
+            events_total.insert(kind_name(*k).to_string(), self.totals[i]);
+            let sum: u64 = self.window.iter().map(|b| b[i]).sum();
+            let secs = self.window.len().max(1) as f64;
+            events_per_s.insert(kind_name(*k).to_string(), sum as f64 / secs);
+        }
+        let mut dropped: BTreeMap<String, u64> = KernelCounter::ALL
+            .iter()
+            .zip(kernel)
+            .map(|(c, v)| (c.name().to_string(), *v))
+            .collect();
+        dropped.insert(
+            "subscriber_lagged".into(),
+            shared.subscriber_lagged.load(Ordering::Relaxed),
+        );
+        dropped.insert("decode_error".into(), self.decode_errors);
+        dropped.insert("worker_queue_full".into(), self.worker_dropped);
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            probes_attached: true,
+            events_total,
+            events_per_s,
+            dropped,
+            table,
+            snapshot: self.snapshot.clone(),
+            clients: shared.clients.load(Ordering::Relaxed),
+            subscribers: shared.subscribers.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> TableStatus {
+        TableStatus {
+            sockets: 3,
+            processes: 1,
+            cap: 10,
+            evictions: 0,
+        }
+    }
+
+    #[test]
+    fn totals_and_rates_by_kind() {
+        let mut s = Stats::default();
+        for _ in 0..10 {
+            s.count(EventKind::Connect);
+        }
+        s.count(EventKind::Close);
+        s.tick();
+        s.tick();
+        let st = s.status(&[0; KernelCounter::ALL.len()], table(), &Shared::default());
+        assert_eq!(st.events_total["connect"], 10);
+        assert_eq!(st.events_total["close"], 1);
+        assert_eq!(st.events_total["bind"], 0);
+        assert_eq!(st.events_per_s["connect"], 5.0);
+        assert_eq!(st.table.sockets, 3);
+    }
+
+    #[test]
+    fn drops_name_every_cause() {
+        let s = Stats::default();
+        let shared = Shared::default();
+        shared.subscriber_lagged.store(7, Ordering::Relaxed);
+        let st = s.status(&[1, 2, 3, 4, 5], table(), &shared);
+        assert_eq!(st.dropped["ring_full"], 1);
+        assert_eq!(st.dropped["read_user_failed"], 5);
+        assert_eq!(st.dropped["subscriber_lagged"], 7);
+        assert_eq!(st.dropped.len(), 8);
+    }
+}

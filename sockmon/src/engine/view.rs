@@ -1,0 +1,339 @@
+//! What `ls`, `lookup` and the API show of a socket: a self-contained,
+//! serializable copy of a table entry with its owners' process details
+//! joined in, redacted for the viewer.
+//!
+//! These are the `SOCKET` objects of docs/api.md and the lines of
+//! `sockmon ls --json`; the CLI reads them back from the daemon with the same
+//! types.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    clock::WallTime,
+    event::Proto,
+    filter::Filter,
+    output::escape,
+    table::{SocketEntry, SocketTable},
+};
+
+/// One socket, as shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketView {
+    pub proto: String,
+    pub family: String,
+    pub src_ip: String,
+    pub src_port: u16,
+    pub dst_ip: String,
+    pub dst_port: u16,
+    pub state: String,
+    pub inode: u64,
+    pub netns: u32,
+    pub owners: Vec<OwnerView>,
+}
+
+/// One owner, as shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerView {
+    pub pid: u32,
+    pub tid: u32,
+    /// The process's (leader's) name.
+    pub comm: Option<String>,
+    /// The name of the thread that last acted on the socket.
+    pub thread_comm: Option<String>,
+    pub uid: Option<u32>,
+    pub exe: Option<String>,
+    /// When the process started (RFC 3339, UTC).
+    pub start_time: Option<String>,
+    /// `event`, `snapshot` or `inherited`.
+    pub source: String,
+    /// systemd unit, or `runtime:id` of a container.
+    pub unit: Option<String>,
+}
+
+/// Who is looking, and so what they may see (see docs/api.md, Access).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Viewer {
+    /// `None`: sees everything (root). `Some(uid)`: sees paths and units of
+    /// that uid's processes only.
+    pub uid: Option<u32>,
+    /// `/proc` is mounted with `hidepid`: names of others' processes are hidden too.
+    pub hide_names: bool,
+}
+
+impl Viewer {
+    pub const ROOT: Viewer = Viewer {
+        uid: None,
+        hide_names: false,
+    };
+
+    fn sees_details_of(&self, owner_uid: Option<u32>) -> bool {
+        match self.uid {
+            None => true,
+            Some(me) => owner_uid == Some(me),
+        }
+    }
+}
+
+/// Boot time on the wall clock, to show start times (ticks since boot).
+#[derive(Clone, Copy, Debug)]
+pub struct BootClock {
+    boot_wall_ns: i64,
+    ns_per_tick: u64,
+}
+
+impl BootClock {
+    pub fn sample() -> Self {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid pointer to a local timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        let since_boot = ts.tv_sec * 1_000_000_000 + ts.tv_nsec;
+        Self {
+            boot_wall_ns: WallTime::now().0 - since_boot,
+            ns_per_tick: 1_000_000_000 / crate::event::clock_ticks_per_sec(),
+        }
+    }
+
+    pub fn start_time(&self, ticks: u64) -> WallTime {
+        WallTime(self.boot_wall_ns + (ticks * self.ns_per_tick) as i64)
+    }
+}
+
+/// Builds the view of `e` for `viewer`.
+pub fn socket(
+    e: &SocketEntry,
+    table: &SocketTable,
+    viewer: Viewer,
+    boot: &BootClock,
+) -> SocketView {
+    let owners = e
+        .owners
+        .iter()
+        .map(|o| {
+            let p = table.process(o.pid);
+            let uid = p.map(|p| p.uid);
+            let details = viewer.sees_details_of(uid);
+            let names = details || !viewer.hide_names;
+            OwnerView {
+                pid: o.pid,
+                tid: o.tid,
+                comm: p
+                    .filter(|_| names)
+                    .map(|p| escape::for_json(p.comm.as_bytes()).into_owned()),
+                thread_comm: names.then(|| escape::for_json(o.comm.as_bytes()).into_owned()),
+                uid,
+                exe: p
+                    .filter(|_| details)
+                    .and_then(|p| p.exe.as_deref().map(str::to_string)),
+                start_time: p.map(|p| boot.start_time(p.start_ticks).rfc3339()),
+                source: o.source.name().to_string(),
+                unit: p
+                    .filter(|_| details)
+                    .and_then(|p| p.unit.as_deref().map(str::to_string)),
+            }
+        })
+        .collect();
+    SocketView {
+        proto: e.key.proto.name().to_string(),
+        family: e.family.name().to_string(),
+        src_ip: e.key.src.ip().to_string(),
+        src_port: e.key.src.port(),
+        dst_ip: e.key.dst.ip().to_string(),
+        dst_port: e.key.dst.port(),
+        state: e.state.name().to_string(),
+        inode: e.inode,
+        netns: e.key.netns,
+        owners,
+    }
+}
+
+/// Every socket of `table` passing `filter`, ordered by (netns, inode).
+pub fn list(
+    table: &SocketTable,
+    filter: &Filter,
+    viewer: Viewer,
+    boot: &BootClock,
+) -> Vec<SocketView> {
+    let mut rows: Vec<_> = table
+        .iter()
+        .filter(|e| matches(filter, e, table))
+        .map(|e| socket(e, table, viewer, boot))
+        .collect();
+    rows.sort_by_key(|r| (r.netns, r.inode));
+    rows
+}
+
+/// Every socket named `src → dst` (in `netns` or any; of `proto` or either).
+pub fn lookup(
+    table: &SocketTable,
+    q: (
+        Option<Proto>,
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+        Option<u32>,
+    ),
+    viewer: Viewer,
+    boot: &BootClock,
+) -> Vec<SocketView> {
+    let (proto, src, dst, netns) = q;
+    let mut rows: Vec<_> = table
+        .lookup_any(proto, src, dst, netns)
+        .map(|e| socket(e, table, viewer, boot))
+        .collect();
+    rows.sort_by_key(|r| (r.netns, r.inode));
+    rows
+}
+
+/// Whether socket `e` passes `f` (`pid`, `comm`: any owner; `port`: either side).
+pub fn matches(f: &Filter, e: &SocketEntry, table: &SocketTable) -> bool {
+    let owner_pid = |pid: &u32| e.owners.iter().any(|o| o.pid == *pid);
+    let owner_comm = |c: &String| {
+        e.owners.iter().any(|o| {
+            o.comm.as_bytes() == c.as_bytes()
+                || table
+                    .process(o.pid)
+                    .is_some_and(|p| p.comm.as_bytes() == c.as_bytes())
+        })
+    };
+    (f.pids.is_empty() || f.pids.iter().any(owner_pid))
+        && (f.comms.is_empty() || f.comms.iter().any(owner_comm))
+        && (f.ports.is_empty()
+            || f.ports
+                .iter()
+                .any(|p| e.key.src.port() == *p || e.key.dst.port() == *p))
+        && f.proto.is_none_or(|p: Proto| p == e.key.proto)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::{Comm, Event, EventKind, Family},
+        table::SocketTable,
+    };
+
+    fn table_with(uid: u32) -> SocketTable {
+        let mut raw = [0u8; 16];
+        raw[..5].copy_from_slice(b"nginx");
+        let mut t = SocketTable::new(8);
+        t.apply(&Event {
+            kind: EventKind::Listen,
+            time: WallTime(0),
+            proto: Proto::Tcp,
+            family: Family::Ipv4,
+            src: "0.0.0.0:80".parse().unwrap(),
+            dst: "0.0.0.0:0".parse().unwrap(),
+            pid: 10,
+            tid: 11,
+            uid,
+            comm: Comm::from_kernel(&raw),
+            process_comm: Comm::from_kernel(&raw),
+            start_ns: 2_000_000_000,
+            netns: 5,
+            inode: 99,
+            cgroup_id: 0,
+            error: None,
+            state: 10,
+            flags: 0,
+        });
+        t.set_process_details(
+            10,
+            200,
+            Some("/usr/sbin/nginx".into()),
+            Some("nginx.service".into()),
+        );
+        t
+    }
+
+    #[test]
+    fn root_sees_everything() {
+        let t = table_with(33);
+        let v = socket(t.get(99).unwrap(), &t, Viewer::ROOT, &BootClock::sample());
+        assert_eq!(
+            (v.proto.as_str(), v.state.as_str(), v.src_port, v.netns),
+            ("tcp", "listen", 80, 5)
+        );
+        let o = &v.owners[0];
+        assert_eq!((o.pid, o.tid, o.uid), (10, 11, Some(33)));
+        assert_eq!(o.comm.as_deref(), Some("nginx"));
+        assert_eq!(o.exe.as_deref(), Some("/usr/sbin/nginx"));
+        assert_eq!(o.unit.as_deref(), Some("nginx.service"));
+        assert_eq!(o.source, "event");
+        assert!(o.start_time.as_deref().is_some_and(|s| s.ends_with('Z')));
+    }
+
+    #[test]
+    fn others_processes_hide_paths_and_units_and_names_under_hidepid() {
+        let t = table_with(33);
+        let stranger = Viewer {
+            uid: Some(1000),
+            hide_names: false,
+        };
+        let o = &socket(t.get(99).unwrap(), &t, stranger, &BootClock::sample()).owners[0];
+        assert_eq!((o.exe.as_deref(), o.unit.as_deref()), (None, None));
+        assert_eq!(o.comm.as_deref(), Some("nginx"));
+        let hidden = Viewer {
+            uid: Some(1000),
+            hide_names: true,
+        };
+        let o = &socket(t.get(99).unwrap(), &t, hidden, &BootClock::sample()).owners[0];
+        assert_eq!((o.comm.as_deref(), o.thread_comm.as_deref()), (None, None));
+        let same = Viewer {
+            uid: Some(33),
+            hide_names: true,
+        };
+        let o = &socket(t.get(99).unwrap(), &t, same, &BootClock::sample()).owners[0];
+        assert_eq!(o.exe.as_deref(), Some("/usr/sbin/nginx"));
+    }
+
+    #[test]
+    fn socket_filters() {
+        let t = table_with(0);
+        let e = t.get(99).unwrap();
+        assert!(matches(&Filter::default(), e, &t));
+        assert!(matches(
+            &Filter {
+                pids: vec![10],
+                ..Default::default()
+            },
+            e,
+            &t
+        ));
+        assert!(!matches(
+            &Filter {
+                pids: vec![11],
+                ..Default::default()
+            },
+            e,
+            &t
+        ));
+        assert!(matches(
+            &Filter {
+                comms: vec!["nginx".into()],
+                ..Default::default()
+            },
+            e,
+            &t
+        ));
+        assert!(matches(
+            &Filter {
+                ports: vec![80],
+                ..Default::default()
+            },
+            e,
+            &t
+        ));
+        assert!(!matches(
+            &Filter {
+                proto: Some(Proto::Udp),
+                ..Default::default()
+            },
+            e,
+            &t
+        ));
+    }
+}

@@ -1,0 +1,103 @@
+//! The `/proc` worker: everything the state task wants to know from `/proc`
+//! runs here, on its own thread, so the event path never waits on a file
+//! system read.
+//!
+//! - enrich: a new process's executable path and systemd unit/container;
+//! - verify: after an exec, which of a process's sockets it still holds.
+//!
+//! Requests arrive through a bounded channel the state task fills with
+//! `try_send` (a full queue drops the request and counts it); every answer is
+//! tagged with the process start time so an answer about a process that
+//! exited (and whose PID was reused) meanwhile is ignored by the table.
+
+use std::{collections::HashSet, fs, sync::Arc};
+
+use tokio::sync::mpsc;
+
+use super::cgroup_unit;
+use crate::{procfs, table::VerifyRequest};
+
+/// Work for the worker.
+#[derive(Debug)]
+pub enum Job {
+    Enrich { pid: u32, start_ticks: u64 },
+    Verify(VerifyRequest),
+}
+
+/// What the worker found.
+#[derive(Debug)]
+pub enum Found {
+    Details {
+        pid: u32,
+        start_ticks: u64,
+        exe: Option<Arc<str>>,
+        unit: Option<Arc<str>>,
+    },
+    Held {
+        req: VerifyRequest,
+        held: HashSet<u64>,
+    },
+}
+
+/// Queue length of the worker (requests beyond it are dropped and counted).
+pub const QUEUE: usize = 4096;
+
+/// Starts the worker thread; it ends when the job sender is dropped.
+pub fn spawn() -> std::io::Result<(mpsc::Sender<Job>, mpsc::Receiver<Found>)> {
+    let (job_tx, mut job_rx) = mpsc::channel::<Job>(QUEUE);
+    let (found_tx, found_rx) = mpsc::channel::<Found>(QUEUE);
+    std::thread::Builder::new()
+        .name("sockmon-procfs".into())
+        .spawn(move || {
+            while let Some(job) = job_rx.blocking_recv() {
+                let found = match job {
+                    Job::Enrich { pid, start_ticks } => enrich(pid, start_ticks),
+                    Job::Verify(req) => verify(req),
+                };
+                if let Some(f) = found
+                    && found_tx.blocking_send(f).is_err()
+                {
+                    break;
+                }
+            }
+        })?;
+    Ok((job_tx, found_rx))
+}
+
+fn enrich(pid: u32, start_ticks: u64) -> Option<Found> {
+    let (exe, unit) = details(pid, start_ticks)?;
+    Some(Found::Details {
+        pid,
+        start_ticks,
+        exe,
+        unit,
+    })
+}
+
+/// Executable path and systemd unit (or container) of a process.
+pub type Details = (Option<Arc<str>>, Option<Arc<str>>);
+
+/// The [`Details`] of `pid`, if it is still the process that started at `start_ticks`.
+pub fn details(pid: u32, start_ticks: u64) -> Option<Details> {
+    let exe = fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| Arc::from(p.to_string_lossy().as_ref()));
+    let placement = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map(|t| cgroup_unit::from_proc_cgroup(&t))
+        .unwrap_or_default();
+    // Read the start time last: if it still matches, the answers above are
+    // about the process we were asked about, not a successor with its PID.
+    if procfs::start_ticks(pid)? != start_ticks {
+        return None;
+    }
+    let unit = placement.container.or(placement.unit).map(Arc::from);
+    Some((exe, unit))
+}
+
+fn verify(req: VerifyRequest) -> Option<Found> {
+    let held = procfs::socket_inodes(req.pid)?;
+    if procfs::start_ticks(req.pid)? != req.start_ticks {
+        return None;
+    }
+    Some(Found::Held { req, held })
+}

@@ -1,0 +1,153 @@
+//! The human table of `sockmon ls` and `lookup`, like `ss -tunap`:
+//!
+//! ```text
+//! PROTO STATE      LOCAL                  REMOTE                 INODE     NETNS       OWNERS
+//! tcp   listen     0.0.0.0:8080           0.0.0.0:*              123456    4026531840  nginx[412] nginx.service
+//! ```
+//!
+//! Owners are `name[pid]`; `name[pid]/tid` when another thread acted;
+//! `,inherited` marks an owner known only from a fork. Names are untrusted
+//! and escaped for the terminal.
+
+use std::io::Write as _;
+
+use super::escape;
+use crate::engine::view::{OwnerView, SocketView};
+
+/// Appends the header and one line per socket.
+pub fn write_table(out: &mut Vec<u8>, rows: &[SocketView]) {
+    let _ = writeln!(
+        out,
+        "{:<5} {:<10} {:<22} {:<22} {:<9} {:<11} OWNERS",
+        "PROTO", "STATE", "LOCAL", "REMOTE", "INODE", "NETNS"
+    );
+    for r in rows {
+        let remote = if r.dst_port == 0 && is_unspecified(&r.dst_ip) {
+            endpoint(&r.dst_ip, None)
+        } else {
+            endpoint(&r.dst_ip, Some(r.dst_port))
+        };
+        let owners: Vec<String> = r.owners.iter().map(owner).collect();
+        let owners = if owners.is_empty() {
+            "-".to_string()
+        } else {
+            owners.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "{:<5} {:<10} {:<22} {:<22} {:<9} {:<11} {}",
+            r.proto,
+            r.state,
+            endpoint(&r.src_ip, Some(r.src_port)),
+            remote,
+            r.inode,
+            r.netns,
+            owners
+        );
+    }
+}
+
+fn is_unspecified(ip: &str) -> bool {
+    ip == "0.0.0.0" || ip == "::"
+}
+
+fn endpoint(ip: &str, port: Option<u16>) -> String {
+    let port = port.map_or("*".to_string(), |p| p.to_string());
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+fn owner(o: &OwnerView) -> String {
+    let name = o.comm.as_deref().map_or_else(
+        || "?".to_string(),
+        |c| escape::for_terminal(c.as_bytes()).into_owned(),
+    );
+    let mut s = format!("{name}[{}", o.pid);
+    if o.source == "inherited" {
+        s.push_str(",inherited");
+    }
+    s.push(']');
+    if o.tid != o.pid {
+        s.push_str(&format!("/{}", o.tid));
+    }
+    if let Some(unit) = &o.unit {
+        s.push(' ');
+        s.push_str(&escape::for_terminal(unit.as_bytes()));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(owners: Vec<OwnerView>) -> SocketView {
+        SocketView {
+            proto: "tcp".into(),
+            family: "ipv4".into(),
+            src_ip: "0.0.0.0".into(),
+            src_port: 8080,
+            dst_ip: "0.0.0.0".into(),
+            dst_port: 0,
+            state: "listen".into(),
+            inode: 123456,
+            netns: 4026531840,
+            owners,
+        }
+    }
+
+    fn own(pid: u32, tid: u32, comm: &str, source: &str, unit: Option<&str>) -> OwnerView {
+        OwnerView {
+            pid,
+            tid,
+            comm: Some(comm.into()),
+            thread_comm: Some(comm.into()),
+            uid: Some(0),
+            exe: None,
+            start_time: None,
+            source: source.into(),
+            unit: unit.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn one_line_per_socket_with_owners() {
+        let mut out = Vec::new();
+        write_table(
+            &mut out,
+            &[row(vec![
+                own(412, 412, "nginx", "snapshot", Some("nginx.service")),
+                own(413, 415, "nginx", "inherited", None),
+            ])],
+        );
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("PROTO STATE"));
+        assert!(
+            lines[1].starts_with("tcp   listen     0.0.0.0:8080           0.0.0.0:*"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[1].ends_with("nginx[412] nginx.service, nginx[413,inherited]/415"),
+            "{}",
+            lines[1]
+        );
+    }
+
+    #[test]
+    fn hostile_names_are_escaped_and_ipv6_bracketed() {
+        let mut r = row(vec![own(1, 1, "\u{1b}[2Jx", "event", None)]);
+        r.src_ip = "::1".into();
+        let mut out = Vec::new();
+        write_table(&mut out, &[r]);
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains('\u{1b}'));
+        assert!(text.contains("\\x1b[2Jx[1]"), "{text}");
+        assert!(text.contains("[::1]:8080"), "{text}");
+    }
+}
