@@ -123,8 +123,16 @@ pub async fn serve(
     }
 }
 
-async fn refuse(mut stream: UnixStream, e: ApiError) {
-    let _ = stream.write_all(&Response::error(&e).to_line()).await;
+/// Answers the client's first request with `e`, then closes. Reading the
+/// request first matters: closing a Unix socket with unread data resets the
+/// peer, which could then lose the answer.
+async fn refuse(stream: UnixStream, e: ApiError) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(1), read_line(&mut reader, &mut line)).await;
+    let _ = write.write_all(&Response::error(&e).to_line()).await;
+    let _ = write.shutdown().await;
 }
 
 async fn connection(
@@ -139,14 +147,20 @@ async fn connection(
         gid: cred.gid(),
         pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
     };
-    let (read, mut write) = stream.into_split();
     let viewer = match access::check(peer, group, access::proc_groups, hidepid) {
         Ok(v) => v,
         Err(e) => {
-            write.write_all(&Response::error(&e).to_line()).await?;
+            tracing::info!(
+                "refused API client uid {} pid {:?}: {}",
+                peer.uid,
+                peer.pid,
+                e.message
+            );
+            refuse(stream, e).await;
             return Ok(());
         }
     };
+    let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::with_capacity(512);
     loop {

@@ -53,6 +53,15 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
 
 async fn daemon(setup: DaemonSetup, log: LogHandle) -> ExitCode {
     let DaemonSetup { mut config, reload } = setup;
+    // Handlers first: a SIGHUP or SIGTERM that arrives during start-up (or
+    // right after READY) must not kill the process with the default action.
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return fail(&"cannot install signal handlers", 1);
+    };
     let socket = config.api.socket.clone();
     let listener = match server::bind(&socket) {
         Ok(l) => l,
@@ -112,13 +121,6 @@ async fn daemon(setup: DaemonSetup, log: LogHandle) -> ExitCode {
         ],
     );
 
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return fail(&"cannot install signal handlers", 1);
-    };
     let mut watchdog = tokio::time::interval(std::time::Duration::from_millis(500));
     let code = loop {
         tokio::select! {

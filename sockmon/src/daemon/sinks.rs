@@ -1,9 +1,8 @@
 //! Event stream sinks of the daemon: stdout (for journald or a log shipper)
 //! and an append-only file with size-based rotation.
 //!
-//! Lines are never split: events are encoded into whole lines, written a
-//! batch at a time, and the file rotates only between batches (a batch that
-//! would push the file past `max_bytes` goes to a fresh file). The sink has
+//! Lines are never split: events are encoded into whole lines and the file
+//! rotates only between lines, before one would push it past `max_bytes`. The sink has
 //! its own bounded subscription; when it falls behind, a `lost` line says how
 //! many events it missed.
 
@@ -55,13 +54,30 @@ impl RotatingFile {
         })
     }
 
-    /// Appends whole lines; rotates first if they would not fit.
-    pub fn write_lines(&mut self, lines: &[u8]) -> io::Result<()> {
-        if self.size > 0 && self.size + lines.len() as u64 > self.max_bytes {
-            self.rotate()?;
+    /// Appends whole lines, rotating between lines so that no file grows
+    /// past `max_bytes` (a single longer line gets a file of its own).
+    pub fn write_lines(&mut self, mut lines: &[u8]) -> io::Result<()> {
+        while !lines.is_empty() {
+            let room = self.max_bytes.saturating_sub(self.size) as usize;
+            let fit = lines[..room.min(lines.len())]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            let take = if fit > 0 {
+                fit
+            } else if self.size > 0 {
+                self.rotate()?;
+                continue;
+            } else {
+                lines
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(lines.len(), |i| i + 1)
+            };
+            self.file.write_all(&lines[..take])?;
+            self.size += take as u64;
+            lines = &lines[take..];
         }
-        self.file.write_all(lines)?;
-        self.size += lines.len() as u64;
         Ok(())
     }
 
@@ -235,6 +251,23 @@ mod tests {
                 assert!(v["n"].is_u64());
             }
         }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_large_batch_is_split_across_files_at_line_boundaries() {
+        let dir = std::env::temp_dir().join(format!("sockmon-sink-split-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let path = dir.join("e.ndjson");
+        let mut f = RotatingFile::open(&path, 100, 3).unwrap();
+        f.write_lines(&lines(5, 40)).unwrap(); // 200 bytes: 80 + 80 + 40
+        f.write_lines(&lines(1, 150)).unwrap(); // longer than max_bytes: a file of its own
+        f.flush().unwrap();
+        let sizes: Vec<usize> = ["e.ndjson.3", "e.ndjson.2", "e.ndjson.1", "e.ndjson"]
+            .iter()
+            .map(|n| fs::read(dir.join(n)).unwrap().len())
+            .collect();
+        assert_eq!(sizes, vec![80, 80, 40, 150]);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -85,3 +85,137 @@ pub fn loaded_programs_named(name: &str) -> usize {
         .filter(|p| p.name_as_str() == Some(name))
         .count()
 }
+
+/// A `sockmon daemon` started for a test, with its own socket and config,
+/// stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: std::path::PathBuf,
+    pub socket: std::path::PathBuf,
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts the daemon with `args` and waits for READY=1 on NOTIFY_SOCKET.
+    pub fn start(name: &str, args: &[&str]) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("sockmon-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("api.sock");
+        let notify_path = dir.join("notify.sock");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut child = Command::new(bin())
+            .arg("--socket")
+            .arg(&socket)
+            .arg("daemon")
+            .args(args)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sockmon daemon");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = [0u8; 4096];
+        loop {
+            match notify.recv(&mut buf) {
+                Ok(n)
+                    if String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .any(|l| l == "READY=1") =>
+                {
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    let _ = child.kill();
+                    let lines: Vec<String> = rx.try_iter().collect();
+                    panic!("daemon never sent READY=1 ({e}); stderr: {lines:?}");
+                }
+            }
+        }
+        Daemon {
+            child,
+            dir,
+            socket,
+            stderr: rx,
+        }
+    }
+
+    /// One request line, one response (parsed).
+    pub fn request(&self, line: &str) -> serde_json::Value {
+        let mut c = self.connect();
+        request_on(&mut c, line)
+    }
+
+    pub fn connect(&self) -> std::os::unix::net::UnixStream {
+        let s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// SIGTERM and wait (at most `limit`); returns the exit status.
+    pub fn stop(&mut self, limit: Duration) -> std::process::ExitStatus {
+        signal(&self.child, libc::SIGTERM);
+        wait_exit(&mut self.child, limit)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(&self.child, libc::SIGTERM);
+            if wait_exit_quietly(&mut self.child, Duration::from_secs(3)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_exit_quietly(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Writes `line` + newline on `s` and reads one response line.
+pub fn request_on(s: &mut std::os::unix::net::UnixStream, line: &str) -> serde_json::Value {
+    use std::io::Write as _;
+    s.write_all(line.as_bytes()).unwrap();
+    s.write_all(b"\n").unwrap();
+    read_json_line(s)
+}
+
+/// Reads one line from `s` (byte by byte: the stream may carry more after it).
+pub fn read_json_line(s: &mut std::os::unix::net::UnixStream) -> serde_json::Value {
+    use std::io::Read as _;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        let n = s.read(&mut b).unwrap();
+        if n == 0 || b[0] == b'\n' {
+            break;
+        }
+        line.push(b[0]);
+    }
+    serde_json::from_slice(&line)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&line)))
+}

@@ -1,0 +1,367 @@
+//! Layer 4: the daemon as a service uses it. A real `sockmon daemon` with
+//! its own socket; real sockets; requests over the real API: lookup,
+//! filtered subscriptions, malformed requests, refused peers, status,
+//! metrics, sinks, SIGHUP, SIGTERM. Tests run one at a time (each daemon
+//! loads the probes; some count loaded programs).
+
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    os::unix::fs::PermissionsExt as _,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use support::{Daemon, bin, exclusive, loaded_programs_named, read_json_line, request_on};
+
+fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
+    // SAFETY: fstat of a live descriptor into a local buffer.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        assert_eq!(libc::fstat(fd.as_raw_fd(), &mut st), 0);
+        st.st_ino
+    }
+}
+
+/// Polls `f` until it returns Some, for at most 5 s.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn lookup_of_a_live_connection_returns_its_owner() {
+    let _g = exclusive();
+    let d = Daemon::start("lookup", &["--no-config"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let client = TcpStream::connect(server).unwrap();
+    let local = client.local_addr().unwrap();
+    let req = format!(r#"{{"op":"lookup","src":"{local}","dst":"{server}","proto":"tcp"}}"#);
+    let v = eventually("the connection in the table", || {
+        let v = d.request(&req);
+        (v["sockets"].as_array().is_some_and(|s| !s.is_empty())).then_some(v)
+    });
+    assert_eq!(v["ok"], true);
+    let sockets = v["sockets"].as_array().unwrap();
+    assert_eq!(sockets.len(), 1, "{v}");
+    let s = &sockets[0];
+    assert_eq!(s["inode"], inode_of(&client));
+    assert_eq!(
+        (s["src_port"].as_u64(), s["dst_port"].as_u64()),
+        (Some(local.port() as u64), Some(server.port() as u64))
+    );
+    assert_eq!(s["state"], "connected");
+    let owners = s["owners"].as_array().unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0]["pid"], std::process::id());
+    assert_eq!(owners[0]["source"], "event");
+    // The CLI's lookup answers the same through the daemon, and exits 1 for nothing.
+    let out = Command::new(bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["lookup", &local.to_string(), &server.to_string(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(row["owners"][0]["pid"], std::process::id());
+    let none = Command::new(bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["lookup", "127.0.0.1:1", "127.0.0.1:2"])
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(1));
+    drop(listener);
+}
+
+#[test]
+fn a_filtered_subscriber_gets_exactly_the_matching_events() {
+    let _g = exclusive();
+    let d = Daemon::start("subscribe", &["--no-config"]);
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (pa, pb) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    let mut sub = d.connect();
+    let ok = request_on(
+        &mut sub,
+        &format!(r#"{{"op":"subscribe","filter":{{"event":["connect"],"port":[{pa}]}}}}"#),
+    );
+    assert_eq!(ok, serde_json::json!({"ok": true, "subscribed": true}));
+    // Noise on the other port and other kinds, then the one event that matches.
+    let nb = TcpStream::connect(("127.0.0.1", pb)).unwrap();
+    let na = TcpStream::connect(("127.0.0.1", pa)).unwrap();
+    let (acc, _) = a.accept().unwrap();
+    drop((nb, acc));
+    let expected_src = na.local_addr().unwrap().port();
+    drop(na);
+    let ev = read_json_line(&mut sub);
+    assert_eq!(ev["event"], "connect");
+    assert_eq!(ev["dst_port"], pa);
+    assert_eq!(ev["src_port"], expected_src);
+    assert_eq!(ev["pid"], std::process::id());
+    // Nothing else arrives: make a marker event that does not match either,
+    // then check the stream stays silent.
+    sub.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let r = sub.read(&mut byte);
+    assert!(r.is_err(), "an unexpected event arrived: {r:?} {byte:?}");
+}
+
+#[test]
+fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
+    let _g = exclusive();
+    let d = Daemon::start("malformed", &["--no-config"]);
+    let mut c = d.connect();
+    for bad in [
+        "not json",
+        r#"{"op":"lookup","src":"1.2.3.4"}"#,
+        r#"{"op":"list","filter":{"colour":1}}"#,
+        "{}",
+    ] {
+        let v = request_on(&mut c, bad);
+        assert_eq!(v["ok"], false, "{bad}");
+        assert_eq!(v["code"], "bad_request", "{bad}");
+    }
+    // Same connection still works.
+    assert_eq!(request_on(&mut c, r#"{"op":"status"}"#)["ok"], true);
+    // Oversized: error, then the connection is closed.
+    let mut big = d.connect();
+    let huge = vec![b'x'; 70 * 1024];
+    let _ = big.write_all(&huge);
+    let _ = big.write_all(b"\n");
+    let v = read_json_line(&mut big);
+    assert_eq!(v["code"], "too_large");
+    // A truncated request and a client that vanishes mid-line.
+    let mut t = d.connect();
+    t.write_all(br#"{"op":"sta"#).unwrap();
+    drop(t);
+    // Others are still served.
+    assert_eq!(d.request(r#"{"op":"status"}"#)["ok"], true);
+}
+
+#[test]
+fn a_peer_that_is_not_allowed_is_refused() {
+    let _g = exclusive();
+    let d = Daemon::start("refused", &["--no-config"]);
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    // Through the file mode: nobody cannot even connect.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sockmon` group"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Through the daemon's own check: open the file mode, the daemon still refuses.
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("forbidden") && err.contains("uid 65534"),
+        "{err}"
+    );
+    assert_eq!(d.request(r#"{"op":"status"}"#)["ok"], true);
+}
+
+#[test]
+fn status_and_metrics_report_events_and_the_table() {
+    let _g = exclusive();
+    let metrics = TcpListener::bind("127.0.0.1:0").unwrap();
+    let maddr = metrics.local_addr().unwrap();
+    drop(metrics);
+    let d = Daemon::start(
+        "status",
+        &["--no-config", "--metrics-listen", &maddr.to_string()],
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let _a = l.accept().unwrap();
+    let st = eventually("connect counted", || {
+        let v = d.request(r#"{"op":"status"}"#);
+        (v["status"]["events_total"]["connect"].as_u64() >= Some(1)).then_some(v)
+    });
+    let s = &st["status"];
+    assert_eq!(s["probes_attached"], true);
+    assert!(s["table"]["sockets"].as_u64().unwrap() >= 3);
+    assert!(s["snapshot"]["duration_ms"].as_f64().is_some());
+    assert_eq!(s["dropped"]["ring_full"], 0);
+    let mut http = TcpStream::connect(maddr).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    let connects: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("sockmon_events_total{kind=\"connect\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(connects >= 1, "{body}");
+    assert!(body.contains("sockmon_table_sockets "));
+    drop(c);
+}
+
+#[test]
+fn file_sink_rotates_and_sighup_reloads_the_configuration() {
+    let _g = exclusive();
+    let dir = std::env::temp_dir().join(format!("sockmon-sink-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    let events = dir.join("events.ndjson");
+    std::fs::write(&config, "[api]\nmax_clients = 8\n").unwrap();
+    let mut d = Daemon::start("sink", &["--config", config.to_str().unwrap()]);
+    assert!(!events.exists());
+    // Reload with a file sink.
+    std::fs::write(
+        &config,
+        format!(
+            "[sinks.file]\npath = \"{}\"\nmax_bytes = 4096\nkeep = 2\n",
+            events.display()
+        ),
+    )
+    .unwrap();
+    support::signal(&d.child, libc::SIGHUP);
+    eventually("reload logged", || {
+        d.stderr
+            .try_iter()
+            .find(|l| l.contains("configuration reloaded"))
+    });
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    for _ in 0..40 {
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = l.accept().unwrap();
+        drop(c);
+    }
+    eventually("rotation", || {
+        dir.join("events.ndjson.1").exists().then_some(())
+    });
+    // A bad reload keeps the old configuration and says why.
+    std::fs::write(&config, "[sinks.file]\nkeep = \"many\"\n").unwrap();
+    support::signal(&d.child, libc::SIGHUP);
+    let err = eventually("reload refused", || {
+        d.stderr.try_iter().find(|l| l.contains("not reloaded"))
+    });
+    assert!(err.contains("config.toml:2:"), "{err}");
+    assert_eq!(d.stop(Duration::from_secs(3)).code(), Some(0));
+    // Every line of every file is a whole JSON object.
+    let mut connects = 0;
+    for f in [events.clone(), dir.join("events.ndjson.1")] {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for line in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if v["event"] == "connect" && v["dst_port"] == port {
+                connects += 1;
+            }
+        }
+    }
+    assert!(connects > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sigterm_exits_0_removes_the_socket_and_detaches_everything() {
+    let _g = exclusive();
+    let mut d = Daemon::start("sigterm", &["--no-config"]);
+    assert_eq!(loaded_programs_named("sock_release"), 1);
+    // A watcher goes through the daemon: no second copy of the probes.
+    let mut watch = Command::new(bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["watch", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(watch.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    assert!(first.contains("through the daemon"), "{first}");
+    assert_eq!(loaded_programs_named("sock_release"), 1);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut out = BufReader::new(watch.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["pid"], std::process::id());
+    drop(l);
+    let started = Instant::now();
+    assert_eq!(d.stop(Duration::from_secs(3)).code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!d.socket.exists(), "socket left behind");
+    let _ = support::wait_exit(&mut watch, Duration::from_secs(3));
+    eventually("programs unloaded", || {
+        (loaded_programs_named("sock_release") == 0).then_some(())
+    });
+    assert_eq!(loaded_programs_named("sys_exit_bind"), 0);
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("sockmon-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(&config, "[api]\nmax_clients = 4\nsocket_path = \"/x\"\n").unwrap();
+    let out = Command::new(bin())
+        .args(["daemon", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{}:3:1:", config.display())) && err.contains("socket_path"),
+        "{err}"
+    );
+    let out = Command::new(bin())
+        .args(["daemon", "--no-config", "--ring-kib", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel.ring_kib: 5"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
