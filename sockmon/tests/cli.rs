@@ -13,7 +13,7 @@ use std::{
 };
 
 use assert_cmd::Command as Cmd;
-use support::{bin, exclusive, loaded_programs_named, signal, spawn_watch, wait_exit};
+use support::{bin, exclusive, program_ids_of, signal, spawn_watch, wait_exit, wait_unloaded};
 
 fn sockmon() -> Cmd {
     Cmd::new(bin())
@@ -153,24 +153,12 @@ fn watch_json_matches_the_schema_and_ends_cleanly_on_sigterm() {
             .all(|v| v["src_port"] == port || v["dst_port"] == port)
     );
 
-    assert!(loaded_programs_named("sys_exit_bind") >= 1);
+    let ids = program_ids_of(child.id());
+    assert!(ids.len() >= 14, "the watcher holds its programs: {ids:?}");
     signal(&child, libc::SIGTERM);
     let status = wait_exit(&mut child, Duration::from_secs(3));
     assert_eq!(status.code(), Some(0));
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while loaded_programs_named("sys_exit_bind") > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(
-        loaded_programs_named("sys_exit_bind"),
-        0,
-        "programs left loaded"
-    );
-    assert_eq!(
-        loaded_programs_named("sock_release"),
-        0,
-        "programs left loaded"
-    );
+    assert_eq!(wait_unloaded(&ids), Vec::<u32>::new(), "programs left loaded");
 }
 
 #[test]

@@ -22,7 +22,7 @@ use thiserror::Error;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{broadcast::error::RecvError, watch},
+    sync::watch,
 };
 
 use super::{
@@ -60,8 +60,8 @@ pub struct Limits {
 
 /// Creates the socket at `path`: parent directory made, a stale socket of a
 /// dead daemon replaced (a live one refused), mode `0660`, group `sockmon`
-/// when it exists.
-pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+/// when it exists. A std listener, so it can be made before any runtime.
+pub fn bind_std(path: &Path) -> Result<std::os::unix::net::UnixListener, ServerError> {
     let err = |source| ServerError::Bind {
         path: path.to_path_buf(),
         source,
@@ -75,7 +75,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
         }
         std::fs::remove_file(path).map_err(err)?;
     }
-    let listener = UnixListener::bind(path).map_err(err)?;
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
     if let Some(gid) = access::group_id(access::GROUP) {
         std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(err)?;
@@ -252,14 +252,17 @@ fn trim_newline(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Streams events matching `filter` until the client goes away or lags.
+/// Streams events matching `filter` until the client goes away or is cut
+/// off for falling behind (then a `lost` line says how many it missed).
 async fn stream_events<R: AsyncRead + Unpin>(
     engine: &EngineHandle,
     filter: Filter,
     mut reader: BufReader<R>,
     mut write: tokio::net::unix::OwnedWriteHalf,
 ) -> io::Result<()> {
-    let mut rx = engine.subscribe();
+    let Ok(mut sub) = engine.subscribe(filter, None).await else {
+        return Ok(());
+    };
     let shared = engine.shared.clone();
     shared.subscribers.fetch_add(1, Ordering::Relaxed);
     let _guard = Decrement(&shared.subscribers);
@@ -268,29 +271,15 @@ async fn stream_events<R: AsyncRead + Unpin>(
     loop {
         buf.clear();
         let item = tokio::select! {
-            item = rx.recv() => item,
+            item = sub.rx.recv() => item,
             // Anything the client sends now is ignored; EOF means it left.
             n = reader.read(&mut sink) => match n {
                 Ok(0) | Err(_) => return Ok(()),
                 Ok(_) => continue,
             },
         };
-        let mut lagged = None;
-        match item {
-            Ok(item) => encode(&item, &filter, &mut buf),
-            Err(RecvError::Lagged(n)) => lagged = Some(n),
-            Err(RecvError::Closed) => return Ok(()),
-        }
-        // Batch what is already queued into one write.
-        while lagged.is_none() && buf.len() < 64 * 1024 {
-            match rx.try_recv() {
-                Ok(item) => encode(&item, &filter, &mut buf),
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => lagged = Some(n),
-                Err(_) => break,
-            }
-        }
-        if let Some(n) = lagged {
-            shared.subscriber_lagged.fetch_add(n, Ordering::Relaxed);
+        let Some(item) = item else {
+            let n = sub.lost.load(Ordering::Relaxed);
             json::write_lost(
                 &mut buf,
                 crate::clock::WallTime::now(),
@@ -299,26 +288,32 @@ async fn stream_events<R: AsyncRead + Unpin>(
             );
             let _ = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&buf)).await;
             return Ok(());
+        };
+        encode(&item, &mut buf);
+        // Batch what is already queued into one write.
+        while buf.len() < 64 * 1024 {
+            match sub.rx.try_recv() {
+                Ok(item) => encode(&item, &mut buf),
+                Err(_) => break,
+            }
         }
-        if !buf.is_empty() {
-            // A subscriber that stopped reading is dropped, not waited on forever.
-            match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&buf)).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "subscriber stopped reading",
-                    ));
-                }
+        // A subscriber that stopped reading is dropped, not waited on forever.
+        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&buf)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "subscriber stopped reading",
+                ));
             }
         }
     }
 }
 
-fn encode(item: &StreamItem, filter: &Filter, buf: &mut Vec<u8>) {
+/// Appends `item` as a line of the stream (schema v1).
+pub fn encode(item: &StreamItem, buf: &mut Vec<u8>) {
     match item {
-        StreamItem::Event(e) if filter.matches(e) => json::write_event(buf, e),
-        StreamItem::Event(_) => {}
+        StreamItem::Event(e) => json::write_event(buf, e),
         StreamItem::Lost { time, cause, count } => json::write_lost(buf, *time, cause, *count),
     }
 }

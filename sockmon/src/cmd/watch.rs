@@ -6,20 +6,17 @@
 //! together, so no event waits in a buffer. Ctrl-C and SIGTERM end it with
 //! status 0; a closed stdout (`| head`) ends it quietly.
 
-use std::{path::Path, process::ExitCode, sync::Arc};
+use std::{path::Path, process::ExitCode, sync::atomic::Ordering};
 
 use serde_json::json;
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::broadcast::{Receiver, error::RecvError, error::TryRecvError},
-};
+use tokio::signal::unix::{SignalKind, signal};
 
 use super::{Backend, EXIT_USAGE, backend, fail, fail_chain, ls, print};
 use crate::{
     api::client::Client,
     cli::WatchConfig,
     clock::WallTime,
-    engine::{Engine, EngineOptions, StreamItem},
+    engine::{Engine, EngineOptions, StreamItem, Subscription},
     output::{self, Format, json},
 };
 
@@ -74,6 +71,19 @@ fn from_daemon(mut client: Client, cfg: &WatchConfig) -> ExitCode {
 
 /// Loads the probes in this process.
 fn alone(cfg: WatchConfig) -> ExitCode {
+    let opts = EngineOptions {
+        load: cfg.load,
+        drain_interval: cfg.drain_interval,
+        table_cap: cfg.table_cap,
+        snapshot: false,
+        ..EngineOptions::default()
+    };
+    let mut prepared = match Engine::prepare(opts) {
+        Ok(p) => p,
+        Err(e) => return fail_chain(&e, if e.is_privileges() { EXIT_USAGE } else { 1 }),
+    };
+    // Subscribed before the first event is applied: nothing is missed.
+    let sub = prepared.subscribe(cfg.filter.clone());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -83,27 +93,17 @@ fn alone(cfg: WatchConfig) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
     };
     rt.block_on(async move {
-        let opts = EngineOptions {
-            load: cfg.load,
-            drain_interval: cfg.drain_interval,
-            table_cap: cfg.table_cap,
-            snapshot: false,
-            ..EngineOptions::default()
-        };
-        let mut engine = match Engine::start(opts).await {
+        let engine = match prepared.run().await {
             Ok(e) => e,
-            Err(e) => return fail_chain(&e, if e.is_privileges() { EXIT_USAGE } else { 1 }),
+            Err(e) => return fail_chain(&e, 1),
         };
-        let Some(rx) = engine.take_subscriber() else {
-            return fail(&"no subscription", 1);
-        };
-        let code = stream(rx, &cfg, &engine).await;
+        let code = stream(sub, &cfg, &engine).await;
         engine.shutdown().await;
         code
     })
 }
 
-async fn stream(mut rx: Receiver<Arc<StreamItem>>, cfg: &WatchConfig, engine: &Engine) -> ExitCode {
+async fn stream(mut sub: Subscription, cfg: &WatchConfig, engine: &Engine) -> ExitCode {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -116,8 +116,8 @@ async fn stream(mut rx: Receiver<Arc<StreamItem>>, cfg: &WatchConfig, engine: &E
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
         buf.clear();
-        let first = tokio::select! {
-            item = rx.recv() => item,
+        let item = tokio::select! {
+            item = sub.rx.recv() => item,
             _ = term.recv() => return ExitCode::SUCCESS,
             _ = int.recv() => return ExitCode::SUCCESS,
             _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
@@ -127,32 +127,38 @@ async fn stream(mut rx: Receiver<Arc<StreamItem>>, cfg: &WatchConfig, engine: &E
                 continue;
             }
         };
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            match item {
-                Ok(item) => render(&item, cfg, &mut buf),
-                Err(RecvError::Lagged(n)) => lost(cfg.format, "watch_lagged", n, &mut buf),
-                Err(RecvError::Closed) => return fail(&"the event pipeline stopped", 1),
+        match item {
+            Some(item) => render(&item, cfg.format, &mut buf),
+            None => {
+                // We fell behind and were cut off: say so and carry on.
+                lost(
+                    cfg.format,
+                    "watch_lagged",
+                    sub.lost.load(Ordering::Relaxed),
+                    &mut buf,
+                );
+                match engine.handle.subscribe(cfg.filter.clone(), None).await {
+                    Ok(s) => sub = s,
+                    Err(_) => return fail(&"the event pipeline stopped", 1),
+                }
             }
-            next = match rx.try_recv() {
-                Ok(i) => Some(Ok(i)),
-                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                Err(_) => None,
-            };
         }
-        if !buf.is_empty()
-            && let Err(code) = print(&buf)
-        {
+        while buf.len() < 256 * 1024 {
+            match sub.rx.try_recv() {
+                Ok(item) => render(&item, cfg.format, &mut buf),
+                Err(_) => break,
+            }
+        }
+        if let Err(code) = print(&buf) {
             return code;
         }
     }
 }
 
-fn render(item: &StreamItem, cfg: &WatchConfig, buf: &mut Vec<u8>) {
+fn render(item: &StreamItem, format: Format, buf: &mut Vec<u8>) {
     match item {
-        StreamItem::Event(e) if cfg.filter.matches(e) => output::write_event(cfg.format, buf, e),
-        StreamItem::Event(_) => {}
-        StreamItem::Lost { cause, count, .. } => lost(cfg.format, cause, *count, buf),
+        StreamItem::Event(e) => output::write_event(format, buf, e),
+        StreamItem::Lost { cause, count, .. } => lost(format, cause, *count, buf),
     }
 }
 

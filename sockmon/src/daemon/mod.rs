@@ -26,8 +26,8 @@ use tokio::{
 use crate::{
     api::server::{self, Limits},
     cmd::{EXIT_USAGE, fail, fail_chain},
-    engine::{Engine, EngineOptions},
-    kernel::LoadOptions,
+    engine::{Engine, EngineOptions, Prepared},
+    kernel::{LoadOptions, privileges},
     logging::LogHandle,
 };
 
@@ -40,6 +40,34 @@ pub struct DaemonSetup {
 
 pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
     log.set_level(&setup.config.log.level);
+    // The privileged part runs on this, the only, thread: capabilities are
+    // per thread, so once they are dropped here every thread started later
+    // (the runtime's, the /proc worker's) has only what is kept.
+    let socket = setup.config.api.socket.clone();
+    let listener = match server::bind_std(&socket) {
+        Ok(l) => l,
+        Err(e) => return fail_chain(&e, 1),
+    };
+    let ring_bytes = setup.config.kernel.ring_kib * 1024;
+    let opts = EngineOptions {
+        load: LoadOptions {
+            ring_bytes,
+            wakeup_bytes: u64::from(ring_bytes / 8),
+        },
+        table_cap: setup.config.table.cap,
+        snapshot: true,
+        ..EngineOptions::default()
+    };
+    let prepared = match Engine::prepare(opts) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket);
+            return fail_chain(&e, if e.is_privileges() { EXIT_USAGE } else { 1 });
+        }
+    };
+    if let Err(e) = privileges::drop_all_but(&privileges::KEPT_AFTER_LOAD) {
+        tracing::warn!("could not drop capabilities after loading: {e}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -48,10 +76,15 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
     };
-    rt.block_on(daemon(setup, log))
+    rt.block_on(daemon(setup, log, listener, prepared))
 }
 
-async fn daemon(setup: DaemonSetup, log: LogHandle) -> ExitCode {
+async fn daemon(
+    setup: DaemonSetup,
+    log: LogHandle,
+    listener: std::os::unix::net::UnixListener,
+    prepared: Prepared,
+) -> ExitCode {
     let DaemonSetup { mut config, reload } = setup;
     // Handlers first: a SIGHUP or SIGTERM that arrives during start-up (or
     // right after READY) must not kill the process with the default action.
@@ -63,25 +96,18 @@ async fn daemon(setup: DaemonSetup, log: LogHandle) -> ExitCode {
         return fail(&"cannot install signal handlers", 1);
     };
     let socket = config.api.socket.clone();
-    let listener = match server::bind(&socket) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(listener))
+    {
         Ok(l) => l,
-        Err(e) => return fail_chain(&e, 1),
+        Err(e) => return fail(&format!("cannot serve {}: {e}", socket.display()), 1),
     };
-    let ring_bytes = config.kernel.ring_kib * 1024;
-    let opts = EngineOptions {
-        load: LoadOptions {
-            ring_bytes,
-            wakeup_bytes: u64::from(ring_bytes / 8),
-        },
-        table_cap: config.table.cap,
-        snapshot: true,
-        ..EngineOptions::default()
-    };
-    let engine = match Engine::start(opts).await {
+    let engine = match prepared.run().await {
         Ok(e) => e,
         Err(e) => {
             let _ = std::fs::remove_file(&socket);
-            return fail_chain(&e, if e.is_privileges() { EXIT_USAGE } else { 1 });
+            return fail_chain(&e, 1);
         }
     };
     let handle = engine.handle.clone();

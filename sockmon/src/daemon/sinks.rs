@@ -10,15 +10,17 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write as _},
     path::{Path, PathBuf},
-    sync::{Arc, atomic::Ordering},
+    sync::atomic::Ordering,
 };
 
-use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::config::SinksConfig;
 use crate::{
+    api::server::encode,
     clock::WallTime,
-    engine::{EngineHandle, StreamItem},
+    engine::{EngineHandle, Subscription},
+    filter::Filter,
     output::json,
 };
 
@@ -156,42 +158,61 @@ impl Sinks {
     }
 }
 
-/// Runs the sinks until told to stop.
+/// Queue of the sinks' subscription, in events.
+const SINK_QUEUE: usize = 65_536;
+
+/// Runs the sinks until told to stop. With no sink configured it holds no
+/// subscription, so events cost nothing here. If the sinks fall so far
+/// behind that their queue overflows, a `lost` line records how many events
+/// they missed and they subscribe again.
 pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Receiver<SinkControl>) {
     let mut sinks = Sinks::open(&cfg);
-    let mut rx = engine.subscribe();
+    let mut sub = subscribe(&engine, &sinks).await;
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
         buf.clear();
+        let item = async {
+            match &mut sub {
+                Some(s) => s.rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            item = rx.recv() => {
+            item = item => {
                 match item {
-                    Ok(item) => encode(&item, &mut buf),
-                    Err(RecvError::Lagged(n)) => {
-                        engine.shared.subscriber_lagged.fetch_add(n, Ordering::Relaxed);
-                        json::write_lost(&mut buf, WallTime::now(), "sink_lagged", n);
-                    }
-                    Err(RecvError::Closed) => break,
-                }
-                while buf.len() < 256 * 1024 {
-                    match rx.try_recv() {
-                        Ok(item) => encode(&item, &mut buf),
-                        Err(_) => break,
+                    Some(item) => encode(&item, &mut buf),
+                    None => {
+                        let lost = sub.as_ref().map_or(0, |s| s.lost.load(Ordering::Relaxed));
+                        json::write_lost(&mut buf, WallTime::now(), "sink_lagged", lost);
+                        sub = subscribe(&engine, &sinks).await;
                     }
                 }
-                if !sinks.is_empty() {
-                    tokio::task::block_in_place(|| sinks.write(&buf));
+                if let Some(s) = &mut sub {
+                    while buf.len() < 256 * 1024 {
+                        match s.rx.try_recv() {
+                            Ok(item) => encode(&item, &mut buf),
+                            Err(_) => break,
+                        }
+                    }
                 }
+                tokio::task::block_in_place(|| sinks.write(&buf));
             }
             c = control.recv() => match c {
                 Some(SinkControl::Reconfigure(cfg)) => {
                     sinks.flush();
                     sinks = Sinks::open(&cfg);
+                    if sinks.is_empty() {
+                        sub = None;
+                    } else if sub.is_none() {
+                        sub = subscribe(&engine, &sinks).await;
+                    }
                 }
                 Some(SinkControl::Stop(done)) => {
                     // Whatever is already queued goes out before stopping.
-                    while let Ok(item) = rx.try_recv() {
-                        encode(&item, &mut buf);
+                    if let Some(s) = &mut sub {
+                        while let Ok(item) = s.rx.try_recv() {
+                            encode(&item, &mut buf);
+                        }
                     }
                     tokio::task::block_in_place(|| {
                         sinks.write(&buf);
@@ -207,11 +228,14 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
     sinks.flush();
 }
 
-fn encode(item: &Arc<StreamItem>, buf: &mut Vec<u8>) {
-    match item.as_ref() {
-        StreamItem::Event(e) => json::write_event(buf, e),
-        StreamItem::Lost { time, cause, count } => json::write_lost(buf, *time, cause, *count),
+async fn subscribe(engine: &EngineHandle, sinks: &Sinks) -> Option<Subscription> {
+    if sinks.is_empty() {
+        return None;
     }
+    engine
+        .subscribe(Filter::default(), Some(SINK_QUEUE))
+        .await
+        .ok()
 }
 
 #[cfg(test)]

@@ -2,15 +2,17 @@
 //! shared by `watch`, `daemon` and the tests.
 //!
 //! ```text
-//! kernel ring ─▶ reader task ─▶ (bounded mpsc) ─▶ state task ─┬▶ broadcast ─▶ subscribers
+//! kernel ring ─▶ reader task ─▶ (bounded mpsc) ─▶ state task ─┬▶ filtered queues ─▶ subscribers
 //!                                                  ▲   │        └▶ query replies (copies)
 //!                                  commands (mpsc) ┘   └▶ /proc worker ─▶ results ─┘
 //! ```
 //!
 //! Start-up order gives the snapshot its guarantee (nothing lost, nothing
-//! counted twice): the probes are attached and the reader started first, so
-//! every event from then on waits in the channel; then the snapshot is taken
-//! and merged; only then does the state task start consuming events.
+//! counted twice): the probes are attached first, so every event from then
+//! on waits in the kernel ring buffer; then the snapshot is taken and
+//! merged ([`Engine::prepare`], synchronous, so the daemon can drop
+//! capabilities before any thread exists); only then do the reader and the
+//! state task start ([`Prepared::run`]) and apply those events in order.
 
 mod cgroup_unit;
 pub mod local;
@@ -23,7 +25,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
 use thiserror::Error;
 use tokio::{
-    sync::{broadcast, mpsc, oneshot},
+    sync::{mpsc, oneshot},
     task::JoinHandle,
 };
 
@@ -41,7 +43,7 @@ use crate::{
     table::{self, SocketTable},
 };
 
-/// Default queue of each subscriber, in events.
+/// Default queue of each subscriber, in events (after its filter).
 pub const STREAM_QUEUE: usize = 4096;
 /// Batches that may wait between the reader and the state task.
 const BATCH_QUEUE: usize = 1024;
@@ -75,7 +77,22 @@ pub enum Command {
         reply: oneshot::Sender<Vec<SocketView>>,
     },
     Status(oneshot::Sender<Status>),
+    Subscribe {
+        filter: Filter,
+        queue: usize,
+        reply: oneshot::Sender<Subscription>,
+    },
     Shutdown(oneshot::Sender<()>),
+}
+
+/// A subscriber's end of the live stream: events that pass its filter (and
+/// every `Lost` notice), in a queue of its own. A subscriber that lets its
+/// queue fill is cut off: its channel closes and `lost` says how many events
+/// it missed, so it can say so and go.
+#[derive(Debug)]
+pub struct Subscription {
+    pub rx: mpsc::Receiver<Arc<StreamItem>>,
+    pub lost: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Clone, Debug)]
@@ -127,15 +144,13 @@ pub struct EngineGone;
 #[derive(Clone, Debug)]
 pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
-    stream: broadcast::Sender<Arc<StreamItem>>,
     pub shared: Arc<Shared>,
+    queue: usize,
 }
 
 /// A running engine.
 pub struct Engine {
     pub handle: EngineHandle,
-    /// A subscription made before the first event was applied (see [`Engine::take_subscriber`]).
-    first: Option<broadcast::Receiver<Arc<StreamItem>>>,
     state: JoinHandle<()>,
     reader: JoinHandle<std::io::Result<()>>,
 }
@@ -143,44 +158,31 @@ pub struct Engine {
 impl Engine {
     /// Attaches the probes, (optionally) merges the snapshot, starts the tasks.
     pub async fn start(opts: EngineOptions) -> Result<Engine, EngineError> {
-        let mut probes = Probes::load(opts.load)?;
-        let ring = probes.take_ring()?;
-        let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
-        let reader = tokio::spawn(reader::run(ring, batch_tx, opts.drain_interval));
-        let mut table = SocketTable::new(opts.table_cap);
-        let mut snapshot_facts = None;
-        if opts.snapshot {
-            let started = Instant::now();
-            let snap = tokio::task::spawn_blocking(snapshot::take).await??;
-            table.apply_snapshot(&snap, WallTime::now());
-            snapshot_facts = Some((snap.sockets.len(), started.elapsed()));
-        }
-        let (jobs, found) = worker::spawn()?;
-        let (stream, first) = broadcast::channel(opts.stream_queue.max(1));
-        let shared = Arc::new(Shared::default());
-        let mut state = State::new(table, probes, stream.clone(), jobs, shared.clone());
-        if let Some((sockets, took)) = snapshot_facts {
-            state.stats.record_snapshot(sockets, took);
-            state.request_details(usize::MAX);
-        }
-        let (commands, command_rx) = mpsc::channel(1024);
-        let state = tokio::spawn(state.run(batch_rx, command_rx, found));
-        Ok(Engine {
-            handle: EngineHandle {
-                commands,
-                stream,
-                shared,
-            },
-            first: Some(first),
-            state,
-            reader,
-        })
+        Engine::prepare(opts)?.run().await
     }
 
-    /// A subscription that has seen every event since the probes were
-    /// attached (a later `subscribe` may miss the first few). Once.
-    pub fn take_subscriber(&mut self) -> Option<broadcast::Receiver<Arc<StreamItem>>> {
-        self.first.take()
+    /// The privileged, blocking half of start-up: attaches the probes, then
+    /// takes and merges the snapshot. Events that happen meanwhile wait in
+    /// the kernel ring buffer and are applied after the snapshot, so nothing
+    /// is lost or counted twice. No thread is started, so a caller can drop
+    /// capabilities afterwards for the whole process (they are per thread).
+    pub fn prepare(opts: EngineOptions) -> Result<Prepared, EngineError> {
+        let probes = Probes::load(opts.load)?;
+        let mut table = SocketTable::new(opts.table_cap);
+        let mut snapshot = None;
+        if opts.snapshot {
+            let started = Instant::now();
+            let snap = snapshot::take()?;
+            table.apply_snapshot(&snap, WallTime::now());
+            snapshot = Some((snap.sockets.len(), started.elapsed()));
+        }
+        Ok(Prepared {
+            probes,
+            table,
+            snapshot,
+            opts,
+            early: Vec::new(),
+        })
     }
 
     /// Stops the state task (which detaches every program) and the reader.
@@ -202,6 +204,57 @@ impl Engine {
     /// Whether the reader or the state task has died (a fatal error).
     pub fn is_finished(&self) -> bool {
         self.reader.is_finished() || self.state.is_finished()
+    }
+}
+
+/// An engine whose probes are attached and snapshot merged, not yet running.
+pub struct Prepared {
+    probes: Probes,
+    table: SocketTable,
+    snapshot: Option<(usize, Duration)>,
+    opts: EngineOptions,
+    early: Vec<state::Subscriber>,
+}
+
+impl Prepared {
+    /// A subscription that will see every event since the probes were
+    /// attached (one made later through the handle starts when it is made).
+    pub fn subscribe(&mut self, filter: Filter) -> Subscription {
+        let (sub, subscription) = state::Subscriber::new(filter, self.opts.stream_queue);
+        self.early.push(sub);
+        subscription
+    }
+
+    /// Starts the reader, the `/proc` worker and the state task.
+    pub async fn run(self) -> Result<Engine, EngineError> {
+        let Prepared {
+            mut probes,
+            table,
+            snapshot,
+            opts,
+            early,
+        } = self;
+        let ring = probes.take_ring()?;
+        let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
+        let reader = tokio::spawn(reader::run(ring, batch_tx, opts.drain_interval));
+        let (jobs, found) = worker::spawn()?;
+        let shared = Arc::new(Shared::default());
+        let mut state = State::new(table, probes, early, jobs, shared.clone());
+        if let Some((sockets, took)) = snapshot {
+            state.stats.record_snapshot(sockets, took);
+            state.request_details(usize::MAX);
+        }
+        let (commands, command_rx) = mpsc::channel(1024);
+        let state = tokio::spawn(state.run(batch_rx, command_rx, found));
+        Ok(Engine {
+            handle: EngineHandle {
+                commands,
+                shared,
+                queue: opts.stream_queue,
+            },
+            state,
+            reader,
+        })
     }
 }
 
@@ -253,8 +306,19 @@ impl EngineHandle {
         self.ask(Command::Status).await
     }
 
-    /// A new subscription to the live stream, with its own bounded queue.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StreamItem>> {
-        self.stream.subscribe()
+    /// A new subscription to the live stream (events passing `filter`),
+    /// with a queue of `queue` events (default: [`STREAM_QUEUE`]).
+    pub async fn subscribe(
+        &self,
+        filter: Filter,
+        queue: Option<usize>,
+    ) -> Result<Subscription, EngineGone> {
+        let queue = queue.unwrap_or(self.queue);
+        self.ask(|reply| Command::Subscribe {
+            filter,
+            queue,
+            reply,
+        })
+        .await
     }
 }

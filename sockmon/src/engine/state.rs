@@ -1,18 +1,26 @@
 //! The state task: the one owner of the socket table.
 //!
 //! It applies kernel records in order, answers queries with copies
-//! ([`super::view`]), publishes every event to subscribers through a
-//! broadcast channel (each subscriber has its own bounded queue; a slow one
-//! lags alone), hands `/proc` work to the worker, and once a second rolls
-//! the rate counters and turns new kernel-side losses into `lost` items.
+//! ([`super::view`]), hands each event to the subscribers whose filter it
+//! passes (each has its own bounded queue, so a filtered subscriber never
+//! suffers from traffic it did not ask for, and a slow one is cut off
+//! alone), hands `/proc` work to the worker, and once a second rolls the
+//! rate counters and turns new kernel-side losses into `lost` items.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use sockmon_common::KernelCounter;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::{
-    Command, StreamItem,
+    Command, StreamItem, Subscription,
     stats::{Shared, Stats, TableStatus},
     view::{self, BootClock},
     worker::{Found, Job},
@@ -20,9 +28,40 @@ use super::{
 use crate::{
     clock::WallTime,
     event::Record,
+    filter::Filter,
     kernel::{Probes, reader::Batch},
     table::SocketTable,
 };
+
+/// The state task's end of a [`Subscription`].
+#[derive(Debug)]
+pub struct Subscriber {
+    filter: Filter,
+    tx: mpsc::Sender<Arc<StreamItem>>,
+    lost: Arc<AtomicU64>,
+}
+
+impl Subscriber {
+    pub fn new(filter: Filter, queue: usize) -> (Subscriber, Subscription) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let lost = Arc::new(AtomicU64::new(0));
+        (
+            Subscriber {
+                filter,
+                tx,
+                lost: lost.clone(),
+            },
+            Subscription { rx, lost },
+        )
+    }
+
+    fn wants(&self, item: &StreamItem) -> bool {
+        match item {
+            StreamItem::Event(e) => self.filter.matches(e),
+            StreamItem::Lost { .. } => true,
+        }
+    }
+}
 
 /// Processes whose details are requested per second at most, beyond those
 /// requested as they appear (bounds the worker queue after a big snapshot).
@@ -32,7 +71,7 @@ pub struct State {
     pub table: SocketTable,
     pub stats: Stats,
     pub probes: Probes,
-    pub stream: broadcast::Sender<Arc<StreamItem>>,
+    pub subscribers: Vec<Subscriber>,
     pub jobs: mpsc::Sender<Job>,
     pub shared: Arc<Shared>,
     pub boot: BootClock,
@@ -45,7 +84,7 @@ impl State {
     pub fn new(
         table: SocketTable,
         probes: Probes,
-        stream: broadcast::Sender<Arc<StreamItem>>,
+        subscribers: Vec<Subscriber>,
         jobs: mpsc::Sender<Job>,
         shared: Arc<Shared>,
     ) -> Self {
@@ -54,7 +93,7 @@ impl State {
             table,
             stats: Stats::default(),
             probes,
-            stream,
+            subscribers,
             jobs,
             shared,
             boot: BootClock::sample(),
@@ -99,15 +138,14 @@ impl State {
 
     pub fn on_batch(&mut self, batch: Batch) {
         self.stats.decode_errors += batch.decode_errors;
-        let publish = self.stream.receiver_count() > 0;
         for record in batch.events {
             match record {
                 Record::Sock(e) => {
                     self.stats.count(e.kind);
                     self.table.apply(&e);
                     self.request_details_of(e.pid);
-                    if publish {
-                        let _ = self.stream.send(Arc::new(StreamItem::Event(e)));
+                    if !self.subscribers.is_empty() {
+                        self.publish(StreamItem::Event(e));
                     }
                 }
                 Record::Proc(p) => {
@@ -120,6 +158,27 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Queues `item` for every subscriber that wants it; a subscriber whose
+    /// queue is full is cut off (its queue closes; `lost` says how many).
+    fn publish(&mut self, item: StreamItem) {
+        let item = Arc::new(item);
+        let lagged = &self.shared.subscriber_lagged;
+        self.subscribers.retain(|s| {
+            if !s.wants(&item) {
+                return !s.tx.is_closed();
+            }
+            match s.tx.try_send(item.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    s.lost.fetch_add(1, Ordering::Relaxed);
+                    lagged.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Err(TrySendError::Closed(_)) => false,
+            }
+        });
     }
 
     /// Asks the worker for `pid`'s details if the table lacks them.
@@ -175,11 +234,11 @@ impl State {
             let delta = now[i].saturating_sub(self.last_kernel[i]);
             if delta > 0 && c.is_loss() {
                 tracing::warn!("{delta} events lost in the kernel ({})", c.name());
-                let _ = self.stream.send(Arc::new(StreamItem::Lost {
+                self.publish(StreamItem::Lost {
                     time: WallTime::now(),
                     cause: c.name(),
                     count: delta,
-                }));
+                });
             }
         }
         self.last_kernel = now;
@@ -207,6 +266,16 @@ impl State {
             }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
+            }
+            Command::Subscribe {
+                filter,
+                queue,
+                reply,
+            } => {
+                let (sub, subscription) = Subscriber::new(filter, queue);
+                if reply.send(subscription).is_ok() {
+                    self.subscribers.push(sub);
+                }
             }
             Command::Shutdown(_) => {}
         }

@@ -24,7 +24,7 @@ const RATE_WINDOW: usize = 5;
 pub struct Shared {
     pub clients: AtomicUsize,
     pub subscribers: AtomicUsize,
-    /// Events a slow subscriber or sink lost (its queue overflowed).
+    /// Events slow subscribers or sinks lost (their queue overflowed).
     pub subscriber_lagged: AtomicU64,
 }
 

@@ -105,3 +105,90 @@ mod tests {
         assert!(e.contains("load eBPF programs"), "{e}");
     }
 }
+
+/// What the daemon keeps after the probes are loaded, and why:
+/// reading every process's `/proc/PID/fd` and `exe` (ownership checks after
+/// exec, enrichment, re-snapshots) needs CAP_SYS_PTRACE and
+/// CAP_DAC_READ_SEARCH; entering other network namespaces for a re-snapshot
+/// needs CAP_SYS_ADMIN. Everything else (CAP_BPF, CAP_PERFMON,
+/// CAP_NET_ADMIN...) was needed only to load and attach.
+pub const KEPT_AFTER_LOAD: [Cap; 3] = [
+    Cap {
+        name: "CAP_SYS_PTRACE",
+        bit: 19,
+        why: "read other processes' /proc/PID/fd and exe",
+    },
+    Cap {
+        name: "CAP_DAC_READ_SEARCH",
+        bit: 2,
+        why: "list other users' /proc/PID/fd directories",
+    },
+    CAP_SYS_ADMIN,
+];
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Reduces this process to `keep`: drops every other capability from the
+/// bounding, ambient, inheritable, permitted and effective sets, and sets
+/// no-new-privs. Capabilities are per thread: call it while the process has
+/// one thread, so every thread started later inherits the reduced sets.
+pub fn drop_all_but(keep: &[Cap]) -> std::io::Result<()> {
+    let mask: u64 = keep.iter().fold(0, |m, c| m | (1u64 << c.bit));
+    let last = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40);
+    for bit in 0..=last.min(63) {
+        if mask & (1u64 << bit) == 0 {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, bit as libc::c_ulong, 0, 0, 0) };
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0);
+    }
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: mask as u32,
+            permitted: mask as u32,
+            inheritable: 0,
+        },
+        CapData {
+            effective: (mask >> 32) as u32,
+            permitted: (mask >> 32) as u32,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset with a valid v3 header and two data words.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -78,12 +78,43 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus
     }
 }
 
-/// Number of BPF programs loaded in the kernel whose name is `name`.
-pub fn loaded_programs_named(name: &str) -> usize {
+/// IDs of the BPF programs process `pid` holds (program and link
+/// descriptors both show a `prog_id:` line in `/proc/PID/fdinfo`).
+pub fn program_ids_of(pid: u32) -> std::collections::HashSet<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Default::default();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:"))
+                .filter_map(|v| v.trim().parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Which of `ids` are still loaded in the kernel.
+pub fn still_loaded(ids: &std::collections::HashSet<u32>) -> Vec<u32> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter(|p| p.name_as_str() == Some(name))
-        .count()
+        .map(|p| p.id())
+        .filter(|id| ids.contains(id))
+        .collect()
+}
+
+/// Waits (at most 3 s: the kernel frees programs after an RCU grace
+/// period) until none of `ids` is loaded; returns those still loaded.
+pub fn wait_unloaded(ids: &std::collections::HashSet<u32>) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = still_loaded(ids);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A `sockmon daemon` started for a test, with its own socket and config,
