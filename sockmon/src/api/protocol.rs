@@ -330,6 +330,61 @@ mod tests {
         assert_eq!(parse(&big).unwrap_err().code, "too_large");
     }
 
+    /// Checks the fuzzing invariant on one input: no panic, and an error
+    /// answer is exactly one JSON line.
+    fn holds(input: &[u8]) {
+        if let Err(e) = parse(input) {
+            let line = Response::error(&e).to_line();
+            assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "{input:?}");
+            assert!(serde_json::from_slice::<serde_json::Value>(&line).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_fuzz_corpus_replays() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/api_request");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            holds(&std::fs::read(entry.unwrap().path()).unwrap());
+            n += 1;
+        }
+        assert!(n >= 15, "corpus has {n} inputs");
+    }
+
+    #[test]
+    fn mutated_requests_never_panic() {
+        // A small deterministic mutation fuzzer for CI; cargo-fuzz goes deeper.
+        let seeds: [&[u8]; 3] = [
+            br#"{"op":"lookup","src":"127.0.0.1:5000","dst":"[::1]:80","proto":"tcp"}"#,
+            br#"{"op":"subscribe","filter":{"event":["connect"],"port":[443],"comm":["x"]}}"#,
+            br#"{"op":"list","filter":{"pid":[1]}}"#,
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000 {
+            let mut input = seeds[i % seeds.len()].to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let pos = (next() as usize) % input.len();
+                match next() % 3 {
+                    0 => input[pos] = next() as u8,
+                    1 => input.insert(pos, next() as u8),
+                    _ => {
+                        input.remove(pos);
+                    }
+                }
+                if input.is_empty() {
+                    input.push(b'{');
+                }
+            }
+            holds(&input);
+        }
+    }
+
     #[test]
     fn responses_are_one_line() {
         let line = Response::error(&ApiError::bad_request("a\nb")).to_line();

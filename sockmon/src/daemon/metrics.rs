@@ -85,6 +85,13 @@ pub fn render(s: &Status) -> String {
         let _ = writeln!(o, "sockmon_dropped_total{{cause=\"{c}\"}} {v}");
     }
     let snapshot_s = s.snapshot.as_ref().map_or(0.0, |x| x.duration_ms / 1e3);
+    family(
+        &mut o,
+        "sockmon_reconciliations_total",
+        "counter",
+        "Re-snapshots of the table after lost events.",
+    );
+    let _ = writeln!(o, "sockmon_reconciliations_total {}", s.reconciliations);
     let gauges: [(&str, &str, f64); 7] = [
         (
             "sockmon_table_sockets",
@@ -160,6 +167,7 @@ mod tests {
                 duration_ms: 12.5,
                 time: String::new(),
             }),
+            reconciliations: 0,
             clients: 1,
             subscribers: 0,
         };

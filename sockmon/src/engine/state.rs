@@ -13,7 +13,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sockmon_common::KernelCounter;
@@ -30,6 +30,7 @@ use crate::{
     event::Record,
     filter::Filter,
     kernel::{Probes, reader::Batch},
+    snapshot::{self, Snapshot},
     table::SocketTable,
 };
 
@@ -78,6 +79,12 @@ pub struct State {
     /// Processes whose details were requested and not yet answered.
     pub requested: HashSet<(u32, u64)>,
     last_kernel: [u64; KernelCounter::ALL.len()],
+    /// When to re-snapshot after losses (debounced so a burst ends first).
+    reconcile_due: Option<Instant>,
+    /// Cutoff of the reconciliation in flight.
+    reconciling: Option<u64>,
+    reconciled_tx: mpsc::Sender<Result<Snapshot, String>>,
+    reconciled_rx: Option<mpsc::Receiver<Result<Snapshot, String>>>,
 }
 
 impl State {
@@ -89,6 +96,7 @@ impl State {
         shared: Arc<Shared>,
     ) -> Self {
         let last_kernel = probes.counters();
+        let (reconciled_tx, reconciled_rx) = mpsc::channel(1);
         Self {
             table,
             stats: Stats::default(),
@@ -99,6 +107,10 @@ impl State {
             boot: BootClock::sample(),
             requested: HashSet::new(),
             last_kernel,
+            reconcile_due: None,
+            reconciling: None,
+            reconciled_tx,
+            reconciled_rx: Some(reconciled_rx),
         }
     }
 
@@ -111,6 +123,7 @@ impl State {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconciled = self.reconciled_rx.take().expect("run once");
         loop {
             tokio::select! {
                 b = batches.recv() => match b {
@@ -127,9 +140,11 @@ impl State {
                     None => break,
                 },
                 Some(f) = found.recv() => self.on_found(f),
+                Some(snap) = reconciled.recv() => self.finish_reconcile(snap),
                 _ = tick.tick() => {
                     self.stats.tick();
                     self.report_losses();
+                    self.maybe_reconcile();
                     self.request_details(DETAILS_PER_TICK);
                 }
             }
@@ -227,12 +242,53 @@ impl State {
         }
     }
 
+    /// Starts a re-snapshot once losses have stopped for a second.
+    fn maybe_reconcile(&mut self) {
+        let Some(due) = self.reconcile_due else {
+            return;
+        };
+        if self.reconciling.is_some() || Instant::now() < due {
+            return;
+        }
+        self.reconcile_due = None;
+        self.reconciling = Some(self.table.begin_reconcile());
+        let tx = self.reconciled_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.blocking_send(snapshot::take().map_err(|e| e.to_string()));
+        });
+    }
+
+    fn finish_reconcile(&mut self, snap: Result<Snapshot, String>) {
+        let Some(cutoff) = self.reconciling.take() else {
+            return;
+        };
+        match snap {
+            Ok(snap) => {
+                let r = self.table.finish_reconcile(&snap, cutoff, WallTime::now());
+                self.stats.reconciliations += 1;
+                tracing::info!(
+                    "table reconciled after lost events: {} stale sockets removed, {} missing added, {} gone processes removed",
+                    r.removed,
+                    r.added,
+                    r.processes_removed
+                );
+                self.request_details(DETAILS_PER_TICK);
+            }
+            Err(e) => {
+                // Abandon the window; the next loss schedules another try.
+                let _ = self.table.begin_reconcile();
+                tracing::warn!("re-snapshot after lost events failed: {e}");
+            }
+        }
+    }
+
     /// Publishes kernel-side losses since the last check as `lost` items.
     fn report_losses(&mut self) {
         let now = self.probes.counters();
         for (i, c) in KernelCounter::ALL.iter().enumerate() {
             let delta = now[i].saturating_sub(self.last_kernel[i]);
             if delta > 0 && c.is_loss() {
+                self.reconcile_due = Some(Instant::now() + Duration::from_secs(1));
                 tracing::warn!("{delta} events lost in the kernel ({})", c.name());
                 self.publish(StreamItem::Lost {
                     time: WallTime::now(),

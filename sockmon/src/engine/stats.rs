@@ -55,6 +55,8 @@ pub struct Status {
     pub dropped: BTreeMap<String, u64>,
     pub table: TableStatus,
     pub snapshot: Option<SnapshotStatus>,
+    /// Times the table was re-synchronised with a fresh snapshot after losses.
+    pub reconciliations: u64,
     pub clients: usize,
     pub subscribers: usize,
 }
@@ -68,6 +70,8 @@ pub struct Stats {
     pub decode_errors: u64,
     pub worker_dropped: u64,
     pub snapshot: Option<SnapshotStatus>,
+    /// Re-snapshots done after lost events.
+    pub reconciliations: u64,
 }
 
 impl Default for Stats {
@@ -80,6 +84,7 @@ impl Default for Stats {
             decode_errors: 0,
             worker_dropped: 0,
             snapshot: None,
+            reconciliations: 0,
         }
     }
 }
@@ -144,6 +149,7 @@ impl Stats {
             dropped,
             table,
             snapshot: self.snapshot.clone(),
+            reconciliations: self.reconciliations,
             clients: shared.clients.load(Ordering::Relaxed),
             subscribers: shared.subscribers.load(Ordering::Relaxed),
         }

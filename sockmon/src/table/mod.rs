@@ -21,6 +21,7 @@
 //! reconciliation, so evicting the oldest is the cheapest correct choice.
 
 mod process;
+mod reconcile;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ use std::{
 };
 
 pub use process::{Process, VerifyRequest};
+pub use reconcile::Reconciled;
 
 use crate::{
     clock::WallTime,
@@ -131,6 +133,8 @@ pub struct SocketEntry {
     pub since: WallTime,
     /// Insertion sequence number (eviction order).
     seq: u64,
+    /// The table's change clock when an event last touched it.
+    touched: u64,
 }
 
 /// What an `apply*` call did to the socket it concerned.
@@ -156,6 +160,11 @@ pub struct SocketTable {
     next_seq: u64,
     cap: usize,
     evictions: u64,
+    /// Counts changes; entries and processes remember when they were touched
+    /// so a reconciliation can tell what changed after its snapshot began.
+    clock: u64,
+    /// While a reconciliation is in flight: inodes removed since it began.
+    tombstones: Option<std::collections::HashSet<u64>>,
 }
 
 impl SocketTable {
@@ -169,6 +178,8 @@ impl SocketTable {
             next_seq: 0,
             cap: cap.max(1),
             evictions: 0,
+            clock: 0,
+            tombstones: None,
         }
     }
 
@@ -252,6 +263,7 @@ impl SocketTable {
 
     /// Applies one socket event.
     pub fn apply(&mut self, e: &Event) -> Change {
+        self.clock += 1;
         if e.inode == 0 {
             return Change::Unchanged;
         }
@@ -292,8 +304,10 @@ impl SocketTable {
         time: WallTime,
     ) -> Change {
         let pid = owner.as_ref().map(|o| o.pid);
+        let clock = self.clock;
         let change = if let Some(entry) = self.by_inode.get_mut(&inode) {
             let old_key = entry.key;
+            entry.touched = clock;
             entry.key = key;
             entry.family = family;
             entry.state = state;
@@ -325,6 +339,7 @@ impl SocketTable {
                     owners: owner.into_iter().collect(),
                     since: time,
                     seq,
+                    touched: clock,
                 },
             );
             self.by_tuple.entry(key).or_default().push(inode);
@@ -346,6 +361,9 @@ impl SocketTable {
         let Some(entry) = self.by_inode.remove(&inode) else {
             return Change::Unchanged;
         };
+        if let Some(t) = &mut self.tombstones {
+            t.insert(inode);
+        }
         unindex(&mut self.by_tuple, &entry.key, inode);
         release_netns(&mut self.netns, entry.key.netns);
         for o in &entry.owners {

@@ -31,6 +31,8 @@ pub struct Process {
     pub exe: Option<Arc<str>>,
     /// systemd unit or container, once enrichment has read it.
     pub unit: Option<Arc<str>>,
+    /// The table's change clock when an event last concerned it.
+    pub(super) touched: u64,
 }
 
 /// Which of `inodes` does process `pid` (started at `start_ticks`) still hold?
@@ -48,9 +50,11 @@ impl SocketTable {
     /// means the PID was reused and the old process's ownership is dropped.
     /// Returns whether the process is new to the registry.
     pub(super) fn note_process(&mut self, pid: u32, start: u64, comm: Comm, uid: u32) -> bool {
+        let clock = self.clock;
         if let Some(p) = self.processes.get_mut(&pid) {
             if p.start_ticks == start || start == 0 {
                 p.comm = comm;
+                p.touched = clock;
                 return false;
             }
             self.purge_process(pid);
@@ -65,6 +69,7 @@ impl SocketTable {
                 sockets: Vec::new(),
                 exe: None,
                 unit: None,
+                touched: clock,
             },
         );
         true
@@ -81,7 +86,7 @@ impl SocketTable {
     }
 
     /// Removes `pid` from the registry and from the owners of all its sockets.
-    fn purge_process(&mut self, pid: u32) {
+    pub(super) fn purge_process(&mut self, pid: u32) {
         if let Some(p) = self.processes.remove(&pid) {
             for inode in p.sockets {
                 if let Some(e) = self.by_inode.get_mut(&inode) {
@@ -93,6 +98,7 @@ impl SocketTable {
 
     /// Applies a fork, exec or exit. An exec returns the holdings to verify.
     pub fn apply_proc(&mut self, c: &ProcChange) -> Option<VerifyRequest> {
+        self.clock += 1;
         let start = start_ticks(c.start_ns);
         match c.kind {
             EventKind::Fork => {

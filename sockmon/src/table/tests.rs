@@ -296,3 +296,152 @@ fn order_queue_stays_bounded_under_churn() {
     assert!(t.is_empty());
     assert_eq!(t.process_count(), 0);
 }
+
+mod reconcile {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::snapshot::{ProcRow, Snapshot, SockRow};
+
+    fn row(inode: u64, src: &str, dst: &str, state: u8) -> SockRow {
+        SockRow {
+            netns: 7,
+            inode,
+            proto: Proto::Tcp,
+            family: Family::Ipv4,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            state,
+            uid: 0,
+        }
+    }
+
+    fn snapshot(rows: Vec<SockRow>, holders: &[(u64, &[u32])]) -> Snapshot {
+        let holders: HashMap<u64, Vec<u32>> =
+            holders.iter().map(|(i, p)| (*i, p.to_vec())).collect();
+        let processes = holders
+            .values()
+            .flatten()
+            .map(|pid| {
+                (
+                    *pid,
+                    ProcRow {
+                        pid: *pid,
+                        comm: comm(b"snap"),
+                        uid: 0,
+                        start_ticks: *pid as u64 * 100,
+                    },
+                )
+            })
+            .collect();
+        Snapshot {
+            sockets: rows,
+            holders,
+            processes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lost_closes_are_removed_and_lost_creations_added() {
+        let mut t = SocketTable::new(16);
+        t.apply(&ev(
+            EventKind::Connect,
+            10,
+            100,
+            "10.0.0.1:4000",
+            "1.1.1.1:443",
+        ));
+        t.apply(&ev(EventKind::Listen, 11, 100, "0.0.0.0:80", "0.0.0.0:0"));
+        let cutoff = t.begin_reconcile();
+        let snap = snapshot(
+            vec![
+                row(11, "0.0.0.0:80", "0.0.0.0:0", 10),
+                row(12, "0.0.0.0:80", "9.9.9.9:5", 1),
+            ],
+            &[(11, &[100]), (12, &[100])],
+        );
+        let r = t.finish_reconcile(&snap, cutoff, WallTime(0));
+        assert_eq!(
+            r,
+            Reconciled {
+                removed: 1,
+                added: 1,
+                processes_removed: 0
+            }
+        );
+        assert!(t.get(10).is_none(), "its close was lost: gone");
+        assert_eq!(owner_pids(&t, 12), vec![(100, OwnerSource::Snapshot)]);
+        assert_eq!(t.get(12).unwrap().state, SockState::Connected);
+        assert_eq!(owner_pids(&t, 11), vec![(100, OwnerSource::Event)]);
+    }
+
+    #[test]
+    fn events_during_the_snapshot_win() {
+        let mut t = SocketTable::new(16);
+        t.apply(&ev(
+            EventKind::Connect,
+            20,
+            100,
+            "10.0.0.1:4000",
+            "1.1.1.1:443",
+        ));
+        let cutoff = t.begin_reconcile();
+        // While the snapshot runs: 20 closes, 21 is created.
+        t.apply(&ev(
+            EventKind::Close,
+            20,
+            100,
+            "10.0.0.1:4000",
+            "1.1.1.1:443",
+        ));
+        t.apply(&ev(
+            EventKind::Connect,
+            21,
+            100,
+            "10.0.0.1:4001",
+            "1.1.1.1:443",
+        ));
+        // The snapshot saw 20 (before its close) and not 21 (before its creation).
+        let snap = snapshot(
+            vec![row(20, "10.0.0.1:4000", "1.1.1.1:443", 1)],
+            &[(20, &[100])],
+        );
+        let r = t.finish_reconcile(&snap, cutoff, WallTime(0));
+        assert_eq!((r.removed, r.added), (0, 0));
+        assert!(
+            t.get(20).is_none(),
+            "closed during the snapshot: not brought back"
+        );
+        assert!(t.get(21).is_some(), "created during the snapshot: kept");
+    }
+
+    #[test]
+    fn lost_exits_and_stale_owners_are_dropped() {
+        let mut t = SocketTable::new(16);
+        t.apply(&ev(EventKind::Listen, 30, 100, "0.0.0.0:80", "0.0.0.0:0"));
+        t.apply_proc(&proc_change(EventKind::Fork, 100, 200));
+        t.apply(&ev(
+            EventKind::Connect,
+            31,
+            300,
+            "10.0.0.1:4000",
+            "1.1.1.1:443",
+        ));
+        let cutoff = t.begin_reconcile();
+        // Now: 200 holds the listener alone (100 exited, exit lost); 300 is gone but its socket lives on in 400.
+        let snap = snapshot(
+            vec![
+                row(30, "0.0.0.0:80", "0.0.0.0:0", 10),
+                row(31, "10.0.0.1:4000", "1.1.1.1:443", 1),
+            ],
+            &[(30, &[200]), (31, &[400])],
+        );
+        let r = t.finish_reconcile(&snap, cutoff, WallTime(0));
+        assert_eq!(r.processes_removed, 2, "100 and 300");
+        assert_eq!(owner_pids(&t, 30), vec![(200, OwnerSource::Inherited)]);
+        assert_eq!(owner_pids(&t, 31), vec![(400, OwnerSource::Snapshot)]);
+        assert!(t.process(100).is_none() && t.process(300).is_none());
+        assert_eq!(t.process(400).unwrap().sockets, vec![31]);
+    }
+}
