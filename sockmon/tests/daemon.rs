@@ -319,7 +319,10 @@ fn sigterm_exits_0_removes_the_socket_and_detaches_everything() {
     let mut first = String::new();
     err.read_line(&mut first).unwrap();
     assert!(first.contains("through the daemon"), "{first}");
-    assert!(program_ids_of(watch.id()).is_empty(), "the watcher loaded programs of its own");
+    assert!(
+        program_ids_of(watch.id()).is_empty(),
+        "the watcher loaded programs of its own"
+    );
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut out = BufReader::new(watch.stdout.take().unwrap());
     let mut line = String::new();
@@ -336,7 +339,11 @@ fn sigterm_exits_0_removes_the_socket_and_detaches_everything() {
     );
     assert!(!d.socket.exists(), "socket left behind");
     let _ = support::wait_exit(&mut watch, Duration::from_secs(3));
-    assert_eq!(wait_unloaded(&ids), Vec::<u32>::new(), "programs left loaded");
+    assert_eq!(
+        wait_unloaded(&ids),
+        Vec::<u32>::new(),
+        "programs left loaded"
+    );
 }
 
 #[test]
@@ -362,4 +369,35 @@ fn bad_configuration_exits_2_naming_file_and_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("kernel.ring_kib: 5"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn after_loading_the_daemon_keeps_only_the_capabilities_it_needs() {
+    let _g = exclusive();
+    let d = Daemon::start("caps", &["--no-config"]);
+    // CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21).
+    let kept: u64 = (1 << 2) | (1 << 19) | (1 << 21);
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", d.child.id())).unwrap();
+    let mut threads = 0;
+    for t in tasks {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        let cap = |name: &str| {
+            let v = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .trim();
+            u64::from_str_radix(v, 16).unwrap()
+        };
+        assert_eq!(cap("CapEff:"), kept, "{status}");
+        assert_eq!(cap("CapPrm:"), kept);
+        assert_eq!(cap("CapBnd:"), kept);
+        assert_eq!(cap("CapAmb:"), 0);
+        assert!(status.contains("NoNewPrivs:\t1"));
+        threads += 1;
+    }
+    assert!(threads >= 3, "runtime and worker threads too: {threads}");
+    // It still works: kernel counters are read through the map it holds.
+    let v = d.request(r#"{"op":"status"}"#);
+    assert_eq!(v["status"]["dropped"]["ring_full"], 0);
 }
