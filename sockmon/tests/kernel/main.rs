@@ -9,5 +9,6 @@ mod connect;
 mod harness;
 mod ipv6;
 mod process;
+mod shared;
 mod sys;
 mod udp;
