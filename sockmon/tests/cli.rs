@@ -158,7 +158,11 @@ fn watch_json_matches_the_schema_and_ends_cleanly_on_sigterm() {
     signal(&child, libc::SIGTERM);
     let status = wait_exit(&mut child, Duration::from_secs(3));
     assert_eq!(status.code(), Some(0));
-    assert_eq!(wait_unloaded(&ids), Vec::<u32>::new(), "programs left loaded");
+    assert_eq!(
+        wait_unloaded(&ids),
+        Vec::<u32>::new(),
+        "programs left loaded"
+    );
 }
 
 #[test]

@@ -20,6 +20,9 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("jq", "jq"),              // JSON stream consumer in the tests
     ("util-linux", "setpriv"), // running without capabilities
     ("iproute2", "ss"),        // network namespaces, `ss` for agreement checks
+    ("bpftool", "bpftool"),    // the systemd test lists loaded programs
+    ("systemd", "systemd-analyze"), // the real-systemd test boots it in a namespace
+    ("python3", "/usr/bin/python3"), // network-namespace tests hold sockets with it
 ];
 
 pub fn all() -> anyhow::Result<()> {

@@ -142,12 +142,22 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Reduces this process to `keep`: drops every other capability from the
-/// bounding, ambient, inheritable, permitted and effective sets, and sets
+/// Reduces this process to `keep` (or to the part of it it holds): drops
+/// every other capability from the bounding (when CAP_SETPCAP allows),
+/// ambient, inheritable, permitted and effective sets, and sets
 /// no-new-privs. Capabilities are per thread: call it while the process has
 /// one thread, so every thread started later inherits the reduced sets.
 pub fn drop_all_but(keep: &[Cap]) -> std::io::Result<()> {
-    let mask: u64 = keep.iter().fold(0, |m, c| m | (1u64 << c.bit));
+    let permitted = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapPrm:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    // Asking capset for one we do not hold would fail and drop nothing.
+    let mask: u64 = keep.iter().fold(0, |m, c| m | (1u64 << c.bit)) & permitted;
     let last = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())

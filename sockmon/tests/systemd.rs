@@ -1,0 +1,542 @@
+//! Layer 4: `sockmon.service` under a real systemd. Needs root.
+//!
+//! Debian's systemd is booted as PID 1 of a new PID + mount namespace, on an
+//! overlay of `/` whose writes land in a tmpfs
+//! (`packaging/test/systemd-sandbox-boot.sh` says how, and why it must never
+//! be booted on the host's own file system). The packaged unit, with
+//! `ExecStart=` pointed at the binary under test, and the packaged config are
+//! installed inside; then `systemctl start` (which returns only after READY=1:
+//! `Type=notify`), a lookup of a live connection through the installed
+//! service's API socket, the journal, a reload, `systemctl stop` (clean exit,
+//! every program unloaded from the kernel), and poweroff. The network
+//! namespace is the host's, so a connection this process makes is seen by the
+//! daemon inside.
+//!
+//! Everything started is ended by the PID this test started (the sandbox's
+//! PID 1), also when an assertion fails (drop guards); the host's /etc, /run
+//! and /tmp are checked to be as they were.
+
+#[path = "systemd/host.rs"]
+mod host;
+#[path = "systemd/sandbox.rs"]
+mod sandbox;
+mod support;
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use host::{HostState, loaded_programs, program_ids_held_by, programs_named};
+use sandbox::Sandbox;
+use support::{bin, exclusive};
+
+const SYSTEMD: &str = "/lib/systemd/systemd";
+/// Generous: CI machines have 2 cores and run other tests meanwhile.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the sockmon crate lives in the workspace")
+        .to_path_buf()
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+
+#[test]
+fn service_starts_answers_reloads_and_stops_cleanly() {
+    let _g = exclusive();
+    require_root_and_systemd();
+    let host = HostState::capture();
+    {
+        let sb = Sandbox::boot("main", &[]);
+        install_service(&sb, true);
+
+        let verify = sb.run(&[
+            "systemd-analyze",
+            "verify",
+            "/etc/systemd/system/sockmon.service",
+        ]);
+        println!("systemd-analyze verify:\n{}", verify.all());
+        assert!(
+            verify.ok(),
+            "systemd-analyze verify failed:\n{}",
+            verify.all()
+        );
+        let said = format!("{}{}", verify.stdout, verify.stderr);
+        assert!(
+            !said.contains("sockmon.service"),
+            "systemd-analyze verify complains about the unit:\n{}",
+            verify.all()
+        );
+        check_security_score(&sb);
+
+        let sock_release_before = programs_named("sock_release");
+        let start = sb.run(&["systemctl", "start", "sockmon"]);
+        assert!(
+            start.ok(),
+            "systemctl start failed:\n{}\n{}",
+            start.all(),
+            sb.diagnostics()
+        );
+        // Type=notify: `start` returned, so READY=1 has been sent.
+        let show = sb.show(&["ActiveState", "SubState", "Type", "MainPID", "NRestarts"]);
+        assert_eq!(
+            (
+                show["ActiveState"].as_str(),
+                show["SubState"].as_str(),
+                show["Type"].as_str()
+            ),
+            ("active", "running", "notify"),
+            "{show:?}\n{}",
+            sb.diagnostics()
+        );
+        assert_eq!(show["NRestarts"], "0");
+        let status = sb.run(&["systemctl", "status", "--no-pager", "--lines=0", "sockmon"]);
+        assert!(
+            status.stdout.contains("active (running)"),
+            "{}",
+            status.all()
+        );
+        let main_pid: u32 = show["MainPID"].parse().unwrap();
+        let daemon = sb.host_pid(main_pid).expect("the daemon's PID on the host");
+        let held = program_ids_held_by(daemon);
+        let loaded = loaded_programs();
+        let held_names: Vec<&str> = loaded
+            .iter()
+            .filter(|(id, _)| held.contains(id))
+            .map(|(_, n)| n.as_str())
+            .collect();
+        println!(
+            "daemon: PID {main_pid} in the sandbox, {daemon} on the host, holding BPF programs {held:?} ({held_names:?}); \
+             programs named sock_release loaded: {sock_release_before} before start, {} now",
+            programs_named("sock_release")
+        );
+        assert!(
+            held_names.contains(&"sock_release"),
+            "the daemon holds no sock_release program: {held_names:?}"
+        );
+
+        // The API socket: where the unit's RuntimeDirectory= put it, group sockmon.
+        let sock = sb.run(&["stat", "-c", "%a %U %G %F", "/run/sockmon/sockmon.sock"]);
+        assert_eq!(
+            sock.stdout.trim(),
+            "660 root sockmon socket",
+            "{}",
+            sock.all()
+        );
+
+        lookup_finds_this_process(&sb);
+
+        let journal = sb.wait_for(
+            Duration::from_secs(30),
+            "the start-up line in the journal",
+            || {
+                let j = sb.run(&["journalctl", "--no-pager", "-o", "cat", "-u", "sockmon"]);
+                j.stdout
+                    .contains("sockmon daemon ready")
+                    .then_some(j.stdout)
+            },
+        );
+        println!("journal after start:\n{journal}");
+
+        let reload = sb.run(&["systemctl", "reload", "sockmon"]);
+        assert!(reload.ok(), "systemctl reload failed:\n{}", reload.all());
+        sb.wait_for(Duration::from_secs(30), "the reload in the journal", || {
+            let j = sb.run(&["journalctl", "--no-pager", "-o", "cat", "-u", "sockmon"]);
+            j.stdout.contains("configuration reloaded").then_some(())
+        });
+        assert_eq!(sb.show(&["ActiveState"])["ActiveState"], "active");
+
+        let stop = sb.run(&["systemctl", "stop", "sockmon"]);
+        assert!(stop.ok(), "systemctl stop failed:\n{}", stop.all());
+        let show = sb.show(&["ActiveState", "Result", "ExecMainStatus", "ExecMainCode"]);
+        assert_eq!(show["ActiveState"], "inactive", "{show:?}");
+        assert_eq!(show["Result"], "success", "{show:?}\n{}", sb.diagnostics());
+        assert_eq!(show["ExecMainStatus"], "0", "{show:?}");
+        let exists = sb.run(&["test", "-e", "/run/sockmon/sockmon.sock"]);
+        assert!(!exists.ok(), "the API socket outlived the daemon");
+        // The kernel frees programs shortly after their last reference goes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left: Vec<u32> = loaded_programs()
+                .into_iter()
+                .map(|(id, _)| id)
+                .filter(|id| held.contains(id))
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "programs of the stopped daemon still loaded: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!(
+            "after stop: none of the daemon's programs is loaded; programs named sock_release: {}",
+            programs_named("sock_release")
+        );
+        let journal = sb.run(&["journalctl", "--no-pager", "-o", "cat", "-u", "sockmon"]);
+        assert!(
+            journal.stdout.contains("every program detached"),
+            "{}",
+            journal.stdout
+        );
+
+        sb.power_off();
+    }
+    host.assert_unchanged();
+}
+
+/// On a machine where tracefs is not mounted (and systemd does not mount it
+/// either), the service mounts it itself: the unit does not prevent that.
+#[test]
+fn service_mounts_tracefs_when_it_is_missing() {
+    let _g = exclusive();
+    require_root_and_systemd();
+    let host = HostState::capture();
+    {
+        let sb = Sandbox::boot("tracefs", &[("SDTEST_TRACEFS", "unmounted")]);
+        let mp = sb.run(&["mountpoint", "-q", "/sys/kernel/tracing"]);
+        assert!(!mp.ok(), "tracefs is still mounted in the sandbox");
+        install_service(&sb, false);
+        let start = sb.run(&["systemctl", "start", "sockmon"]);
+        assert!(
+            start.ok(),
+            "systemctl start failed:\n{}\n{}",
+            start.all(),
+            sb.diagnostics()
+        );
+        let main_pid = &sb.show(&["MainPID"])["MainPID"];
+        let info = sb.run(&["cat", &format!("/proc/{main_pid}/mountinfo")]);
+        assert!(
+            info.stdout
+                .lines()
+                .any(|l| l.contains(" /sys/kernel/tracing ") && l.contains(" - tracefs ")),
+            "the daemon's mount namespace has no tracefs:\n{}",
+            info.stdout
+        );
+        lookup_finds_this_process(&sb);
+        let stop = sb.run(&["systemctl", "stop", "sockmon"]);
+        assert!(stop.ok(), "{}", stop.all());
+        assert_eq!(sb.show(&["Result"])["Result"], "success");
+        sb.power_off();
+    }
+    host.assert_unchanged();
+}
+
+/// The packaged config lists every key of `Config` with its default, commented out.
+#[test]
+fn packaged_config_documents_every_key_with_its_default() {
+    use sockmon::daemon::config::Config;
+    let path = repo().join("packaging/config.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        Config::parse(&path, &text).unwrap(),
+        Config::default(),
+        "the packaged config must change nothing"
+    );
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if is_setting(rest) => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut c = Config::parse(&path, &uncommented)
+        .unwrap_or_else(|e| panic!("the commented-out settings do not parse: {e}"));
+    // The two settings that are off by default are shown with an example.
+    assert!(c.sinks.file.path.is_some() && c.metrics.listen.is_some());
+    c.sinks.file.path = None;
+    c.metrics.listen = None;
+    assert_eq!(
+        c,
+        Config::default(),
+        "a documented default differs from the code's"
+    );
+    let table: toml::Table = toml::from_str(&uncommented).unwrap();
+    let mut documented = BTreeSet::new();
+    flatten("", &toml::Value::Table(table), &mut documented);
+    let fields = debug_fields(&format!("{:?}", Config::default()));
+    assert_eq!(
+        documented, fields,
+        "keys in packaging/config.toml vs Config"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Steps shared by the tests
+
+fn require_root_and_systemd() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
+    assert!(
+        Path::new(SYSTEMD).exists(),
+        "{SYSTEMD} is missing: this test boots Debian's systemd (package systemd)"
+    );
+}
+
+/// Installs the unit (ExecStart= pointed at the binary under test), the
+/// packaged config and (optionally) the group `sockmon`, as `cargo xtask
+/// install` does, and reloads systemd.
+fn install_service(sb: &Sandbox, group: bool) {
+    let unit = fs::read_to_string(repo().join("packaging/systemd/sockmon.service")).unwrap();
+    assert_eq!(
+        unit.lines().filter(|l| l.starts_with("ExecStart=")).count(),
+        1
+    );
+    // The unit's ProtectHome=yes hides /root, /home and /run/user from the
+    // service: a binary built there runs from a copy inside the sandbox.
+    let mut exe = bin().to_string();
+    if ["/root/", "/home/", "/run/user/"]
+        .iter()
+        .any(|p| exe.starts_with(p))
+    {
+        let copy = "/usr/local/libexec/sockmon-under-test";
+        let cp = sb.run(&[
+            "sh",
+            "-c",
+            "mkdir -p \"${2%/*}\" && cp \"$1\" \"$2\"",
+            "sh",
+            &exe,
+            copy,
+        ]);
+        assert!(cp.ok(), "{}", cp.all());
+        println!("the service runs a copy of {exe} at {copy} (ProtectHome=yes hides the original)");
+        exe = copy.to_string();
+    }
+    let unit: String = unit
+        .lines()
+        .map(|l| {
+            if l.starts_with("ExecStart=") {
+                format!("ExecStart={exe} daemon\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    sb.write("/etc/systemd/system/sockmon.service", &unit);
+    let config = fs::read_to_string(repo().join("packaging/config.toml")).unwrap();
+    sb.write("/etc/sockmon/config.toml", &config);
+    if group {
+        let g = sb.run(&["groupadd", "--system", "sockmon"]);
+        assert!(g.ok(), "{}", g.all());
+    }
+    let r = sb.run(&["systemctl", "daemon-reload"]);
+    assert!(r.ok(), "{}", r.all());
+}
+
+/// Prints `systemd-analyze security`, and checks the score is no worse than
+/// the one written at the top of the unit.
+fn check_security_score(sb: &Sandbox) {
+    let sec = sb.run(&[
+        "systemd-analyze",
+        "security",
+        "--no-pager",
+        "sockmon.service",
+    ]);
+    println!("systemd-analyze security sockmon.service:\n{}", sec.stdout);
+    let score = exposure(&sec.stdout).unwrap_or_else(|| panic!("no score in:\n{}", sec.all()));
+    let unit = fs::read_to_string(repo().join("packaging/systemd/sockmon.service")).unwrap();
+    let documented = unit
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter(|l| l.contains("systemd-analyze security sockmon.service"))
+        .find_map(|l| {
+            l.rsplit(':')
+                .next()?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .expect("the unit's header states its systemd-analyze security score");
+    println!("systemd-analyze security score: {score} (documented in the unit: {documented})");
+    assert!(
+        score <= documented + 1e-9,
+        "the unit's exposure rose to {score}, above the documented {documented}"
+    );
+}
+
+/// "→ Overall exposure level for sockmon.service: 2.9 OK 🙂" → 2.9
+fn exposure(out: &str) -> Option<f64> {
+    let line = out.lines().find(|l| l.contains("Overall exposure level"))?;
+    line.rsplit(':')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A connection made by this process is found by `sockmon lookup` run inside
+/// the sandbox, through the service's API socket, with this process's PID.
+fn lookup_finds_this_process(sb: &Sandbox) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let client = TcpStream::connect(server).unwrap();
+    let (_accepted, _) = listener.accept().unwrap();
+    let local = client.local_addr().unwrap();
+    let (src, dst) = (local.to_string(), server.to_string());
+    let answer = sb.wait_for(
+        Duration::from_secs(30),
+        "the connection in the daemon's table",
+        || {
+            let out = sb.run(&[bin(), "lookup", &src, &dst, "--proto", "tcp", "--json"]);
+            (out.ok() && !out.stdout.trim().is_empty()).then_some(out.stdout)
+        },
+    );
+    println!("sockmon lookup {src} {dst}:\n{answer}");
+    let rows: Vec<serde_json::Value> = answer
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{answer}");
+    let s = &rows[0];
+    assert_eq!(
+        (
+            s["src_port"].as_u64(),
+            s["dst_port"].as_u64(),
+            s["state"].as_str()
+        ),
+        (
+            Some(u64::from(local.port())),
+            Some(u64::from(server.port())),
+            Some("connected")
+        ),
+        "{s}"
+    );
+    // It acted on the socket; anything else listed can only be a child this
+    // process forked (to run the commands above) that inherited it for a moment.
+    let owners = s["owners"].as_array().unwrap();
+    let acting: Vec<&serde_json::Value> =
+        owners.iter().filter(|o| o["source"] == "event").collect();
+    assert_eq!(acting.len(), 1, "{s}");
+    assert_eq!(acting[0]["pid"], std::process::id(), "{s}");
+    assert!(
+        owners
+            .iter()
+            .all(|o| o["source"] == "event" || o["source"] == "inherited"),
+        "{s}"
+    );
+    drop(client);
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+/// Whether `line` (after its `#`) is a commented-out setting: `key = value`.
+fn is_setting(line: &str) -> bool {
+    line.split_once(" = ").is_some_and(|(k, _)| {
+        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+    })
+}
+
+/// Dotted paths of the leaf values of a TOML table.
+fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeSet<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&p, v, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string());
+        }
+    }
+}
+
+/// Dotted paths of the leaf fields in a `{:?}` of nested structs, e.g.
+/// `Config { api: ApiConfig { socket: "/x", max_clients: 1 } }` →
+/// {api.socket, api.max_clients}. A field whose value is `Name {` is a table.
+fn debug_fields(debug: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack: Vec<String> = Vec::new();
+    let mut pending: Option<String> = None;
+    let mut chars = debug.char_indices().peekable();
+    let mut in_string = false;
+    let bytes = debug.as_bytes();
+    while let Some((i, c)) = chars.next() {
+        if in_string {
+            if c == '\\' {
+                chars.next();
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' => stack.push(pending.take().unwrap_or_default()),
+            '}' => {
+                stack.pop();
+            }
+            c if c.is_ascii_lowercase() || c == '_' => {
+                // A field name starts after `{ ` or `, ` and ends with `: `.
+                let prev = debug[..i].trim_end().chars().last();
+                if !matches!(prev, Some('{') | Some(',')) {
+                    continue;
+                }
+                let end = debug[i..]
+                    .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                    .map_or(debug.len(), |n| i + n);
+                if !debug[end..].starts_with(": ") {
+                    continue;
+                }
+                let name = &debug[i..end];
+                let value = &debug[end + 2..];
+                let is_table = value
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.starts_with(|ch: char| ch.is_ascii_uppercase()))
+                    && value.split_whitespace().nth(1) == Some("{")
+                    && bytes.get(end + 2).is_some_and(u8::is_ascii_uppercase);
+                let path: Vec<&str> = stack
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .map(String::as_str)
+                    .chain([name])
+                    .collect();
+                if is_table {
+                    pending = Some(name.to_string());
+                } else {
+                    out.insert(path.join("."));
+                }
+                while chars.peek().is_some_and(|&(j, _)| j < end) {
+                    chars.next();
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn debug_fields_of_nested_structs() {
+    let d = r#"Config { api: ApiConfig { socket: "/run/x, y: {", max_clients: 256 }, sinks: SinksConfig { file: FileSinkConfig { path: None, keep: 5 } }, metrics: MetricsConfig { listen: Some(127.0.0.1:9464) } }"#;
+    let f: Vec<String> = debug_fields(d).into_iter().collect();
+    assert_eq!(
+        f,
+        [
+            "api.max_clients",
+            "api.socket",
+            "metrics.listen",
+            "sinks.file.keep",
+            "sinks.file.path"
+        ]
+    );
+}
