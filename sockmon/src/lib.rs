@@ -16,6 +16,5 @@ pub mod kernel;
 pub mod logging;
 pub mod output;
 pub mod procfs;
-#[path = "snapshot_stub.rs"]
 pub mod snapshot;
 pub mod table;

@@ -87,7 +87,7 @@ pub fn details(pid: u32, start_ticks: u64) -> Option<Details> {
         .unwrap_or_default();
     // Read the start time last: if it still matches, the answers above are
     // about the process we were asked about, not a successor with its PID.
-    if procfs::start_ticks(pid)? != start_ticks {
+    if procfs::start_ticks_of(pid)? != start_ticks {
         return None;
     }
     let unit = placement.container.or(placement.unit).map(Arc::from);
@@ -95,8 +95,8 @@ pub fn details(pid: u32, start_ticks: u64) -> Option<Details> {
 }
 
 fn verify(req: VerifyRequest) -> Option<Found> {
-    let held = procfs::socket_inodes(req.pid)?;
-    if procfs::start_ticks(req.pid)? != req.start_ticks {
+    let held = procfs::socket_inodes_of(req.pid)?;
+    if procfs::start_ticks_of(req.pid)? != req.start_ticks {
         return None;
     }
     Some(Found::Held { req, held })
