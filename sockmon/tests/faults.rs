@@ -181,7 +181,9 @@ impl Drop for NetnsGuard {
 
 #[test]
 fn after_kill_9_nothing_stays_loaded_and_a_new_daemon_starts() {
+    use support::holders::{Holder, assert_agree, ls_owners, ss_owners};
     let _g = exclusive();
+    let holders: Vec<Holder> = (0..5).map(|i| Holder::start(2, 1, i % 2 == 0)).collect();
     let mut first = Daemon::start("kill9", &["--no-config"]);
     let ids = program_ids_of(first.child.id());
     assert!(ids.len() >= 14);
@@ -217,6 +219,21 @@ fn after_kill_9_nothing_stays_loaded_and_a_new_daemon_starts() {
         Some(request_on(&mut s, r#"{"op":"status"}"#))
     });
     assert_eq!(v["ok"], true);
+    // Its table (from its own snapshot) equals what ss says.
+    let pids: std::collections::BTreeSet<u32> =
+        holders.iter().flat_map(|h| h.pids.clone()).collect();
+    let out = Command::new(support::bin())
+        .arg("--socket")
+        .arg(&second.socket)
+        .args(["ls", "--json"])
+        .output()
+        .unwrap();
+    let n = assert_agree(
+        &ss_owners(),
+        &ls_owners(&String::from_utf8(out.stdout).unwrap()),
+        &pids,
+    );
+    assert_eq!(n, 5 * (2 + 1 + 4));
     assert_eq!(second.stop(Duration::from_secs(3)).code(), Some(0));
 }
 
@@ -311,4 +328,73 @@ fn short_soak_of_short_lived_processes_misses_nothing_and_returns_memory() {
         after <= baseline + 4096,
         "RSS grew from {baseline} to {after} KiB"
     );
+}
+
+#[test]
+fn a_burst_larger_than_the_ring_is_counted_reported_and_healed() {
+    use support::holders::{Holder, assert_agree, ls_owners, ss_owners};
+    let _g = exclusive();
+    // A 4 KiB ring holds about thirty events.
+    let d = Daemon::start("overflow", &["--no-config", "--ring-kib", "4"]);
+    let mut sub = d.connect();
+    assert_eq!(
+        request_on(&mut sub, r#"{"op":"subscribe","filter":{"port":[1]}}"#)["subscribed"],
+        true
+    );
+    // The burst: connections as fast as four threads go, while holders start.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acceptor = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            listener.set_nonblocking(true).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = listener.accept();
+            }
+        })
+    };
+    let burst: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    drop(std::net::TcpStream::connect(addr));
+                }
+            })
+        })
+        .collect();
+    let holders: Vec<Holder> = (0..6).map(|_| Holder::start(4, 2, false)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in burst {
+        t.join().unwrap();
+    }
+    acceptor.join().unwrap();
+    // Counted, and told to the subscriber.
+    let lost = read_json_line(&mut sub);
+    assert_eq!(lost["event"], "lost", "{lost}");
+    assert_eq!(lost["cause"], "ring_full");
+    assert!(lost["count"].as_u64().unwrap() > 0);
+    let st = status(&d);
+    assert!(st["dropped"]["ring_full"].as_u64().unwrap() > 0, "{st}");
+    // Healed: after a re-snapshot the holders' sockets (whose events may
+    // have been lost) agree with ss.
+    eventually("a reconciliation", Duration::from_secs(15), || {
+        (status(&d)["reconciliations"].as_u64() >= Some(1)).then_some(())
+    });
+    let pids: std::collections::BTreeSet<u32> =
+        holders.iter().flat_map(|h| h.pids.clone()).collect();
+    let out = Command::new(support::bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["ls", "--json"])
+        .output()
+        .unwrap();
+    let n = assert_agree(
+        &ss_owners(),
+        &ls_owners(&String::from_utf8(out.stdout).unwrap()),
+        &pids,
+    );
+    assert_eq!(n, 6 * (4 + 2 + 8));
 }
