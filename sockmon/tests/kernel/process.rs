@@ -145,3 +145,56 @@ fn a_new_thread_is_not_a_fork() {
     );
     let _ = pid;
 }
+
+/// Forks a child that connects to `server` and exits; returns its pid.
+fn fork_connecting_child(server: std::net::SocketAddrV4) -> i32 {
+    // SAFETY: the child only makes async-signal-safe calls, then _exit.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let fd = crate::sys::tcp_socket(0);
+        let _ = crate::sys::connect(fd, server);
+        // SAFETY: async-signal-safe.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: reaping our child.
+    unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+    child
+}
+
+#[test]
+fn a_reused_pid_is_a_new_process_never_merged_with_the_old() {
+    let h = harness();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let std::net::SocketAddr::V4(server) = listener.local_addr().unwrap() else {
+        unreachable!()
+    };
+    let first = fork_connecting_child(server);
+    let a = h.expect("first connect", first as u32, |e| {
+        e.kind == EventKind::Connect && e.pid == first as u32
+    });
+    // Ask the kernel to give the next process the same pid (other forks on
+    // the machine may take it first: try a few times).
+    let mut second = 0;
+    for _ in 0..20 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (first - 1).to_string()).unwrap();
+        second = fork_connecting_child(server);
+        if second == first {
+            break;
+        }
+    }
+    assert_eq!(second, first, "could not get pid {first} again");
+    let b = h.expect("second connect", first as u32, |e| {
+        e.kind == EventKind::Connect && e.pid == first as u32 && e.start_ns != a.start_ns
+    });
+    assert!(b.start_ns > a.start_ns, "the second process started later");
+    assert_ne!(b.inode, a.inode);
+    // Each process exited: neither is left as an owner of anything.
+    h.expect_proc("second exit", |p| {
+        p.kind == EventKind::Exit && p.pid == first as u32 && p.start_ns == b.start_ns
+    });
+    let t = h.table.lock().unwrap();
+    assert!(
+        t.process(first as u32)
+            .is_none_or(|p| p.start_ticks != start_ticks(a.start_ns))
+    );
+}
