@@ -54,7 +54,9 @@ fn at_the_cap_new_sockets_still_get_in_evictions_are_counted_and_memory_is_flat(
         let s = status(&d);
         (s["events_total"]["listen"].as_u64() >= Some(256)).then_some(s)
     });
-    assert_eq!(st["table"]["sockets"], 64, "{st}");
+    // Full (other processes' sockets may close meanwhile: at most the cap).
+    assert!(st["table"]["sockets"].as_u64().unwrap() <= 64, "{st}");
+    assert!(st["table"]["sockets"].as_u64().unwrap() >= 48, "{st}");
     assert_eq!(st["table"]["cap"], 64);
     assert!(
         st["table"]["evictions"].as_u64().unwrap() >= 256 - 64,
