@@ -287,10 +287,17 @@ fn file_sink_rotates_and_sighup_reloads_the_configuration() {
     // Every line of every file is a whole JSON object, no file is over the
     // limit, and the 40 connections (~70 KB of events) are all kept.
     let mut connects = 0;
-    let files = [events.clone()].into_iter().chain((1..=5).map(|n| dir.join(format!("events.ndjson.{n}"))));
+    let files = [events.clone()]
+        .into_iter()
+        .chain((1..=5).map(|n| dir.join(format!("events.ndjson.{n}"))));
     for f in files.filter(|f| f.exists()) {
         let text = std::fs::read_to_string(&f).unwrap();
-        assert!(text.len() <= 16384, "{} is {} bytes", f.display(), text.len());
+        assert!(
+            text.len() <= 16384,
+            "{} is {} bytes",
+            f.display(),
+            text.len()
+        );
         for line in text.lines() {
             let v: serde_json::Value =
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));

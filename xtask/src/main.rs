@@ -4,8 +4,12 @@
 //!   nightly `rust-src` component, `bpf-linker` built against the nightly's
 //!   own LLVM and cached, Debian packages used by tests);
 //! - `test`: setup, then fmt, clippy and every test layer (as root);
-//! - `watch`: setup, build, run `sockmon watch` as root.
+//! - `watch`: setup, build, run `sockmon watch` as root;
+//! - `bench`: benchmarks against bare runs, bpftrace, `ss` and `lsof` (see `bench/`);
+//! - `install`: build in release mode, install the binary, the systemd unit and the config.
 
+mod bench;
+mod install;
 mod run;
 mod setup;
 mod test;
@@ -34,6 +38,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Benchmarks, side by side: overhead, completeness, lookup, memory, start-up (as root).
+    Bench(bench::BenchArgs),
+    /// Build in release mode; install the binary, the systemd unit and the default config.
+    Install(install::InstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +50,8 @@ fn main() -> ExitCode {
         Command::Setup => setup::all(),
         Command::Test(args) => test::run(&args),
         Command::Watch { args } => watch::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Install(args) => install::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

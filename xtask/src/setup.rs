@@ -17,11 +17,11 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages used by tests and benchmarks, and the command that proves each is present.
 pub const PACKAGES: &[(&str, &str)] = &[
-    ("jq", "jq"),              // JSON stream consumer in the tests
-    ("util-linux", "setpriv"), // running without capabilities
-    ("iproute2", "ss"),        // network namespaces, `ss` for agreement checks
-    ("bpftool", "bpftool"),    // the systemd test lists loaded programs
-    ("systemd", "systemd-analyze"), // the real-systemd test boots it in a namespace
+    ("jq", "jq"),                    // JSON stream consumer in the tests
+    ("util-linux", "setpriv"),       // running without capabilities
+    ("iproute2", "ss"),              // network namespaces, `ss` for agreement checks
+    ("bpftool", "bpftool"),          // the systemd test lists loaded programs
+    ("systemd", "systemd-analyze"),  // the real-systemd test boots it in a namespace
     ("python3", "/usr/bin/python3"), // network-namespace tests hold sockets with it
 ];
 

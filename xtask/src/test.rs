@@ -1,9 +1,9 @@
 //! `cargo xtask test`: the README's one test command.
 //!
 //! Order: setup → rustfmt check → clippy (user crates, and the kernel crate
-//! for the BPF target) → every test of the workspace. Tests that load eBPF
-//! run as root: when xtask is not root, cargo runs the test binaries through
-//! `sudo -E`.
+//! for the BPF target) → every test of the workspace → `bench --quick`.
+//! Tests that load eBPF run as root: when xtask is not root, cargo runs the
+//! test binaries (and the benchmark) through `sudo -E`.
 
 use std::process::Command;
 
@@ -19,6 +19,9 @@ pub struct TestArgs {
     /// Skip the rustfmt and clippy checks.
     #[arg(long)]
     pub no_lint: bool,
+    /// Skip `cargo xtask bench --quick` at the end.
+    #[arg(long)]
+    pub no_bench: bool,
 }
 
 pub fn run_lints() -> anyhow::Result<()> {
@@ -65,5 +68,18 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         test.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
     }
     exec(&mut test)?;
-    Ok(())
+    // The benchmarks' quick mode proves the harness works (no values checked).
+    if args.no_bench {
+        return Ok(());
+    }
+    // A process of its own: the benchmark re-executes itself in release mode.
+    let me = std::env::current_exe()?;
+    let mut bench = if is_root() {
+        Command::new(&me)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(&me);
+        c
+    };
+    exec(bench.args(["bench", "--quick"]).current_dir(root()))
 }

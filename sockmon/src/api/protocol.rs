@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    engine::{stats::Status, view::SocketView},
+    engine::{
+        stats::Status,
+        view::{Lookup, SocketView},
+    },
     event::{EventKind, Proto},
     filter::Filter,
 };
@@ -74,12 +77,7 @@ enum EventName {
 /// A valid request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    Lookup {
-        proto: Option<Proto>,
-        src: SocketAddr,
-        dst: SocketAddr,
-        netns: Option<u32>,
-    },
+    Lookup(Lookup),
     List(Filter),
     Status,
     Subscribe(Filter),
@@ -127,12 +125,12 @@ pub fn parse(line: &[u8]) -> Result<Request, ApiError> {
             dst,
             proto,
             netns,
-        } => Request::Lookup {
+        } => Request::Lookup(Lookup {
             proto: proto.map(proto_of),
             src: parse_endpoint("src", &src)?,
             dst: parse_endpoint("dst", &dst)?,
             netns,
-        },
+        }),
         Wire::List { filter } => {
             if !filter.event.is_empty() {
                 return Err(ApiError::bad_request(
@@ -269,12 +267,12 @@ mod tests {
         );
         assert_eq!(
             r,
-            Ok(Request::Lookup {
+            Ok(Request::Lookup(Lookup {
                 proto: Some(Proto::Tcp),
                 src: "127.0.0.1:5000".parse().unwrap(),
                 dst: "[::1]:80".parse().unwrap(),
                 netns: Some(7),
-            })
+            }))
         );
     }
 

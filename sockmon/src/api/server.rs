@@ -200,13 +200,8 @@ async fn connection(
 async fn answer(engine: &EngineHandle, r: Request, viewer: Viewer) -> Response {
     let gone = || Response::error(&ApiError::new("internal", "the daemon is shutting down"));
     match r {
-        Request::Lookup {
-            proto,
-            src,
-            dst,
-            netns,
-        } => engine
-            .lookup(proto, src, dst, netns, viewer)
+        Request::Lookup(query) => engine
+            .lookup(query, viewer)
             .await
             .map_or_else(|_| gone(), Response::sockets),
         Request::List(filter) => engine

@@ -33,12 +33,15 @@ pub fn run(args: &LookupArgs, socket: &Path, no_daemon: bool) -> ExitCode {
             }
         }
         Ok(Backend::Alone) => match local::snapshot_table() {
-            Ok(t) => view::lookup(
-                &t.table,
-                (proto, args.src, args.dst, args.netns),
-                Viewer::ROOT,
-                &t.boot,
-            ),
+            Ok(t) => {
+                let query = view::Lookup {
+                    proto,
+                    src: args.src,
+                    dst: args.dst,
+                    netns: args.netns,
+                };
+                view::lookup(&t.table, &query, Viewer::ROOT, &t.boot)
+            }
             Err(e) => return fail_chain(&e, EXIT_USAGE),
         },
     };

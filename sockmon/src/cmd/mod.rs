@@ -41,6 +41,16 @@ pub fn fail_chain(err: &dyn std::error::Error, code: u8) -> ExitCode {
     fail(&msg, code)
 }
 
+/// The runtime every long-running command uses: two workers (the machines
+/// this runs on are small, and the work is one pipeline).
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&format!("cannot start the runtime: {e}"), 1))
+}
+
 /// Where a client command gets its answers.
 pub enum Backend {
     /// A daemon answered on the API socket.

@@ -84,13 +84,9 @@ fn alone(cfg: WatchConfig) -> ExitCode {
     };
     // Subscribed before the first event is applied: nothing is missed.
     let sub = prepared.subscribe(cfg.filter.clone());
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cmd::runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let engine = match prepared.run().await {

@@ -68,13 +68,9 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
     if let Err(e) = privileges::drop_all_but(&privileges::KEPT_AFTER_LOAD) {
         tracing::warn!("could not drop capabilities after loading: {e}");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cmd::runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1),
+        Err(code) => return code,
     };
     rt.block_on(daemon(setup, log, listener, prepared))
 }

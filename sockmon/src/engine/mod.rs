@@ -21,7 +21,7 @@ pub mod stats;
 pub mod view;
 mod worker;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration, time::Instant};
+use std::{sync::Arc, time::Duration, time::Instant};
 
 use thiserror::Error;
 use tokio::{
@@ -32,11 +32,11 @@ use tokio::{
 pub use cgroup_unit::{Placement, from_proc_cgroup};
 use state::State;
 use stats::{Shared, Status};
-use view::{SocketView, Viewer};
+use view::{Lookup, SocketView, Viewer};
 
 use crate::{
     clock::WallTime,
-    event::{Event, Proto},
+    event::Event,
     filter::Filter,
     kernel::{LoadError, LoadOptions, Probes, reader},
     snapshot::{self, SnapshotError},
@@ -64,10 +64,7 @@ pub enum StreamItem {
 #[derive(Debug)]
 pub enum Command {
     Lookup {
-        proto: Option<Proto>,
-        src: SocketAddr,
-        dst: SocketAddr,
-        netns: Option<u32>,
+        query: Lookup,
         viewer: Viewer,
         reply: oneshot::Sender<Vec<SocketView>>,
     },
@@ -268,20 +265,14 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineGone)
     }
 
-    /// Every socket named `src → dst` (in any namespace unless `netns`).
+    /// Every socket that answers `query`.
     pub async fn lookup(
         &self,
-        proto: Option<Proto>,
-        src: SocketAddr,
-        dst: SocketAddr,
-        netns: Option<u32>,
+        query: Lookup,
         viewer: Viewer,
     ) -> Result<Vec<SocketView>, EngineGone> {
         self.ask(|reply| Command::Lookup {
-            proto,
-            src,
-            dst,
-            netns,
+            query,
             viewer,
             reply,
         })

@@ -303,15 +303,11 @@ impl State {
     fn on_command(&mut self, c: Command) {
         match c {
             Command::Lookup {
-                proto,
-                src,
-                dst,
-                netns,
+                query,
                 viewer,
                 reply,
             } => {
-                let rows = view::lookup(&self.table, (proto, src, dst, netns), viewer, &self.boot);
-                let _ = reply.send(rows);
+                let _ = reply.send(view::lookup(&self.table, &query, viewer, &self.boot));
             }
             Command::List {
                 filter,

@@ -167,21 +167,24 @@ pub fn list(
     rows
 }
 
-/// Every socket named `src → dst` (in `netns` or any; of `proto` or either).
+/// "Who owns `src → dst`?": in namespace `netns` or any, of `proto` or either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    pub proto: Option<Proto>,
+    pub src: std::net::SocketAddr,
+    pub dst: std::net::SocketAddr,
+    pub netns: Option<u32>,
+}
+
+/// Every socket of `table` that answers `q`, ordered by (netns, inode).
 pub fn lookup(
     table: &SocketTable,
-    q: (
-        Option<Proto>,
-        std::net::SocketAddr,
-        std::net::SocketAddr,
-        Option<u32>,
-    ),
+    q: &Lookup,
     viewer: Viewer,
     boot: &BootClock,
 ) -> Vec<SocketView> {
-    let (proto, src, dst, netns) = q;
     let mut rows: Vec<_> = table
-        .lookup_any(proto, src, dst, netns)
+        .lookup_any(q.proto, q.src, q.dst, q.netns)
         .map(|e| socket(e, table, viewer, boot))
         .collect();
     rows.sort_by_key(|r| (r.netns, r.inode));

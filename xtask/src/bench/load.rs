@@ -1,0 +1,519 @@
+//! The workloads, run as a separate process (`xtask bench worker ...`, a
+//! hidden subcommand the benchmark re-executes from the release build) so that
+//! the thing measured shares nothing with the measurer.
+//!
+//! - `rate`: a tight loopback connect → accept → close loop. Each client
+//!   waits for the server's close (EOF) before closing its side, so the
+//!   accept queue never overflows (an overflow would drop SYNs and stall a
+//!   client for a whole retransmission second). Clients close with
+//!   `SO_LINGER {1, 0}`: the close sends a RST and leaves no TIME_WAIT, so a
+//!   loop of hundreds of thousands of connections never runs out of
+//!   ephemeral ports (widening `ip_local_port_range` would only delay that,
+//!   and changes a machine-wide setting).
+//! - `getppid`, `pread`: the cheapest syscall there is, and a 4 KiB read of a
+//!   tmpfs file, in a loop: what every task pays once syscall tracepoints are
+//!   enabled.
+//! - `hold`: opens N loopback connections, prints a sample of their
+//!   four-tuples, and holds them until its stdin closes.
+//!
+//! Every mode prints one JSON line on stdout.
+
+use std::{
+    io::{self, Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use super::procs;
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(subcommand)]
+    pub job: Job,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Job {
+    /// Connection loop with `threads` clients and as many acceptors.
+    Rate {
+        #[arg(long)]
+        threads: usize,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long, default_value_t = 0.2)]
+        warmup: f64,
+        /// Listen on this port of 127.0.0.1 (0: any).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// `getppid()` in a loop.
+    Getppid {
+        #[arg(long)]
+        secs: f64,
+        #[arg(long, default_value_t = 0.2)]
+        warmup: f64,
+    },
+    /// `pread()` of 4 KiB from a tmpfs file in a loop.
+    Pread {
+        #[arg(long)]
+        secs: f64,
+        #[arg(long, default_value_t = 0.2)]
+        warmup: f64,
+    },
+    /// Open `conns` loopback connections and hold them until stdin closes.
+    Hold {
+        #[arg(long)]
+        conns: usize,
+        /// Connections per listening port (each destination has its own
+        /// ephemeral port space).
+        #[arg(long, default_value_t = 10_000)]
+        per_listener: usize,
+        /// How many four-tuples to print.
+        #[arg(long, default_value_t = 1000)]
+        sample: usize,
+    },
+}
+
+impl Job {
+    /// The command-line arguments that reproduce this job.
+    pub fn to_args(&self) -> Vec<String> {
+        let f = |x: f64| format!("{x}");
+        match self {
+            Self::Rate {
+                threads,
+                secs,
+                warmup,
+                port,
+            } => vec![
+                "rate".into(),
+                format!("--threads={threads}"),
+                format!("--secs={}", f(*secs)),
+                format!("--warmup={}", f(*warmup)),
+                format!("--port={port}"),
+            ],
+            Self::Getppid { secs, warmup } => vec![
+                "getppid".into(),
+                format!("--secs={}", f(*secs)),
+                format!("--warmup={}", f(*warmup)),
+            ],
+            Self::Pread { secs, warmup } => vec![
+                "pread".into(),
+                format!("--secs={}", f(*secs)),
+                format!("--warmup={}", f(*warmup)),
+            ],
+            Self::Hold {
+                conns,
+                per_listener,
+                sample,
+            } => vec![
+                "hold".into(),
+                format!("--conns={conns}"),
+                format!("--per-listener={per_listener}"),
+                format!("--sample={sample}"),
+            ],
+        }
+    }
+
+    /// How long the job runs, if it is timed (0 for `hold`).
+    pub fn duration_s(&self) -> f64 {
+        match self {
+            Self::Rate { secs, warmup, .. }
+            | Self::Getppid { secs, warmup }
+            | Self::Pread { secs, warmup } => secs + warmup,
+            Self::Hold { .. } => 0.0,
+        }
+    }
+}
+
+/// What a timed workload reports.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Measured {
+    /// Operations completed inside the measured window.
+    pub ops: u64,
+    /// Length of the window.
+    pub secs: f64,
+    /// Operations completed over the whole run (warm-up included).
+    pub total_ops: u64,
+    /// Failed operations over the whole run.
+    pub failed: u64,
+    /// User and system CPU time of the workload inside the window.
+    pub user_s: f64,
+    pub sys_s: f64,
+    /// The listening port (`rate` only).
+    pub port: u16,
+}
+
+impl Measured {
+    pub fn rate(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.ops as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What `hold` reports once every connection is open.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Held {
+    /// Socket descriptors held (clients, accepted and listeners).
+    pub sockets: usize,
+    pub listeners: Vec<u16>,
+    /// (client port, server port) of some connections, spread over all.
+    pub sample: Vec<(u16, u16)>,
+    pub open_secs: f64,
+}
+
+pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
+    let line = match args.job.clone() {
+        Job::Rate {
+            threads,
+            secs,
+            warmup,
+            port,
+        } => serde_json::to_string(&rate(threads, secs, warmup, port)?)?,
+        Job::Getppid { secs, warmup } => serde_json::to_string(&timed_loop(secs, warmup, || {
+            // SAFETY: getppid has no arguments and cannot fail.
+            unsafe { libc::getppid() };
+            true
+        })?)?,
+        Job::Pread { secs, warmup } => serde_json::to_string(&pread_loop(secs, warmup)?)?,
+        Job::Hold {
+            conns,
+            per_listener,
+            sample,
+        } => return hold(conns, per_listener, sample),
+    };
+    println!("{line}");
+    Ok(())
+}
+
+/// A counter on its own cache line, so client threads do not share one.
+#[repr(align(64))]
+#[derive(Default)]
+struct Counter {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+fn rate(threads: usize, secs: f64, warmup: f64, port: u16) -> anyhow::Result<Measured> {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).context("binding the listener")?;
+    let addr = listener.local_addr()?;
+    let listener = Arc::new(listener);
+    for _ in 0..threads {
+        let l = Arc::clone(&listener);
+        // Acceptors block in accept() and die with the process.
+        thread::spawn(move || acceptor(&l));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters: Vec<Arc<Counter>> = (0..threads).map(|_| Arc::default()).collect();
+    let clients: Vec<_> = counters
+        .iter()
+        .map(|c| {
+            let (c, stop) = (Arc::clone(c), Arc::clone(&stop));
+            thread::spawn(move || client(addr, &c, &stop))
+        })
+        .collect();
+    let sum = |cs: &[Arc<Counter>]| cs.iter().map(|c| c.ok.load(Ordering::Relaxed)).sum::<u64>();
+    let mut m = window(secs, warmup, || sum(&counters))?;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
+    }
+    m.total_ops = sum(&counters);
+    m.failed = counters
+        .iter()
+        .map(|c| c.failed.load(Ordering::Relaxed))
+        .sum();
+    m.port = addr.port();
+    Ok(m)
+}
+
+/// Sleeps through the warm-up, then measures `count()` and CPU time over `secs`.
+fn window(secs: f64, warmup: f64, count: impl Fn() -> u64) -> anyhow::Result<Measured> {
+    thread::sleep(Duration::from_secs_f64(warmup));
+    let (c0, r0, t0) = (count(), rusage()?, Instant::now());
+    thread::sleep(Duration::from_secs_f64(secs));
+    let (c1, r1, t1) = (count(), rusage()?, Instant::now());
+    Ok(Measured {
+        ops: c1 - c0,
+        secs: (t1 - t0).as_secs_f64(),
+        user_s: r1.0 - r0.0,
+        sys_s: r1.1 - r0.1,
+        ..Measured::default()
+    })
+}
+
+fn acceptor(listener: &TcpListener) {
+    loop {
+        // Dropping the accepted stream closes it: the client sees EOF.
+        if listener.accept().is_err() {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn client(addr: SocketAddr, counter: &Counter, stop: &AtomicBool) {
+    let mut byte = [0u8; 1];
+    while !stop.load(Ordering::Relaxed) {
+        match TcpStream::connect(addr) {
+            Ok(mut s) => {
+                // Wait for the server's close, then reset: no TIME_WAIT.
+                let _ = s.read(&mut byte);
+                let _ = set_linger_reset(&s);
+                counter.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                counter.failed.fetch_add(1, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// `SO_LINGER {1, 0}`: close() sends RST and skips TIME_WAIT.
+fn set_linger_reset(s: &TcpStream) -> io::Result<()> {
+    let lin = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the fd is open for the lifetime of `s`; we pass a pointer to a
+    // local struct and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const lin).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// (user, system) CPU seconds of this process so far.
+fn rusage() -> anyhow::Result<(f64, f64)> {
+    // SAFETY: zeroed rusage is a valid value; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: ru is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((secs(ru.ru_utime), secs(ru.ru_stime)))
+}
+
+/// Runs `op` in batches until the warm-up and then the window have passed,
+/// counting successful calls; checks the clock once per batch only.
+fn timed_loop(secs: f64, warmup: f64, mut op: impl FnMut() -> bool) -> anyhow::Result<Measured> {
+    const BATCH: u64 = 1024;
+    let mut batch = |ok: &mut u64, failed: &mut u64| {
+        for _ in 0..BATCH {
+            if op() {
+                *ok += 1;
+            } else {
+                *failed += 1;
+            }
+        }
+    };
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let warm_end = Instant::now() + Duration::from_secs_f64(warmup);
+    while Instant::now() < warm_end {
+        batch(&mut ok, &mut failed);
+    }
+    let (c0, r0, t0) = (ok, rusage()?, Instant::now());
+    let end = t0 + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        batch(&mut ok, &mut failed);
+    }
+    let (r1, t1) = (rusage()?, Instant::now());
+    Ok(Measured {
+        ops: ok - c0,
+        secs: (t1 - t0).as_secs_f64(),
+        total_ops: ok,
+        failed,
+        user_s: r1.0 - r0.0,
+        sys_s: r1.1 - r0.1,
+        port: 0,
+    })
+}
+
+/// Where the pread file goes: a tmpfs, so the loop measures the syscall path
+/// and the page cache, not a disk.
+const TMPFS_DIRS: [&str; 2] = ["/dev/shm", "/run"];
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+fn pread_loop(secs: f64, warmup: f64) -> anyhow::Result<Measured> {
+    let file = tmpfs_file()?;
+    let fd = file.as_raw_fd();
+    let mut buf = vec![0u8; 4096];
+    timed_loop(secs, warmup, || {
+        // SAFETY: buf is a writable 4096-byte buffer; fd stays open (file lives
+        // until the loop ends).
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        n == 4096
+    })
+}
+
+/// A 4 KiB file on a tmpfs, already unlinked: nothing is left behind.
+fn tmpfs_file() -> anyhow::Result<std::fs::File> {
+    let dir = TMPFS_DIRS
+        .iter()
+        .find(|d| is_tmpfs(d))
+        .with_context(|| format!("none of {TMPFS_DIRS:?} is a tmpfs"))?;
+    let path = std::path::Path::new(dir).join(format!("sockmon-bench-{}.dat", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::fs::remove_file(&path)?;
+    f.write_all(&[0x5a; 4096])?;
+    Ok(f)
+}
+
+fn is_tmpfs(dir: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir) else {
+        return false;
+    };
+    // SAFETY: zeroed statfs is valid; statfs writes into it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a NUL-terminated path; st is writable.
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == TMPFS_MAGIC }
+}
+
+fn hold(conns: usize, per_listener: usize, sample: usize) -> anyhow::Result<()> {
+    let per_listener = per_listener.max(1);
+    let listeners_n = conns.div_ceil(per_listener);
+    procs::raise_nofile((2 * conns + listeners_n + 256) as u64)?;
+    let t0 = Instant::now();
+    let mut listeners = Vec::with_capacity(listeners_n);
+    let mut streams = Vec::with_capacity(2 * conns);
+    let mut tuples = Vec::with_capacity(conns);
+    for i in 0..conns {
+        if i % per_listener == 0 {
+            listeners.push(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?);
+        }
+        let l = listeners.last().context("no listener")?;
+        let c = TcpStream::connect(l.local_addr()?)
+            .with_context(|| format!("connection {i} of {conns}"))?;
+        set_linger_reset(&c)?;
+        let (a, _) = l.accept()?;
+        tuples.push((c.local_addr()?.port(), a.local_addr()?.port()));
+        streams.push(c);
+        streams.push(a);
+    }
+    let held = Held {
+        sockets: streams.len() + listeners.len(),
+        listeners: listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<io::Result<_>>()?,
+        sample: spread(&tuples, sample),
+        open_secs: t0.elapsed().as_secs_f64(),
+    };
+    let mut out = io::stdout().lock();
+    serde_json::to_writer(&mut out, &held)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    drop(out);
+    // Hold until the parent closes our stdin (or dies).
+    let mut sink = Vec::new();
+    io::stdin().read_to_end(&mut sink)?;
+    if streams.is_empty() && conns > 0 {
+        bail!("no connections were held");
+    }
+    Ok(())
+}
+
+/// Up to `n` items spread evenly over `all`.
+fn spread<T: Copy>(all: &[T], n: usize) -> Vec<T> {
+    if all.is_empty() || n == 0 {
+        return Vec::new();
+    }
+    let step = (all.len() / n).max(1);
+    all.iter().step_by(step).take(n).copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_args_parse_back() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct W {
+            #[command(subcommand)]
+            job: Job,
+        }
+        let jobs = [
+            Job::Rate {
+                threads: 2,
+                secs: 0.25,
+                warmup: 0.1,
+                port: 4242,
+            },
+            Job::Getppid {
+                secs: 1.5,
+                warmup: 0.0,
+            },
+            Job::Pread {
+                secs: 3.0,
+                warmup: 0.2,
+            },
+            Job::Hold {
+                conns: 9744,
+                per_listener: 10_000,
+                sample: 7,
+            },
+        ];
+        for job in jobs {
+            let argv = std::iter::once("w".to_string()).chain(job.to_args());
+            let back = W::try_parse_from(argv).unwrap().job;
+            assert_eq!(format!("{back:?}"), format!("{job:?}"));
+        }
+    }
+
+    #[test]
+    fn spread_is_even_and_bounded() {
+        let v: Vec<u32> = (0..10).collect();
+        assert_eq!(spread(&v, 3), vec![0, 3, 6]);
+        assert_eq!(spread(&v, 20), v);
+        assert!(spread(&v, 0).is_empty());
+    }
+
+    #[test]
+    fn rate_loop_counts_connections() {
+        let m = rate(1, 0.1, 0.0, 0).unwrap();
+        assert!(m.ops > 0 && m.total_ops >= m.ops, "{m:?}");
+        assert_eq!(m.failed, 0);
+        assert_ne!(m.port, 0);
+    }
+
+    #[test]
+    fn syscall_loops_count() {
+        let m = timed_loop(0.02, 0.0, || true).unwrap();
+        assert!(m.ops > 0 && m.failed == 0);
+        if TMPFS_DIRS.iter().any(|d| is_tmpfs(d)) {
+            let m = pread_loop(0.02, 0.0).unwrap();
+            assert!(m.ops > 0 && m.failed == 0, "{m:?}");
+        }
+    }
+}
