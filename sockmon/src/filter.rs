@@ -34,33 +34,12 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        clock::WallTime,
-        event::{Comm, Family},
-    };
+    use crate::event::testing;
 
-    fn ev(kind: EventKind, pid: u32, comm: &[u8], src: &str, dst: &str) -> Event {
-        let mut raw = [0u8; 16];
-        raw[..comm.len()].copy_from_slice(comm);
+    fn ev(kind: EventKind, pid: u32, name: &[u8], src: &str, dst: &str) -> Event {
         Event {
-            kind,
-            time: WallTime(0),
-            proto: Proto::Tcp,
-            family: Family::Ipv4,
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            pid,
-            tid: pid,
-            uid: 0,
-            comm: Comm::from_kernel(&raw),
-            process_comm: Comm::default(),
-            start_ns: 0,
-            netns: 1,
-            inode: 1,
-            cgroup_id: 1,
-            error: None,
-            state: 0,
-            flags: 0,
+            comm: testing::comm(name),
+            ..testing::event(kind, 1, pid, src, dst)
         }
     }
 

@@ -223,7 +223,8 @@ fn status_and_metrics_report_events_and_the_table() {
     assert_eq!(s["probes_attached"], true);
     assert!(s["table"]["sockets"].as_u64().unwrap() >= 3);
     assert!(s["snapshot"]["duration_ms"].as_f64().is_some());
-    assert_eq!(s["dropped"]["ring_full"], 0);
+    // Counters are machine-wide (other load may fill the ring): present, not zero.
+    assert!(s["dropped"]["ring_full"].is_u64());
     let mut http = TcpStream::connect(maddr).unwrap();
     http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();

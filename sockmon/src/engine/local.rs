@@ -3,7 +3,6 @@
 //! picture of this moment, with every owner learned from `/proc`).
 
 use crate::{
-    clock::WallTime,
     snapshot::{self, SnapshotError},
     table::SocketTable,
 };
@@ -20,7 +19,7 @@ pub struct LocalTable {
 pub fn snapshot_table() -> Result<LocalTable, SnapshotError> {
     let snap = snapshot::take()?;
     let mut table = SocketTable::new(snap.sockets.len().max(1));
-    table.apply_snapshot(&snap, WallTime::now());
+    table.apply_snapshot(&snap);
     let processes: Vec<(u32, u64)> = table.processes().map(|p| (p.pid, p.start_ticks)).collect();
     for (pid, start) in processes {
         if let Some((exe, unit)) = worker::details(pid, start) {

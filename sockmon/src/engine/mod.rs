@@ -45,8 +45,10 @@ use crate::{
 
 /// Default queue of each subscriber, in events (after its filter).
 pub const STREAM_QUEUE: usize = 4096;
-/// Batches that may wait between the reader and the state task.
-const BATCH_QUEUE: usize = 1024;
+/// Batches that may wait between the reader and the state task. Small on
+/// purpose: when the state task is behind, events wait in the kernel ring
+/// buffer (bounded, counted when full) rather than in process memory.
+const BATCH_QUEUE: usize = 16;
 
 /// One item of the live stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +172,7 @@ impl Engine {
         if opts.snapshot {
             let started = Instant::now();
             let snap = snapshot::take()?;
-            table.apply_snapshot(&snap, WallTime::now());
+            table.apply_snapshot(&snap);
             snapshot = Some((snap.sockets.len(), started.elapsed()));
         }
         Ok(Prepared {

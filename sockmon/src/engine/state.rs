@@ -264,7 +264,7 @@ impl State {
         };
         match snap {
             Ok(snap) => {
-                let r = self.table.finish_reconcile(&snap, cutoff, WallTime::now());
+                let r = self.table.finish_reconcile(&snap, cutoff);
                 self.stats.reconciliations += 1;
                 tracing::info!(
                     "table reconciled after lost events: {} stale sockets removed, {} missing added, {} gone processes removed",

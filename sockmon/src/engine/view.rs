@@ -138,12 +138,12 @@ pub fn socket(
         })
         .collect();
     SocketView {
-        proto: e.key.proto.name().to_string(),
-        family: e.family.name().to_string(),
-        src_ip: e.key.src.ip().to_string(),
-        src_port: e.key.src.port(),
-        dst_ip: e.key.dst.ip().to_string(),
-        dst_port: e.key.dst.port(),
+        proto: e.key.proto().name().to_string(),
+        family: e.key.family().name().to_string(),
+        src_ip: e.key.src().ip().to_string(),
+        src_port: e.key.src().port(),
+        dst_ip: e.key.dst().ip().to_string(),
+        dst_port: e.key.dst().port(),
         state: e.state.name().to_string(),
         inode: e.inode,
         netns: e.key.netns,
@@ -207,8 +207,8 @@ pub fn matches(f: &Filter, e: &SocketEntry, table: &SocketTable) -> bool {
         && (f.ports.is_empty()
             || f.ports
                 .iter()
-                .any(|p| e.key.src.port() == *p || e.key.dst.port() == *p))
-        && f.proto.is_none_or(|p: Proto| p == e.key.proto)
+                .any(|p| e.key.src().port() == *p || e.key.dst().port() == *p))
+        && f.proto.is_none_or(|p: Proto| p == e.key.proto())
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 
 pub mod decode;
 pub mod errno;
+#[cfg(test)]
+pub mod testing;
 
 use std::net::{IpAddr, SocketAddr};
 

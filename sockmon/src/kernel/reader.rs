@@ -27,8 +27,9 @@ pub struct Batch {
 
 /// How often the ring is drained when the kernel has not woken the reader.
 pub const DEFAULT_DRAIN_INTERVAL: Duration = Duration::from_millis(10);
-/// Largest batch handed over at once.
-const MAX_BATCH: usize = 4096;
+/// Largest batch handed over at once (small enough that batches are
+/// recycled by the allocator instead of growing the heap in bursts).
+const MAX_BATCH: usize = 512;
 
 /// Reads `ring` until `tx` is closed.
 pub async fn run(

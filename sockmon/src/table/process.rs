@@ -13,7 +13,7 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use super::{Owner, OwnerSource, SocketTable, merge_owner};
+use super::{InodeSet, Owner, OwnerSource, SocketTable, merge_owner};
 use crate::event::{Comm, EventKind, ProcChange, start_ticks};
 
 /// A live process known to hold sockets.
@@ -26,7 +26,7 @@ pub struct Process {
     pub comm: Comm,
     pub uid: u32,
     /// Inodes of the sockets it holds.
-    pub sockets: Vec<u64>,
+    pub sockets: InodeSet,
     /// Executable path, once enrichment has read it.
     pub exe: Option<Arc<str>>,
     /// systemd unit or container, once enrichment has read it.
@@ -43,6 +43,13 @@ pub struct VerifyRequest {
     pub pid: u32,
     pub start_ticks: u64,
     pub inodes: Vec<u64>,
+}
+
+/// The inodes of a set, in order (for requests and deterministic output).
+fn sorted(set: &InodeSet) -> Vec<u64> {
+    let mut v: Vec<u64> = set.iter().copied().collect();
+    v.sort_unstable();
+    v
 }
 
 impl SocketTable {
@@ -66,7 +73,7 @@ impl SocketTable {
                 start_ticks: start,
                 comm,
                 uid,
-                sockets: Vec::new(),
+                sockets: InodeSet::default(),
                 exe: None,
                 unit: None,
                 touched: clock,
@@ -78,7 +85,7 @@ impl SocketTable {
     /// `pid` no longer holds `inode`; a process holding nothing is forgotten.
     pub(super) fn forget_holding(&mut self, pid: u32, inode: u64) {
         if let Some(p) = self.processes.get_mut(&pid) {
-            p.sockets.retain(|i| *i != inode);
+            p.sockets.remove(&inode);
             if p.sockets.is_empty() {
                 self.processes.remove(&pid);
             }
@@ -115,7 +122,7 @@ impl SocketTable {
                 (!p.sockets.is_empty()).then(|| VerifyRequest {
                     pid: c.pid,
                     start_ticks: start,
-                    inodes: p.sockets.clone(),
+                    inodes: sorted(&p.sockets),
                 })
             }
             EventKind::Exit => {
@@ -137,7 +144,7 @@ impl SocketTable {
         let Some(pp) = self.processes.get(&parent) else {
             return;
         };
-        let (inodes, uid) = (pp.sockets.clone(), pp.uid);
+        let (inodes, uid) = (sorted(&pp.sockets), pp.uid);
         if inodes.is_empty() {
             return;
         }
@@ -155,9 +162,7 @@ impl SocketTable {
         }
         if let Some(p) = self.processes.get_mut(&child) {
             for inode in inodes {
-                if !p.sockets.contains(&inode) {
-                    p.sockets.push(inode);
-                }
+                p.sockets.insert(inode);
             }
         }
     }

@@ -16,8 +16,8 @@
 
 use std::collections::HashSet;
 
-use super::{Owner, OwnerSource, SockState, SocketTable, TupleKey};
-use crate::{clock::WallTime, snapshot::Snapshot};
+use super::SocketTable;
+use crate::snapshot::Snapshot;
 
 /// What a reconciliation changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl SocketTable {
     }
 
     /// Applies `snap`, taken after `begin_reconcile` returned `cutoff`.
-    pub fn finish_reconcile(&mut self, snap: &Snapshot, cutoff: u64, time: WallTime) -> Reconciled {
+    pub fn finish_reconcile(&mut self, snap: &Snapshot, cutoff: u64) -> Reconciled {
         let tombstones = self.tombstones.take().unwrap_or_default();
         let mut done = Reconciled::default();
         let present: HashSet<u64> = snap.sockets.iter().map(|r| r.inode).collect();
@@ -97,56 +97,14 @@ impl SocketTable {
                     for pid in dropped {
                         self.forget_holding(pid, row.inode);
                     }
-                    self.add_holders(row, holders, snap, time);
+                    self.add_holders(row, snap);
                 }
                 None => {
-                    self.add_holders(row, holders, snap, time);
+                    self.add_holders(row, snap);
                     done.added += 1;
                 }
             }
         }
         done
-    }
-
-    /// Inserts or updates `row` with every holder as a snapshot owner.
-    fn add_holders(
-        &mut self,
-        row: &crate::snapshot::SockRow,
-        holders: &[u32],
-        snap: &Snapshot,
-        time: WallTime,
-    ) {
-        let key = TupleKey {
-            netns: row.netns,
-            proto: row.proto,
-            src: row.src,
-            dst: row.dst,
-        };
-        let state = SockState::from_kernel(row.state);
-        let existing: Vec<u32> = self
-            .by_inode
-            .get(&row.inode)
-            .map(|e| e.owners.iter().map(|o| o.pid).collect())
-            .unwrap_or_default();
-        let mut any = false;
-        for pid in holders {
-            let Some(p) = snap.processes.get(pid) else {
-                continue;
-            };
-            any = true;
-            if existing.contains(pid) {
-                continue;
-            }
-            let owner = Owner {
-                pid: *pid,
-                tid: *pid,
-                comm: p.comm,
-                source: OwnerSource::Snapshot,
-            };
-            self.upsert(row.inode, key, row.family, state, Some(owner), time);
-        }
-        if !any {
-            self.upsert(row.inode, key, row.family, state, None, time);
-        }
     }
 }

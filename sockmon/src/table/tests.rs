@@ -3,39 +3,18 @@
 use super::*;
 use crate::event::ProcChange;
 
-fn comm(name: &[u8]) -> Comm {
-    let mut raw = [0u8; 16];
-    raw[..name.len()].copy_from_slice(name);
-    Comm::from_kernel(&raw)
-}
+use crate::event::testing::{comm, event as ev};
 
-fn ev(kind: EventKind, inode: u64, pid: u32, src: &str, dst: &str) -> Event {
-    Event {
-        kind,
-        time: WallTime(0),
-        proto: Proto::Tcp,
-        family: Family::Ipv4,
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        pid,
-        tid: pid,
-        uid: 0,
-        comm: comm(b"thread"),
-        process_comm: comm(b"proc"),
-        start_ns: 1_000_000_000 * pid as u64,
-        netns: 7,
-        inode,
-        cgroup_id: 0,
-        error: None,
-        state: 0,
-        flags: 0,
-    }
+fn held(t: &SocketTable, pid: u32) -> Vec<u64> {
+    let mut v: Vec<u64> = t.process(pid).unwrap().sockets.iter().copied().collect();
+    v.sort();
+    v
 }
 
 fn proc_change(kind: EventKind, actor: u32, pid: u32) -> ProcChange {
     ProcChange {
         kind,
-        time: WallTime(0),
+        time: crate::clock::WallTime(0),
         pid,
         actor,
         start_ns: 1_000_000_000 * pid as u64,
@@ -44,12 +23,7 @@ fn proc_change(kind: EventKind, actor: u32, pid: u32) -> ProcChange {
 }
 
 fn key(src: &str, dst: &str) -> TupleKey {
-    TupleKey {
-        netns: 7,
-        proto: Proto::Tcp,
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-    }
+    TupleKey::new(7, Proto::Tcp, src.parse().unwrap(), dst.parse().unwrap())
 }
 
 fn owner_pids(t: &SocketTable, inode: u64) -> Vec<(u32, OwnerSource)> {
@@ -78,10 +52,8 @@ fn bind_listen_close_lifecycle() {
     assert_eq!(found[0].state, SockState::Listening);
     assert_eq!(found[0].owners[0].pid, 100);
     let p = t.process(100).unwrap();
-    assert_eq!(
-        (p.start_ticks, p.comm, p.sockets.clone()),
-        (100 * 100, comm(b"proc"), vec![10])
-    );
+    assert_eq!((p.start_ticks, p.comm), (100 * 100, comm(b"proc")));
+    assert_eq!(held(&t, 100), vec![10]);
     assert_eq!(
         t.apply(&ev(EventKind::Close, 10, 100, "0.0.0.0:80", "0.0.0.0:0")),
         Change::Removed
@@ -109,7 +81,7 @@ fn accepted_socket_beside_its_listener() {
     let a: Vec<_> = t.lookup(&key("127.0.0.1:80", "127.0.0.1:5555")).collect();
     assert_eq!(a[0].inode, 11);
     assert_eq!(a[0].state, SockState::Connected);
-    assert_eq!(t.process(100).unwrap().sockets, vec![10, 11]);
+    assert_eq!(held(&t, 100), vec![10, 11]);
 }
 
 #[test]
@@ -215,7 +187,7 @@ fn exec_asks_to_verify_and_drops_what_close_on_exec_closed() {
         owner_pids(&t, 11),
         vec![(100, OwnerSource::Event), (200, OwnerSource::Inherited)]
     );
-    assert_eq!(t.process(200).unwrap().sockets, vec![11]);
+    assert_eq!(held(&t, 200), vec![11]);
 }
 
 #[test]
@@ -253,7 +225,7 @@ fn a_reused_pid_is_a_new_process_never_merged_with_the_old() {
         "old process's ownership dropped"
     );
     assert_eq!(t.process(100).unwrap().start_ticks, (100 + 5) * 100);
-    assert_eq!(t.process(100).unwrap().sockets, vec![11]);
+    assert_eq!(held(&t, 100), vec![11]);
     // An exit of the old incarnation does not touch the new one.
     t.apply_proc(&proc_change(EventKind::Exit, 100, 100));
     assert_eq!(owner_pids(&t, 11), vec![(100, OwnerSource::Event)]);
@@ -269,7 +241,7 @@ fn full_table_evicts_oldest_and_counts() {
     assert_eq!(t.evictions(), 1);
     assert!(t.get(1).is_none());
     assert!(t.get(2).is_some() && t.get(3).is_some());
-    assert_eq!(t.process(1).unwrap().sockets, vec![2, 3]);
+    assert_eq!(held(&t, 1), vec![2, 3]);
 }
 
 #[test]
@@ -361,7 +333,7 @@ mod reconcile {
             ],
             &[(11, &[100]), (12, &[100])],
         );
-        let r = t.finish_reconcile(&snap, cutoff, WallTime(0));
+        let r = t.finish_reconcile(&snap, cutoff);
         assert_eq!(
             r,
             Reconciled {
@@ -407,7 +379,7 @@ mod reconcile {
             vec![row(20, "10.0.0.1:4000", "1.1.1.1:443", 1)],
             &[(20, &[100])],
         );
-        let r = t.finish_reconcile(&snap, cutoff, WallTime(0));
+        let r = t.finish_reconcile(&snap, cutoff);
         assert_eq!((r.removed, r.added), (0, 0));
         assert!(
             t.get(20).is_none(),
@@ -437,11 +409,24 @@ mod reconcile {
             ],
             &[(30, &[200]), (31, &[400])],
         );
-        let r = t.finish_reconcile(&snap, cutoff, WallTime(0));
+        let r = t.finish_reconcile(&snap, cutoff);
         assert_eq!(r.processes_removed, 2, "100 and 300");
-        assert_eq!(owner_pids(&t, 30), vec![(200, OwnerSource::Inherited)]);
+        // The snapshot confirmed the inherited owner: now it is certain.
+        assert_eq!(owner_pids(&t, 30), vec![(200, OwnerSource::Snapshot)]);
         assert_eq!(owner_pids(&t, 31), vec![(400, OwnerSource::Snapshot)]);
         assert!(t.process(100).is_none() && t.process(300).is_none());
-        assert_eq!(t.process(400).unwrap().sockets, vec![31]);
+        assert_eq!(held(&t, 400), vec![31]);
     }
+}
+
+#[test]
+fn sizes_of_what_each_socket_costs() {
+    eprintln!(
+        "SocketEntry {} TupleKey {} Owner {} Owners {}",
+        size_of::<SocketEntry>(),
+        size_of::<TupleKey>(),
+        size_of::<Owner>(),
+        size_of::<Owners>()
+    );
+    assert!(size_of::<TupleKey>() <= 44);
 }

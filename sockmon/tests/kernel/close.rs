@@ -22,12 +22,7 @@ fn close_reports_the_tuple_and_removes_the_table_entry() {
     let client = TcpStream::connect(server).unwrap();
     let local = client.local_addr().unwrap();
     let inode = inode_of(&client);
-    let key = TupleKey {
-        netns: my_netns(),
-        proto: Proto::Tcp,
-        src: local,
-        dst: server,
-    };
+    let key = TupleKey::new(my_netns(), Proto::Tcp, local, server);
 
     h.expect("connect", pid, |e| {
         e.kind == EventKind::Connect && e.inode == inode
