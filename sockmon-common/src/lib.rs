@@ -16,7 +16,7 @@ pub use event::{EventKind, Header, ProcEvent, SockEvent, TASK_COMM_LEN};
 pub use offsets::KernelOffsets;
 
 /// Bumped whenever a type in this crate changes layout.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Name of the `BPF_MAP_TYPE_RINGBUF` that carries every record to user space.
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -39,6 +39,14 @@ pub const FAILED_CONNECT_CAPACITY: u32 = 4_096;
 /// reported (explicit bind, connect, or an earlier implicit bind).
 pub const UDP_REPORTED_MAP: &str = "UDP_REPORTED";
 pub const UDP_REPORTED_CAPACITY: u32 = 65_536;
+
+/// Bytes at the start of `struct sock` the programs read in one go (the
+/// whole `sock_common`: addresses, ports, family, state, namespace). User
+/// space refuses to load on a kernel where those fields lie beyond.
+pub const SOCK_HEAD_BYTES: usize = 160;
+
+/// Name of the per-CPU scratch map holding one socket's head.
+pub const SOCK_HEAD_MAP: &str = "SOCK_HEAD";
 
 /// Name of the read-only global holding [`KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";

@@ -52,21 +52,9 @@ pub struct KernelOffsets {
     // and of `ret` in a `syscalls:sys_exit_*` record.
     pub tp_sys_enter_args: u32,
     pub tp_sys_exit_ret: u32,
-    // tracefs: fields of `sock:inet_sock_set_state`
-    pub tp_state_skaddr: u32,
-    pub tp_state_oldstate: u32,
-    pub tp_state_newstate: u32,
-    pub tp_state_sport: u32,
-    pub tp_state_dport: u32,
-    pub tp_state_family: u32,
-    pub tp_state_protocol: u32,
-    pub tp_state_saddr: u32,
-    pub tp_state_daddr: u32,
-    pub tp_state_saddr_v6: u32,
-    pub tp_state_daddr_v6: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 33 * 4);
 
 impl KernelOffsets {
     /// All zeroes: the placeholder compiled into the kernel object.

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use sockmon_common::{
     DEFAULT_RING_BYTES, FAILED_CONNECT_CAPACITY, KernelCounter, KernelOffsets, PENDING_CAPACITY,
-    UDP_REPORTED_CAPACITY, counters::COUNTER_SLOTS,
+    SOCK_HEAD_BYTES, UDP_REPORTED_CAPACITY, counters::COUNTER_SLOTS,
 };
 
 use crate::sock::Tuple;
@@ -38,6 +38,11 @@ pub static FAILED_CONNECTS: LruHashMap<u64, Tuple> =
 #[map(name = "UDP_REPORTED")]
 pub static UDP_REPORTED: LruHashMap<u64, u8> =
     LruHashMap::with_max_entries(UDP_REPORTED_CAPACITY, 0);
+
+/// Scratch space for one socket's head (read in one probe read), kept off
+/// the 512-byte BPF stack. Per CPU: a program runs to completion on one CPU.
+#[map(name = "SOCK_HEAD")]
+pub static SOCK_HEAD: PerCpuArray<[u8; SOCK_HEAD_BYTES]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Kernel struct offsets, filled by user space from BTF before load.
 #[unsafe(no_mangle)]

@@ -11,10 +11,12 @@
 //!   and `inet_sock.inet_sport`;
 //! - socket → network namespace: `sk->__sk_common.skc_net.net->ns.inum`.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use sockmon_common::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, KernelCounter, SockEvent};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use sockmon_common::{
+    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, KernelCounter, SOCK_HEAD_BYTES, SockEvent,
+};
 
-use crate::maps::{count, off};
+use crate::maps::{SOCK_HEAD, count, off};
 
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
@@ -108,13 +110,6 @@ pub fn inode_of_sk(sk: u64) -> Result<u64, ()> {
     read(inode, off!(inode_ino))
 }
 
-/// Inode number of the network namespace of `sk`.
-#[inline(always)]
-pub fn netns_of_sk(sk: u64) -> Result<u32, ()> {
-    let net: u64 = read(sk, off!(sk_net))?;
-    read(net, off!(net_inum))
-}
-
 /// A four-tuple as the kernel held it at some moment.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -127,30 +122,79 @@ pub struct Tuple {
     pub _pad: u16,
 }
 
+/// Reads the head of `sk` (its `sock_common`, [`SOCK_HEAD_BYTES`] long) in
+/// one probe read into per-CPU scratch memory: one read instead of ten is
+/// most of what an event costs. User space checked at load that every
+/// `sock_common` field used lies within it.
+#[inline(always)]
+fn head_of(sk: u64) -> Result<&'static [u8; SOCK_HEAD_BYTES], ()> {
+    let slot = SOCK_HEAD.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: a per-CPU slot only this program run uses; the helper
+    // validates the source address and fills the whole buffer.
+    unsafe {
+        bpf_probe_read_kernel_buf(sk as *const u8, &mut *slot).map_err(|_| {
+            count(KernelCounter::ReadFailed);
+        })?;
+        Ok(&*slot)
+    }
+}
+
+/// `N` bytes of `head` at `off` (bounds checked for the verifier).
+#[inline(always)]
+fn take<const N: usize>(head: &[u8; SOCK_HEAD_BYTES], off: u32) -> Result<[u8; N], ()> {
+    let off = off as usize;
+    match head.get(off..off + N) {
+        Some(bytes) => bytes.try_into().map_err(|_| ()),
+        None => Err(()),
+    }
+}
+
+/// The four-tuple in a socket's head.
+#[inline(always)]
+fn tuple_in(head: &[u8; SOCK_HEAD_BYTES]) -> Result<Tuple, ()> {
+    let family = u16::from_ne_bytes(take(head, off!(sk_family))?);
+    let mut tuple = Tuple {
+        src_addr: [0; 16],
+        dst_addr: [0; 16],
+        src_port: u16::from_ne_bytes(take(head, off!(sk_num))?),
+        dst_port: u16::from_be_bytes(take(head, off!(sk_dport))?),
+        family,
+        _pad: 0,
+    };
+    if family == AF_INET {
+        tuple.src_addr[..4].copy_from_slice(&take::<4>(head, off!(sk_rcv_saddr))?);
+        tuple.dst_addr[..4].copy_from_slice(&take::<4>(head, off!(sk_daddr))?);
+    } else {
+        tuple.src_addr = take(head, off!(sk_v6_rcv_saddr))?;
+        tuple.dst_addr = take(head, off!(sk_v6_daddr))?;
+    }
+    Ok(tuple)
+}
+
+/// The four-tuple `sk` holds now.
+#[inline(always)]
+pub fn tuple_of_sk(sk: u64) -> Result<Tuple, ()> {
+    tuple_in(head_of(sk)?)
+}
+
 /// Fills family, protocol, state, addresses, ports and netns of `ev` from `sk`.
 ///
 /// The local port comes from `skc_num` (host order), which is the port
 /// actually bound, including one the kernel chose.
 #[inline(always)]
 pub fn fill_from_sk(ev: &mut SockEvent, sk: u64) -> Result<(), ()> {
-    let family: u16 = read(sk, off!(sk_family))?;
     let protocol: u16 = read(sk, off!(sk_protocol))?;
-    ev.family = family;
+    let head = head_of(sk)?;
+    let t = tuple_in(head)?;
+    ev.family = t.family;
     ev.protocol = protocol as u8;
-    ev.state = read(sk, off!(sk_state))?;
-    ev.src_port = read(sk, off!(sk_num))?;
-    let dport: u16 = read(sk, off!(sk_dport))?;
-    ev.dst_port = u16::from_be(dport);
-    if family == AF_INET {
-        let src: [u8; 4] = read(sk, off!(sk_rcv_saddr))?;
-        let dst: [u8; 4] = read(sk, off!(sk_daddr))?;
-        ev.src_addr[..4].copy_from_slice(&src);
-        ev.dst_addr[..4].copy_from_slice(&dst);
-    } else {
-        ev.src_addr = read(sk, off!(sk_v6_rcv_saddr))?;
-        ev.dst_addr = read(sk, off!(sk_v6_daddr))?;
-    }
-    ev.netns = netns_of_sk(sk)?;
+    ev.state = take::<1>(head, off!(sk_state))?[0];
+    ev.src_port = t.src_port;
+    ev.dst_port = t.dst_port;
+    ev.src_addr = t.src_addr;
+    ev.dst_addr = t.dst_addr;
+    let net = u64::from_ne_bytes(take(head, off!(sk_net))?);
+    ev.netns = read(net, off!(net_inum))?;
     Ok(())
 }
 

@@ -8,13 +8,17 @@
 //! `udp_lib_close` clear the ports, so the full tuple is still there.
 //! A `close` of one of several descriptors to a socket ends nothing and is
 //! not reported.
+//!
+//! It runs for every socket that ends (Unix ones too), so it filters on its
+//! `bpf_sock` context's family and protocol (plain loads the verifier
+//! rewrites, no helper call) before touching kernel memory.
 
-use aya_ebpf::{macros::cgroup_sock, programs::SockContext};
-use sockmon_common::EventKind;
+use aya_ebpf::{bindings::bpf_sock, macros::cgroup_sock, programs::SockContext};
+use sockmon_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
     emit::{new_event, submit},
-    sock::{fill_from_sk, inode_of_sk, is_inet_tcp_udp},
+    sock::{fill_from_sk, inode_of_sk},
 };
 
 #[cgroup_sock(sock_release)]
@@ -23,16 +27,32 @@ pub fn sock_release(ctx: SockContext) -> i32 {
     1
 }
 
+/// Reads one field of the context (a volatile load, so the compiler keeps
+/// it the width the verifier expects).
+macro_rules! field {
+    ($ctx:expr, $f:ident) => {
+        // SAFETY: the context pointer is valid for the program's run.
+        unsafe { core::ptr::read_volatile(&raw const (*$ctx).$f) }
+    };
+}
+
 fn try_release(ctx: &SockContext) -> Result<(), ()> {
-    // The context of a cgroup/sock program is the `struct sock` itself.
-    let sk = ctx.sock as u64;
-    if !is_inet_tcp_udp(sk)? {
+    let s: *const bpf_sock = ctx.sock;
+    let family = field!(s, family) as u16;
+    let protocol = field!(s, protocol) as u8;
+    if (family != AF_INET && family != AF_INET6)
+        || (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
+    {
         return Ok(());
     }
+    // The context of a cgroup/sock program is the `struct sock` itself.
+    // (Its address fields may only be read by post-bind hooks, so the tuple
+    // comes from kernel memory like every other event's.)
+    let sk = s as u64;
     let mut ev = new_event(EventKind::Close, 0);
     fill_from_sk(&mut ev, sk)?;
     ev.inode = inode_of_sk(sk)?;
-    super::udp::forget(sk, ev.protocol);
+    super::udp::forget(sk, protocol);
     submit(&ev);
     Ok(())
 }

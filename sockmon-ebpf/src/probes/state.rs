@@ -1,60 +1,37 @@
-//! `sock:inet_sock_set_state`, used for one thing: keeping the four-tuple of a
-//! connect that fails.
+//! `tp_btf/inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`,
+//! used for one thing: keeping the four-tuple of a connect that fails.
 //!
 //! When a SYN is refused the socket goes `SYN_SENT → CLOSE` in softirq; by the
 //! time `connect` returns, `tcp_done`/`tcp_disconnect` have released the port
-//! and cleared the destination. The tracepoint's own fields still carry the
-//! tuple, so it is kept here keyed by `struct sock *` for `sys_exit_connect`.
-//! The record layout comes from the tracefs format file (see OFFSETS).
+//! and cleared the destination, so the tuple is kept here keyed by
+//! `struct sock *` for `sys_exit_connect`.
+//!
+//! It runs on every TCP state change (eight per connection), so the BTF
+//! variant is used: its arguments are plain loads from the context, and every
+//! change but `SYN_SENT → CLOSE` returns after two of them.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use sockmon_common::AF_INET;
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
-use crate::{
-    maps::{FAILED_CONNECTS, off},
-    sock::Tuple,
-};
+use crate::maps::FAILED_CONNECTS;
 
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
 
-#[tracepoint(category = "sock", name = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_set_state(&ctx);
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    if old == TCP_SYN_SENT && new == TCP_CLOSE {
+        let _ = keep_tuple(ctx.arg::<u64>(0));
+    }
     0
 }
 
-/// Reads a field of the record at an offset from its format file.
-#[inline(always)]
-fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, ()> {
-    // SAFETY: reads inside the tracepoint record.
-    unsafe { ctx.read_at::<T>(offset as usize) }.map_err(|_| ())
-}
-
-fn try_set_state(ctx: &TracePointContext) -> Result<(), ()> {
-    let old: i32 = field(ctx, off!(tp_state_oldstate))?;
-    let new: i32 = field(ctx, off!(tp_state_newstate))?;
-    if old != TCP_SYN_SENT || new != TCP_CLOSE {
-        return Ok(());
-    }
-    let sk: u64 = field(ctx, off!(tp_state_skaddr))?;
-    let family: u16 = field(ctx, off!(tp_state_family))?;
-    let mut t = Tuple {
-        src_addr: [0; 16],
-        dst_addr: [0; 16],
-        src_port: field(ctx, off!(tp_state_sport))?,
-        dst_port: field(ctx, off!(tp_state_dport))?,
-        family,
-        _pad: 0,
-    };
-    if family == AF_INET {
-        let s: [u8; 4] = field(ctx, off!(tp_state_saddr))?;
-        let d: [u8; 4] = field(ctx, off!(tp_state_daddr))?;
-        t.src_addr[..4].copy_from_slice(&s);
-        t.dst_addr[..4].copy_from_slice(&d);
-    } else {
-        t.src_addr = field(ctx, off!(tp_state_saddr_v6))?;
-        t.dst_addr = field(ctx, off!(tp_state_daddr_v6))?;
+fn keep_tuple(sk: u64) -> Result<(), ()> {
+    let mut t = crate::sock::tuple_of_sk(sk)?;
+    // The local port as `inet_sport` holds it if `skc_num` is already cleared.
+    if t.src_port == 0 {
+        t.src_port = crate::sock::inet_sport(sk)?;
     }
     let _ = FAILED_CONNECTS.insert(sk, t, 0);
     Ok(())

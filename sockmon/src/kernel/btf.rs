@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use btf_rs::{Btf, BtfType, Type};
-use sockmon_common::KernelOffsets;
+use sockmon_common::{KernelOffsets, SOCK_HEAD_BYTES};
 use thiserror::Error;
 
 use super::tracefs::{Format, TracefsError};
@@ -189,10 +189,40 @@ impl Layout {
 
 /// Resolves every offset the programs use.
 pub fn resolve(btf_path: &str, tracefs: &Path) -> Result<KernelOffsets, BtfError> {
+    let offsets = resolve_all(btf_path, tracefs)?;
+    check_sock_head(&offsets)?;
+    Ok(offsets)
+}
+
+/// The programs read a socket's `sock_common` in one read of
+/// [`SOCK_HEAD_BYTES`]: every field they take from it must lie within.
+fn check_sock_head(o: &KernelOffsets) -> Result<(), BtfError> {
+    let fields = [
+        ("skc_rcv_saddr", o.sk_rcv_saddr, 4),
+        ("skc_daddr", o.sk_daddr, 4),
+        ("skc_dport", o.sk_dport, 2),
+        ("skc_num", o.sk_num, 2),
+        ("skc_family", o.sk_family, 2),
+        ("skc_state", o.sk_state, 1),
+        ("skc_net", o.sk_net, 8),
+        ("skc_v6_daddr", o.sk_v6_daddr, 16),
+        ("skc_v6_rcv_saddr", o.sk_v6_rcv_saddr, 16),
+    ];
+    for (name, off, size) in fields {
+        if off as usize + size > SOCK_HEAD_BYTES {
+            return Err(BtfError::Parse(format!(
+                "sock.__sk_common.{name} ends at byte {}, beyond the {SOCK_HEAD_BYTES} bytes sockmon reads at once",
+                off as usize + size
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn resolve_all(btf_path: &str, tracefs: &Path) -> Result<KernelOffsets, BtfError> {
     let l = Layout::from_file(btf_path)?;
     let enter = Format::read(tracefs, "syscalls", "sys_enter_bind")?;
     let exit = Format::read(tracefs, "syscalls", "sys_exit_bind")?;
-    let st = Format::read(tracefs, "sock", "inet_sock_set_state")?;
     Ok(KernelOffsets {
         task_files: l.offset("task_struct", "files", 8)?,
         files_fdt: l.offset("files_struct", "fdt", 8)?,
@@ -230,16 +260,5 @@ pub fn resolve(btf_path: &str, tracefs: &Path) -> Result<KernelOffsets, BtfError
         signal_live: l.offset("signal_struct", "live", 4)?,
         tp_sys_enter_args: enter.offset("fd")?,
         tp_sys_exit_ret: exit.offset("ret")?,
-        tp_state_skaddr: st.offset("skaddr")?,
-        tp_state_oldstate: st.offset("oldstate")?,
-        tp_state_newstate: st.offset("newstate")?,
-        tp_state_sport: st.offset("sport")?,
-        tp_state_dport: st.offset("dport")?,
-        tp_state_family: st.offset("family")?,
-        tp_state_protocol: st.offset("protocol")?,
-        tp_state_saddr: st.offset("saddr")?,
-        tp_state_daddr: st.offset("daddr")?,
-        tp_state_saddr_v6: st.offset("saddr_v6")?,
-        tp_state_daddr_v6: st.offset("daddr_v6")?,
     })
 }

@@ -31,7 +31,7 @@ use super::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockmon"));
 
 /// Every tracepoint program: (category, tracepoint = program name).
-pub const TRACEPOINTS: [(&str, &str); 11] = [
+pub const TRACEPOINTS: [(&str, &str); 10] = [
     ("syscalls", "sys_enter_bind"),
     ("syscalls", "sys_exit_bind"),
     ("syscalls", "sys_enter_listen"),
@@ -40,12 +40,14 @@ pub const TRACEPOINTS: [(&str, &str); 11] = [
     ("syscalls", "sys_exit_connect"),
     ("syscalls", "sys_exit_accept"),
     ("syscalls", "sys_exit_accept4"),
-    ("sock", "inet_sock_set_state"),
     ("sched", "sched_process_exec"),
     ("sched", "sched_process_exit"),
 ];
 /// BTF tracepoints: (tracepoint, program name).
-pub const BTF_TRACEPOINTS: [(&str, &str); 1] = [("sched_process_fork", "sched_process_fork")];
+pub const BTF_TRACEPOINTS: [(&str, &str); 2] = [
+    ("sched_process_fork", "sched_process_fork"),
+    ("inet_sock_set_state", "inet_sock_set_state"),
+];
 /// The cgroup program that reports a socket's end.
 pub const RELEASE_PROGRAM: &str = "sock_release";
 /// The cgroup programs that report a UDP socket's implicit bind.
