@@ -41,11 +41,13 @@ pub fn fail_chain(err: &dyn std::error::Error, code: u8) -> ExitCode {
     fail(&msg, code)
 }
 
-/// The runtime every long-running command uses: two workers (the machines
-/// this runs on are small, and the work is one pipeline).
+/// The runtime of the long-running commands: one thread. The work is one
+/// pipeline whose stages hand each other small messages; on one thread those
+/// hand-offs cost no cross-thread wake-ups, which is what dominates a
+/// lookup's latency on a small, busy machine. (Blocking work, `/proc` reads
+/// and sink writes, runs on threads of its own.)
 pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| fail(&format!("cannot start the runtime: {e}"), 1))

@@ -195,7 +195,7 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
                         }
                     }
                 }
-                tokio::task::block_in_place(|| sinks.write(&buf));
+                (sinks, buf) = write_off_thread(sinks, buf).await;
             }
             c = control.recv() => match c {
                 Some(SinkControl::Reconfigure(cfg)) => {
@@ -214,10 +214,8 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
                             encode(&item, &mut buf);
                         }
                     }
-                    tokio::task::block_in_place(|| {
-                        sinks.write(&buf);
-                        sinks.flush();
-                    });
+                    let (mut sinks, _) = write_off_thread(sinks, buf).await;
+                    sinks.flush();
                     let _ = done.send(());
                     return;
                 }
@@ -226,6 +224,22 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
         }
     }
     sinks.flush();
+}
+
+/// Writes `buf` to the sinks on a blocking thread (a slow stdout reader or
+/// disk must not stall the runtime) and hands both back.
+async fn write_off_thread(mut sinks: Sinks, buf: Vec<u8>) -> (Sinks, Vec<u8>) {
+    if sinks.is_empty() || buf.is_empty() {
+        return (sinks, buf);
+    }
+    let (sinks, mut buf) = tokio::task::spawn_blocking(move || {
+        sinks.write(&buf);
+        (sinks, buf)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    buf.clear();
+    (sinks, buf)
 }
 
 async fn subscribe(engine: &EngineHandle, sinks: &Sinks) -> Option<Subscription> {
