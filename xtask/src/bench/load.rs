@@ -70,6 +70,15 @@ pub enum Job {
         #[arg(long, default_value_t = 0.2)]
         warmup: f64,
     },
+    /// `sendto()` of 64-byte datagrams from one unconnected UDP socket to a
+    /// loopback receiver, in a loop (the DNS-client shape: the hot path the
+    /// implicit-bind hook sits on).
+    Sendto {
+        #[arg(long)]
+        secs: f64,
+        #[arg(long, default_value_t = 0.2)]
+        warmup: f64,
+    },
     /// Open `conns` loopback connections and hold them until stdin closes.
     Hold {
         #[arg(long)]
@@ -111,6 +120,11 @@ impl Job {
                 format!("--secs={}", f(*secs)),
                 format!("--warmup={}", f(*warmup)),
             ],
+            Self::Sendto { secs, warmup } => vec![
+                "sendto".into(),
+                format!("--secs={}", f(*secs)),
+                format!("--warmup={}", f(*warmup)),
+            ],
             Self::Hold {
                 conns,
                 per_listener,
@@ -129,7 +143,8 @@ impl Job {
         match self {
             Self::Rate { secs, warmup, .. }
             | Self::Getppid { secs, warmup }
-            | Self::Pread { secs, warmup } => secs + warmup,
+            | Self::Pread { secs, warmup }
+            | Self::Sendto { secs, warmup } => secs + warmup,
             Self::Hold { .. } => 0.0,
         }
     }
@@ -188,6 +203,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             true
         })?)?,
         Job::Pread { secs, warmup } => serde_json::to_string(&pread_loop(secs, warmup)?)?,
+        Job::Sendto { secs, warmup } => serde_json::to_string(&sendto_loop(secs, warmup)?)?,
         Job::Hold {
             conns,
             per_listener,
@@ -370,6 +386,18 @@ fn pread_loop(secs: f64, warmup: f64) -> anyhow::Result<Measured> {
     })
 }
 
+fn sendto_loop(secs: f64, warmup: f64) -> anyhow::Result<Measured> {
+    // Nobody reads the receiver: once its buffer is full the kernel drops
+    // what arrives, and `sendto` still succeeds; the loop measures the send
+    // path. The sender stays unconnected, so every send passes the
+    // cgroup/sendmsg4 hook (after the first, one map lookup there).
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let to = receiver.local_addr()?;
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let payload = [0u8; 64];
+    timed_loop(secs, warmup, || sender.send_to(&payload, to).is_ok())
+}
+
 /// A 4 KiB file on a tmpfs, already unlinked: nothing is left behind.
 fn tmpfs_file() -> anyhow::Result<std::fs::File> {
     let dir = TMPFS_DIRS
@@ -478,6 +506,10 @@ mod tests {
                 secs: 3.0,
                 warmup: 0.2,
             },
+            Job::Sendto {
+                secs: 2.0,
+                warmup: 0.1,
+            },
             Job::Hold {
                 conns: 9744,
                 per_listener: 10_000,
@@ -515,5 +547,7 @@ mod tests {
             let m = pread_loop(0.02, 0.0).unwrap();
             assert!(m.ops > 0 && m.failed == 0, "{m:?}");
         }
+        let m = sendto_loop(0.02, 0.0).unwrap();
+        assert!(m.ops > 0 && m.failed == 0, "{m:?}");
     }
 }

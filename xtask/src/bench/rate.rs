@@ -128,6 +128,15 @@ fn workloads(plan: &Plan, cores: usize) -> Vec<Workload> {
             warmup: plan.warmup_s,
         },
     });
+    w.push(Workload {
+        part: "syscall tax",
+        name: "UDP sendto() 64 B, unconnected socket".into(),
+        unit: "calls/s",
+        job: Job::Sendto {
+            secs: plan.syscall_s,
+            warmup: plan.warmup_s,
+        },
+    });
     w
 }
 

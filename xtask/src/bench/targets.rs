@@ -100,7 +100,7 @@ fn rate_targets(rows: &mut Vec<TargetRow>, rate: Option<&RateResults>) {
             met.filter(|m| !m || !not_bare),
         ));
     }
-    for w in ["getppid", "pread"] {
+    for w in ["getppid", "pread", "UDP sendto"] {
         let ours = sockmon_row(w).and_then(|x| x.cpu_ratio_to_bare);
         rows.push((
             format!("syscall tax ≤ 3% ({w}: extra workload CPU per call)"),
