@@ -415,3 +415,113 @@ fn after_loading_the_daemon_keeps_only_the_capabilities_it_needs() {
     let v = d.request(r#"{"op":"status"}"#);
     assert_eq!(v["status"]["dropped"]["ring_full"], 0);
 }
+
+/// Raises this process's descriptor limit to its hard limit.
+fn raise_nofile() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid local struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        r.rlim_cur
+    }
+}
+
+#[test]
+fn a_thousand_clients_at_once_are_answered_and_the_rest_still_served() {
+    let _g = exclusive();
+    assert!(raise_nofile() >= 2100, "need descriptors for 1000 clients");
+    let d = Daemon::start("thousand", &["--no-config", "--max-clients", "256"]);
+    let rss = |pid: u32| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = rss(d.child.id());
+    let mut clients: Vec<_> = (0..1000).map(|_| d.connect()).collect();
+    for c in &mut clients {
+        c.write_all(b"{\"op\":\"status\"}\n").unwrap();
+    }
+    let (mut ok, mut busy) = (0, 0);
+    for c in &mut clients {
+        let v = read_json_line(c);
+        match (v["ok"].as_bool(), v["code"].as_str()) {
+            (Some(true), _) => ok += 1,
+            (Some(false), Some("busy")) => busy += 1,
+            other => panic!("unexpected answer {other:?}: {v}"),
+        }
+    }
+    assert_eq!((ok, busy), (256, 744));
+    let during = rss(d.child.id());
+    drop(clients);
+    let v = eventually("clients gone", || {
+        let v = d.request(r#"{"op":"status"}"#);
+        (v["status"]["clients"] == 1).then_some(v)
+    });
+    assert_eq!(v["ok"], true);
+    assert!(
+        during < before + 16 * 1024,
+        "RSS {before} → {during} KiB with 1000 clients"
+    );
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_cut_off_with_a_lost_notice() {
+    let _g = exclusive();
+    let d = Daemon::start("slowsub", &["--no-config"]);
+    let mut slow = d.connect();
+    assert_eq!(
+        request_on(&mut slow, r#"{"op":"subscribe"}"#)["subscribed"],
+        true
+    );
+    // Far more events than its queue (4096) and socket buffers hold, while it reads nothing.
+    for _ in 0..20_000 {
+        drop(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+    }
+    let st = eventually("the subscriber counted as lagging", || {
+        let v = d.request(r#"{"op":"status"}"#);
+        (v["status"]["dropped"]["subscriber_lagged"].as_u64() > Some(0)).then_some(v)
+    });
+    assert_eq!(st["ok"], true, "the daemon serves others meanwhile");
+    // Reading now: what was queued, then a lost notice, then the end.
+    slow.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut last = String::new();
+    let mut lines = 0usize;
+    for line in BufReader::new(slow).lines() {
+        last = line.unwrap();
+        lines += 1;
+    }
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["event"], "lost", "last line: {last}");
+    assert_eq!(v["cause"], "subscriber_lagged");
+    assert!(v["count"].as_u64().unwrap() >= 1);
+    assert!(lines > 1000, "it got what was queued first ({lines} lines)");
+    assert_eq!(d.request(r#"{"op":"status"}"#)["status"]["subscribers"], 0);
+}
+
+#[test]
+fn a_request_that_never_finishes_is_dropped() {
+    let _g = exclusive();
+    let d = Daemon::start("unfinished", &["--no-config"]);
+    let mut c = d.connect();
+    c.write_all(br#"{"op":"sta"#).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = c.read(&mut buf).unwrap();
+    assert_eq!(n, 0, "the daemon closes the connection without an answer");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(14),
+        "{waited:?}"
+    );
+    assert_eq!(d.request(r#"{"op":"status"}"#)["ok"], true);
+}
