@@ -8,24 +8,12 @@ use std::{
     collections::BTreeSet,
     io::{BufRead as _, BufReader},
     process::{Command, Stdio},
-    time::{Duration, Instant},
 };
 
 use support::{
-    Daemon, bin, exclusive,
+    Daemon, bin, eventually, exclusive,
     holders::{Holder, assert_agree, ls_owners, ss_owners},
 };
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn ls_json(args: &[&str]) -> String {
     let out = Command::new(bin())

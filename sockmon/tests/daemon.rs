@@ -14,7 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{Daemon, bin, exclusive, program_ids_of, read_json_line, request_on, wait_unloaded};
+use support::{
+    Daemon, bin, eventually, exclusive, program_ids_of, read_json_line, request_on, wait_unloaded,
+};
 
 fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
     // SAFETY: fstat of a live descriptor into a local buffer.
@@ -26,17 +28,6 @@ fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
 }
 
 /// Polls `f` until it returns Some, for at most 5 s.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn lookup_of_a_live_connection_returns_its_owner() {
     let _g = exclusive();

@@ -13,18 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{Daemon, exclusive, program_ids_of, read_json_line, request_on, wait_unloaded};
-
-fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
+use support::{
+    Daemon, eventually_within, exclusive, program_ids_of, read_json_line, request_on, wait_unloaded,
+};
 
 fn status(d: &Daemon) -> serde_json::Value {
     d.request(r#"{"op":"status"}"#)["status"].clone()
@@ -50,7 +41,7 @@ fn at_the_cap_new_sockets_still_get_in_evictions_are_counted_and_memory_is_flat(
     let listeners: Vec<TcpListener> = (0..256)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
-    let st = eventually("256 listens", Duration::from_secs(10), || {
+    let st = eventually_within("256 listens", Duration::from_secs(10), || {
         let s = status(&d);
         (s["events_total"]["listen"].as_u64() >= Some(256)).then_some(s)
     });
@@ -82,7 +73,7 @@ fn at_the_cap_new_sockets_still_get_in_evictions_are_counted_and_memory_is_flat(
     std::thread::sleep(Duration::from_millis(300));
     let before = rss_kib(d.child.id());
     churn(10_000);
-    eventually("churn applied", Duration::from_secs(10), || {
+    eventually_within("churn applied", Duration::from_secs(10), || {
         (status(&d)["events_total"]["bind"].as_u64() >= Some(13_256)).then_some(())
     });
     let after = rss_kib(d.child.id());
@@ -130,7 +121,7 @@ fn vanishing_namespaces_and_processes_do_no_harm() {
         use std::os::unix::fs::MetadataExt as _;
         std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino()
     };
-    let rows = eventually(
+    let rows = eventually_within(
         "the listener in the namespace",
         Duration::from_secs(5),
         || {
@@ -150,7 +141,7 @@ fn vanishing_namespaces_and_processes_do_no_harm() {
     );
     holder.kill().unwrap();
     holder.wait().unwrap();
-    eventually("the listener's close", Duration::from_secs(5), || {
+    eventually_within("the listener's close", Duration::from_secs(5), || {
         lookup(&d, "127.0.0.1:5599", "0.0.0.0:0")
             .is_empty()
             .then_some(())
@@ -214,7 +205,7 @@ fn after_kill_9_nothing_stays_loaded_and_a_new_daemon_starts() {
         socket: first.socket.clone(),
         stderr: std::sync::mpsc::channel().1,
     };
-    let v = eventually("the new daemon", Duration::from_secs(20), || {
+    let v = eventually_within("the new daemon", Duration::from_secs(20), || {
         let s = std::os::unix::net::UnixStream::connect(&second.socket).ok()?;
         let mut s = s;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -382,7 +373,7 @@ fn a_burst_larger_than_the_ring_is_counted_reported_and_healed() {
     assert!(st["dropped"]["ring_full"].as_u64().unwrap() > 0, "{st}");
     // Healed: after a re-snapshot the holders' sockets (whose events may
     // have been lost) agree with ss.
-    eventually("a reconciliation", Duration::from_secs(15), || {
+    eventually_within("a reconciliation", Duration::from_secs(15), || {
         (status(&d)["reconciliations"].as_u64() >= Some(1)).then_some(())
     });
     let pids: std::collections::BTreeSet<u32> =

@@ -11,6 +11,27 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Polls `f` every 25 ms until it returns `Some`, for at most `limit`;
+/// panics naming `what` when time runs out.
+pub fn eventually_within<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// [`eventually_within`] 10 s.
+pub fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_within(what, Duration::from_secs(10), f)
+}
+
 /// Path of the binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sockmon")
