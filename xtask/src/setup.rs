@@ -26,10 +26,25 @@ pub const PACKAGES: &[(&str, &str)] = &[
 ];
 
 pub fn all() -> anyhow::Result<()> {
+    lint_components()?;
     nightly_rust_src()?;
     bpf_linker()?;
     debian_packages(PACKAGES)?;
     Ok(())
+}
+
+/// `cargo fmt` and `cargo clippy` for the toolchain that builds the user side.
+fn lint_components() -> anyhow::Result<()> {
+    let works = |sub: &str| {
+        run::cargo()
+            .args([sub, "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works("fmt") && works("clippy") {
+        return Ok(());
+    }
+    exec(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
 }
 
 fn nightly_rust_src() -> anyhow::Result<()> {
