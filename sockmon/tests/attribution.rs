@@ -245,3 +245,71 @@ fn sockmon_and_ss_name_the_same_owners_for_hundreds_of_sockets() {
     let n = assert_agree(&ss_owners(), &ls_owners(&ls_json(&["--no-daemon"])), &pids);
     assert_eq!(n, compared);
 }
+
+#[test]
+fn sockets_made_and_closed_while_the_snapshot_is_taken_are_neither_lost_nor_doubled() {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    };
+    let _g = exclusive();
+    // Churn of processes holding sockets, before, during and after the
+    // daemon's start: each new holder replaces the oldest, so sockets keep
+    // appearing and disappearing (their closes come through process exits).
+    let holders: Arc<Mutex<Vec<Holder>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (holders, stop) = (holders.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let h = Holder::start(1, 1, false);
+                let mut hs = holders.lock().unwrap();
+                hs.push(h);
+                if hs.len() > 8 {
+                    hs.remove(0);
+                }
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let d = Daemon::start("during", &["--no-config"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    let pids: BTreeSet<u32> = holders
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|h| h.pids.clone())
+        .collect();
+    let sock = d.socket.to_str().unwrap().to_string();
+    let json = eventually("agreement after the churn", || {
+        let j = ls_json(&["--socket", &sock]);
+        let (ss, ls) = (ss_owners(), ls_owners(&j));
+        std::panic::catch_unwind(|| assert_agree(&ss, &ls, &pids))
+            .ok()
+            .map(|_| j)
+    });
+    // No socket twice: every row's inode is distinct.
+    let inodes: Vec<u64> = json
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["inode"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let unique: BTreeSet<u64> = inodes.iter().copied().collect();
+    assert_eq!(unique.len(), inodes.len());
+    // The holders that were replaced left nothing behind.
+    let v = d.request(r#"{"op":"list"}"#);
+    let stale = v["sockets"].as_array().unwrap().iter().filter(|s| {
+        s["owners"].as_array().unwrap().iter().any(|o| {
+            let pid = o["pid"].as_u64().unwrap() as u32;
+            o["comm"] == "python3"
+                && !pids.contains(&pid)
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+    });
+    assert_eq!(stale.count(), 0, "sockets of exited holders remain");
+}
