@@ -123,7 +123,9 @@ impl State {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reconciled = self.reconciled_rx.take().expect("run once");
+        let Some(mut reconciled) = self.reconciled_rx.take() else {
+            return; // already ran
+        };
         loop {
             tokio::select! {
                 b = batches.recv() => match b {
