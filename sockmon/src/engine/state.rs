@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     clock::WallTime,
-    event::Record,
+    event::{EventKind, Record, start_ticks},
     filter::Filter,
     kernel::{Probes, reader::Batch},
     snapshot::{self, Snapshot},
@@ -171,7 +171,12 @@ impl State {
                     {
                         self.stats.worker_dropped += 1;
                     }
-                    self.request_details_of(p.pid);
+                    if p.kind == EventKind::Exit {
+                        // Its details are no longer wanted, whether asked for or not.
+                        self.requested.remove(&(p.pid, start_ticks(p.start_ns)));
+                    } else {
+                        self.request_details_of(p.pid);
+                    }
                 }
             }
         }
@@ -241,6 +246,9 @@ impl State {
                 self.table.set_process_details(pid, start_ticks, exe, unit);
             }
             Found::Held { req, held } => self.table.apply_verified(&req, &held),
+            Found::Gone { pid, start_ticks } => {
+                self.requested.remove(&(pid, start_ticks));
+            }
         }
     }
 

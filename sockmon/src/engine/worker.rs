@@ -37,6 +37,8 @@ pub enum Found {
         req: VerifyRequest,
         held: HashSet<u64>,
     },
+    /// The process had exited (or its pid was reused) before it was read.
+    Gone { pid: u32, start_ticks: u64 },
 }
 
 /// Queue length of the worker (requests beyond it are dropped and counted).
@@ -64,13 +66,16 @@ pub fn spawn() -> std::io::Result<(mpsc::Sender<Job>, mpsc::Receiver<Found>)> {
     Ok((job_tx, found_rx))
 }
 
+/// Always answers, so the state task can forget the request either way.
 fn enrich(pid: u32, start_ticks: u64) -> Option<Found> {
-    let (exe, unit) = details(pid, start_ticks)?;
-    Some(Found::Details {
-        pid,
-        start_ticks,
-        exe,
-        unit,
+    Some(match details(pid, start_ticks) {
+        Some((exe, unit)) => Found::Details {
+            pid,
+            start_ticks,
+            exe,
+            unit,
+        },
+        None => Found::Gone { pid, start_ticks },
     })
 }
 

@@ -25,6 +25,10 @@ pub struct Api {
 #[derive(Clone, Debug, Default)]
 pub struct Status {
     pub table_sockets: u64,
+    /// Live processes the table knows as owners (`table.processes`).
+    pub table_processes: Option<u64>,
+    /// Re-snapshots after losses.
+    pub reconciliations: Option<u64>,
     pub dropped: BTreeMap<String, u64>,
 }
 
@@ -113,16 +117,28 @@ impl Api {
     /// Subscribes to events on `port`; returns the stream after the
     /// acknowledgement, to be read line by line.
     pub fn subscribe(&self, port: u16) -> anyhow::Result<BufReader<UnixStream>> {
+        self.subscribe_filter(&json!({"port": [port]}))
+    }
+
+    /// Subscribes with a `filter` object (docs/api.md); returns the stream
+    /// after the acknowledgement.
+    pub fn subscribe_filter(&self, filter: &Value) -> anyhow::Result<BufReader<UnixStream>> {
         let stream = self.connect()?;
-        stream.set_read_timeout(None)?;
         let mut reader = BufReader::with_capacity(1 << 20, stream.try_clone()?);
-        send(
-            &stream,
-            &json!({"op": "subscribe", "filter": {"port": [port]}}),
-        )?;
+        send(&stream, &json!({"op": "subscribe", "filter": filter}))?;
         let ack = read_json_line(&mut reader)?;
         check_ok(&ack)?;
+        stream.set_read_timeout(None)?;
         Ok(reader)
+    }
+
+    /// The table's sockets (`list`, unfiltered): `SOCKET` objects.
+    pub fn list(&self) -> anyhow::Result<Vec<Value>> {
+        let mut resp = self.request(&json!({"op": "list"}))?;
+        match resp["sockets"].take() {
+            Value::Array(v) => Ok(v),
+            other => bail!("`list` answered no socket array: {other}"),
+        }
     }
 }
 
@@ -193,6 +209,8 @@ fn parse_status(resp: &Value) -> anyhow::Result<Status> {
         .unwrap_or_default();
     Ok(Status {
         table_sockets,
+        table_processes: s["table"]["processes"].as_u64(),
+        reconciliations: s["reconciliations"].as_u64(),
         dropped,
     })
 }
@@ -205,11 +223,13 @@ mod tests {
     fn status_fields_from_the_documented_shape() {
         let v: Value = serde_json::from_str(
             r#"{"ok":true,"status":{"version":"0.1.0","dropped":{"ring_full":3,"pending_full":1,
-            "pending_missing":0,"subscriber_lagged":7},"table":{"sockets":1234,"cap":10}}}"#,
+            "pending_missing":0,"subscriber_lagged":7},"table":{"sockets":1234,"processes":56,"cap":10},
+            "reconciliations":2}}"#,
         )
         .unwrap();
         let s = parse_status(&v).unwrap();
         assert_eq!(s.table_sockets, 1234);
+        assert_eq!((s.table_processes, s.reconciliations), (Some(56), Some(2)));
         assert_eq!(kernel_drops(&s.dropped), 4);
         assert_eq!(s.dropped["subscriber_lagged"], 7);
         assert!(parse_status(&serde_json::json!({"ok":true})).is_err());

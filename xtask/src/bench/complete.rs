@@ -231,7 +231,10 @@ fn tick() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn delta(now: &BTreeMap<String, u64>, base: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+pub(super) fn delta(
+    now: &BTreeMap<String, u64>,
+    base: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
     now.iter()
         .map(|(k, v)| {
             (
@@ -306,7 +309,7 @@ fn scan(line: &str) -> Line<'_> {
 
 /// The value of the first top-level-looking `"key":` in `line`: a string's
 /// contents (escapes kept) or a scalar's text.
-fn raw_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+pub(super) fn raw_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let pat = format!("\"{key}\":");
     let at = line.find(&pat)? + pat.len();
     let rest = line[at..].trim_start();

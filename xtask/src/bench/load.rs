@@ -15,13 +15,20 @@
 //!   enabled.
 //! - `hold`: opens N loopback connections, prints a sample of their
 //!   four-tuples, and holds them until its stdin closes.
+//! - `churn`: one short-lived process of the soak: N short connections (the
+//!   rate loop's client: wait for the server's close, then reset) and M UDP
+//!   sends, each from a fresh, unbound socket (the implicit-bind path), then
+//!   exit.
+//! - `soak-server`: the soak's long-lived side: a loopback listener with
+//!   acceptor threads and a UDP receiver, until its stdin closes.
 //!
-//! Every mode prints one JSON line on stdout.
+//! Every mode prints one JSON line on stdout (`soak-server` two: its ports
+//! once it serves, its totals when it ends).
 
 use std::{
     io::{self, Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, FromRawFd as _, OwnedFd},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -79,6 +86,34 @@ pub enum Job {
         #[arg(long, default_value_t = 0.2)]
         warmup: f64,
     },
+    /// One short-lived soak process: `conns` short TCP connections to
+    /// 127.0.0.1:`port` and `udp` sends to 127.0.0.1:`udp_port`, each from a
+    /// fresh unbound UDP socket; then exit.
+    Churn {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        udp_port: u16,
+        #[arg(long)]
+        conns: u64,
+        #[arg(long)]
+        udp: u64,
+        /// Take this name (`comm`, at most 15 bytes) first, so that a
+        /// stream can be filtered to these processes.
+        #[arg(long)]
+        comm: Option<String>,
+    },
+    /// The soak's listener (with `threads` acceptors) on 127.0.0.1:`port`
+    /// and UDP receiver on 127.0.0.1:`udp_port` (0: any); serves until
+    /// stdin closes.
+    SoakServer {
+        #[arg(long)]
+        threads: usize,
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[arg(long, default_value_t = 0)]
+        udp_port: u16,
+    },
     /// Open `conns` loopback connections and hold them until stdin closes.
     Hold {
         #[arg(long)]
@@ -125,6 +160,33 @@ impl Job {
                 format!("--secs={}", f(*secs)),
                 format!("--warmup={}", f(*warmup)),
             ],
+            Self::Churn {
+                port,
+                udp_port,
+                conns,
+                udp,
+                comm,
+            } => {
+                let mut v = vec![
+                    "churn".into(),
+                    format!("--port={port}"),
+                    format!("--udp-port={udp_port}"),
+                    format!("--conns={conns}"),
+                    format!("--udp={udp}"),
+                ];
+                v.extend(comm.iter().map(|c| format!("--comm={c}")));
+                v
+            }
+            Self::SoakServer {
+                threads,
+                port,
+                udp_port,
+            } => vec![
+                "soak-server".into(),
+                format!("--threads={threads}"),
+                format!("--port={port}"),
+                format!("--udp-port={udp_port}"),
+            ],
             Self::Hold {
                 conns,
                 per_listener,
@@ -138,14 +200,16 @@ impl Job {
         }
     }
 
-    /// How long the job runs, if it is timed (0 for `hold`).
+    /// How long the job runs, if it is timed (0 for `churn`, which ends
+    /// when its work is done, and for `hold` and `soak-server`, which end
+    /// when told).
     pub fn duration_s(&self) -> f64 {
         match self {
             Self::Rate { secs, warmup, .. }
             | Self::Getppid { secs, warmup }
             | Self::Pread { secs, warmup }
             | Self::Sendto { secs, warmup } => secs + warmup,
-            Self::Hold { .. } => 0.0,
+            Self::Churn { .. } | Self::SoakServer { .. } | Self::Hold { .. } => 0.0,
         }
     }
 }
@@ -178,6 +242,33 @@ impl Measured {
     }
 }
 
+/// What a `churn` process did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Churned {
+    pub pid: u32,
+    /// Connections made and closed by the server in turn (EOF seen).
+    pub conns: u64,
+    /// `connect` failed.
+    pub conn_failed: u64,
+    /// Connected, but no EOF from the server within the read timeout.
+    pub conn_unanswered: u64,
+    /// UDP sends (each from a fresh socket) that succeeded.
+    pub udp_sent: u64,
+    /// UDP sockets that could not be created or whose send failed.
+    pub udp_failed: u64,
+    pub secs: f64,
+}
+
+/// What `soak-server` reports: first its ports, at the end its totals.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Served {
+    pub pid: u32,
+    pub port: u16,
+    pub udp_port: u16,
+    pub accepted: u64,
+    pub datagrams: u64,
+}
+
 /// What `hold` reports once every connection is open.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Held {
@@ -204,6 +295,18 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         })?)?,
         Job::Pread { secs, warmup } => serde_json::to_string(&pread_loop(secs, warmup)?)?,
         Job::Sendto { secs, warmup } => serde_json::to_string(&sendto_loop(secs, warmup)?)?,
+        Job::Churn {
+            port,
+            udp_port,
+            conns,
+            udp,
+            comm,
+        } => serde_json::to_string(&churn(port, udp_port, conns, udp, comm.as_deref())?)?,
+        Job::SoakServer {
+            threads,
+            port,
+            udp_port,
+        } => return soak_server(threads, port, udp_port),
         Job::Hold {
             conns,
             per_listener,
@@ -398,6 +501,186 @@ fn sendto_loop(secs: f64, warmup: f64) -> anyhow::Result<Measured> {
     timed_loop(secs, warmup, || sender.send_to(&payload, to).is_ok())
 }
 
+/// How long a churn client waits for the server's close before giving up
+/// on that connection (counted as unanswered).
+const EOF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One soak process: `conns` short connections and `udp` sends from fresh
+/// sockets, interleaved evenly, one at a time.
+fn churn(
+    port: u16,
+    udp_port: u16,
+    conns: u64,
+    udp: u64,
+    comm: Option<&str>,
+) -> anyhow::Result<Churned> {
+    if let Some(name) = comm {
+        set_comm(name)?;
+    }
+    let tcp_to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let udp_to = sockaddr_v4(Ipv4Addr::LOCALHOST, udp_port);
+    let payload = [0u8; 32];
+    let mut out = Churned {
+        pid: std::process::id(),
+        ..Churned::default()
+    };
+    let total = conns.max(udp);
+    let t0 = Instant::now();
+    for i in 0..total {
+        if due(i, conns, total) {
+            match short_connection(tcp_to) {
+                Ok(true) => out.conns += 1,
+                Ok(false) => out.conn_unanswered += 1,
+                Err(_) => {
+                    out.conn_failed += 1;
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        if due(i, udp, total) {
+            match fresh_udp_send(&udp_to, &payload) {
+                Ok(()) => out.udp_sent += 1,
+                Err(_) => out.udp_failed += 1,
+            }
+        }
+    }
+    out.secs = t0.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+/// Whether step `i` of `total` is one of `n` steps spread evenly over them.
+fn due(i: u64, n: u64, total: u64) -> bool {
+    let (i, n, total) = (u128::from(i), u128::from(n), u128::from(total));
+    total > 0 && (i + 1) * n / total > i * n / total
+}
+
+/// The rate loop's client, once: connect, wait for the server's close (so
+/// the accept queue never overflows), reset (no TIME_WAIT). `Ok(false)`:
+/// connected, but the server did not close within [`EOF_TIMEOUT`].
+fn short_connection(to: SocketAddr) -> io::Result<bool> {
+    let mut s = TcpStream::connect(to)?;
+    s.set_read_timeout(Some(EOF_TIMEOUT))?;
+    let mut byte = [0u8; 1];
+    let answered = matches!(s.read(&mut byte), Ok(0));
+    let _ = set_linger_reset(&s);
+    Ok(answered)
+}
+
+/// socket(), sendto(), close(): the socket gets its address from the send
+/// (the kernel's autobind), the path of a DNS client.
+fn fresh_udp_send(to: &libc::sockaddr_in, payload: &[u8]) -> io::Result<()> {
+    // SAFETY: socket(2) has no memory arguments.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and belongs to nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: payload and `to` are valid for the lengths passed; fd is open.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            payload.as_ptr().cast(),
+            payload.len(),
+            0,
+            std::ptr::from_ref(to).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn sockaddr_v4(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Renames the calling thread (the main thread: the process's name too).
+fn set_comm(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.len() > 15 {
+        bail!("a comm is 1 to 15 bytes, not {name:?}");
+    }
+    let c = std::ffi::CString::new(name).context("a comm has no NUL byte")?;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string (at most 16 bytes
+    // with the NUL, checked above).
+    if unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error()).context("prctl(PR_SET_NAME)");
+    }
+    Ok(())
+}
+
+/// The soak's long-lived side: accepts (and at once closes) every
+/// connection and reads every datagram until stdin closes.
+fn soak_server(threads: usize, port: u16, udp_port: u16) -> anyhow::Result<()> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .with_context(|| format!("binding the soak listener on port {port}"))?;
+    let udp = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, udp_port))
+        .with_context(|| format!("binding the soak receiver on port {udp_port}"))?;
+    let mut served = Served {
+        pid: std::process::id(),
+        port: listener.local_addr()?.port(),
+        udp_port: udp.local_addr()?.port(),
+        ..Served::default()
+    };
+    let listener = Arc::new(listener);
+    let accepted = Arc::new(AtomicU64::new(0));
+    let datagrams = Arc::new(AtomicU64::new(0));
+    for _ in 0..threads.max(1) {
+        let (l, n) = (Arc::clone(&listener), Arc::clone(&accepted));
+        // Acceptors block in accept() and die with the process.
+        thread::spawn(move || {
+            loop {
+                match l.accept() {
+                    // Dropped at once: the client sees EOF.
+                    Ok(_) => {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+    }
+    {
+        let n = Arc::clone(&datagrams);
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            loop {
+                match udp.recv_from(&mut buf) {
+                    Ok(_) => {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+    }
+    print_json(&served)?;
+    // Serve until the parent closes our stdin (or dies).
+    let mut sink = Vec::new();
+    io::stdin().read_to_end(&mut sink)?;
+    served.accepted = accepted.load(Ordering::Relaxed);
+    served.datagrams = datagrams.load(Ordering::Relaxed);
+    print_json(&served)
+}
+
+/// One JSON line on stdout, flushed.
+fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
 /// A 4 KiB file on a tmpfs, already unlinked: nothing is left behind.
 fn tmpfs_file() -> anyhow::Result<std::fs::File> {
     let dir = TMPFS_DIRS
@@ -510,6 +793,25 @@ mod tests {
                 secs: 2.0,
                 warmup: 0.1,
             },
+            Job::Churn {
+                port: 4242,
+                udp_port: 4343,
+                conns: 300,
+                udp: 100,
+                comm: Some("smchurn12345".into()),
+            },
+            Job::Churn {
+                port: 1,
+                udp_port: 2,
+                conns: 0,
+                udp: 7,
+                comm: None,
+            },
+            Job::SoakServer {
+                threads: 4,
+                port: 4242,
+                udp_port: 0,
+            },
             Job::Hold {
                 conns: 9744,
                 per_listener: 10_000,
@@ -537,6 +839,43 @@ mod tests {
         assert!(m.ops > 0 && m.total_ops >= m.ops, "{m:?}");
         assert_eq!(m.failed, 0);
         assert_ne!(m.port, 0);
+    }
+
+    #[test]
+    fn due_spreads_n_steps_evenly() {
+        let steps = |n, total| (0..total).filter(|&i| due(i, n, total)).collect::<Vec<_>>();
+        assert_eq!(steps(3, 9), vec![2, 5, 8]);
+        assert_eq!(steps(5, 5), vec![0, 1, 2, 3, 4]);
+        assert!(steps(0, 5).is_empty());
+        assert!(steps(0, 0).is_empty());
+        assert_eq!(steps(100, 300).len(), 100);
+    }
+
+    #[test]
+    fn churn_makes_its_connections_and_sends() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let udp = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let udp_port = udp.local_addr().unwrap().port();
+        let acceptor = thread::spawn(move || {
+            for _ in 0..20 {
+                drop(listener.accept().unwrap());
+            }
+        });
+        let c = churn(port, udp_port, 20, 5, None).unwrap();
+        acceptor.join().unwrap();
+        assert_eq!(
+            (c.conns, c.conn_failed, c.conn_unanswered),
+            (20, 0, 0),
+            "{c:?}"
+        );
+        assert_eq!((c.udp_sent, c.udp_failed), (5, 0), "{c:?}");
+        udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = udp.recv_from(&mut buf).unwrap();
+        assert_eq!(n, 32);
+        assert_ne!(from.port(), 0);
+        assert_eq!(c.pid, std::process::id());
     }
 
     #[test]

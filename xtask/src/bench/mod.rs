@@ -12,7 +12,8 @@
 //! `completeness` (events delivered at full speed, ring-size sweep),
 //! `lookup` (who owns this four-tuple: API, CLI, `ss`, `lsof`), `memory`
 //! (daemon bytes per socket), `startup` (time to READY with sockets open,
-//! against `ss -tunap`).
+//! against `ss -tunap`), `soak` (minutes of churn from short-lived
+//! processes: nothing missed, memory given back, table agrees with `ss`).
 //!
 //! `--quick` runs each part briefly and only checks that each produced
 //! numbers; the full run also rewrites the generated section of
@@ -28,6 +29,7 @@ mod memory;
 mod procs;
 mod rate;
 mod report;
+mod soak;
 mod startup;
 mod stats;
 mod targets;
@@ -84,6 +86,7 @@ pub enum Part {
     Lookup,
     Memory,
     Startup,
+    Soak,
 }
 
 /// How long and how often each part measures.
@@ -113,6 +116,14 @@ pub struct Plan {
     /// Sockets open when the daemon starts.
     pub startup_sockets: Vec<usize>,
     pub startup_rounds: usize,
+    /// How long the soak keeps starting churn processes.
+    pub soak_s: f64,
+    /// Churn processes running at a time.
+    pub soak_procs: usize,
+    /// TCP connections and UDP sends (each from a fresh socket) per churn
+    /// process.
+    pub soak_conns: u64,
+    pub soak_udp: u64,
 }
 
 impl Plan {
@@ -137,6 +148,10 @@ impl Plan {
                 memory_rounds: 1,
                 startup_sockets: vec![0, 5000],
                 startup_rounds: 3,
+                soak_s: 5.0,
+                soak_procs: 4,
+                soak_conns: 200,
+                soak_udp: 50,
             }
         } else {
             Self {
@@ -158,6 +173,10 @@ impl Plan {
                 memory_rounds: 5,
                 startup_sockets: vec![0, 10_000, 100_000],
                 startup_rounds: 5,
+                soak_s: 180.0,
+                soak_procs: 4,
+                soak_conns: 200,
+                soak_udp: 50,
             }
         };
         if let Some(r) = rounds {
@@ -234,6 +253,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             Part::Lookup,
             Part::Memory,
             Part::Startup,
+            Part::Soak,
         ]
     } else {
         args.parts.clone()
@@ -262,6 +282,7 @@ fn run_part(part: Part, plan: &Plan, tools: &Tools, results: &mut report::Result
         Part::Lookup => results.lookup = daemon_part(tools, || lookup::run(plan, tools)),
         Part::Memory => results.memory = daemon_part(tools, || memory::run(plan, tools)),
         Part::Startup => results.startup = daemon_part(tools, || startup::run(plan, tools)),
+        Part::Soak => results.soak = daemon_part(tools, || soak::run(plan, tools)),
     }
 }
 

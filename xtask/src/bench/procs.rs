@@ -66,6 +66,16 @@ impl ChildGuard {
         Ok(())
     }
 
+    /// The child's exit status if it has exited (the guard is then done
+    /// with it), `None` while it runs.
+    pub fn try_wait(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        let status = self.child()?.try_wait()?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
+    }
+
     /// Waits for the child to exit on its own, at most `timeout`.
     pub fn wait_timeout(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let name = self.name.clone();

@@ -11,6 +11,7 @@ use super::{
     memory::MemoryResults,
     rate::{RateResults, Row},
     report::{Results, fmt_f, fmt_sum, group},
+    soak::SoakResults,
     startup::StartupResults,
     tracers::Tracer,
 };
@@ -56,6 +57,7 @@ fn target_rows(r: &Results) -> Vec<TargetRow> {
     lookup_targets(&mut rows, r.lookup.done());
     memory_target(&mut rows, r.memory.done());
     startup_target(&mut rows, r.startup.done());
+    soak_targets(&mut rows, r.soak.done());
     rows
 }
 
@@ -194,6 +196,70 @@ fn startup_target(rows: &mut Vec<TargetRow>, st: Option<&StartupResults>) {
     ));
 }
 
+/// End RSS over RSS after READY that still counts as "back near start".
+const SOAK_RSS_RATIO: f64 = 1.10;
+
+fn soak_targets(rows: &mut Vec<TargetRow>, k: Option<&SoakResults>) {
+    rows.push((
+        "soak: no events missing".into(),
+        k.map_or("–".into(), |k| {
+            format!(
+                "missing {} of {} expected ({} delivered, {} dropped) over {} connections and {} UDP sends from {} processes{}",
+                k.missing,
+                group(k.expected as f64),
+                group(k.delivered as f64),
+                group(k.dropped_events as f64),
+                group(k.connections as f64),
+                group(k.udp_sends as f64),
+                group(k.processes as f64),
+                if k.accounted() {
+                    String::new()
+                } else {
+                    format!("; {} processes gave no report", k.processes_unreported)
+                }
+            )
+        }),
+        k.filter(|k| k.accounted()).map(|k| k.missing == 0),
+    ));
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
+    rows.push((
+        format!("soak: RSS back near start (end ≤ {SOAK_RSS_RATIO:.2} × start)"),
+        k.map_or("–".into(), |k| {
+            format!(
+                "{} at the end / {} after READY = {:.3} (peak {})",
+                mib(k.rss_end),
+                mib(k.rss_ready),
+                k.rss_end_over_start,
+                mib(k.rss_peak)
+            )
+        }),
+        k.filter(|k| k.rss_ready > 0 && k.rss_end > 0)
+            .map(|k| k.rss_end_over_start <= SOAK_RSS_RATIO),
+    ));
+    let a = k.and_then(|k| k.agreement.as_ref());
+    rows.push((
+        "soak: table agrees with ss".into(),
+        a.map_or("–".into(), |a| {
+            let owners = |o: &super::soak::Owners| {
+                if o.table == o.ss {
+                    format!("{:?} in both", o.table)
+                } else {
+                    format!("table {:?}, ss {:?}", o.table, o.ss)
+                }
+            };
+            format!(
+                "listener {}, receiver {}; left on their ports: {} in the table, {} in ss; stale entries: {}",
+                owners(&a.listener),
+                owners(&a.receiver),
+                a.leftover_table.count,
+                a.leftover_ss.count,
+                a.stale.count
+            )
+        }),
+        a.map(super::soak::Agreement::met),
+    ));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +315,45 @@ mod tests {
         assert_eq!(verdict(0.90, false), Some(false));
         assert_eq!(verdict(0.99, true), None);
         assert_eq!(verdict(0.90, true), Some(false));
+    }
+
+    #[test]
+    fn soak_verdicts() {
+        let verdicts = |k: &SoakResults| {
+            let mut rows = Vec::new();
+            soak_targets(&mut rows, Some(k));
+            rows.iter().map(|r| r.2).collect::<Vec<_>>()
+        };
+        let mut k = SoakResults {
+            connections: 1000,
+            rss_ready: 100,
+            rss_end: 105,
+            rss_end_over_start: 1.05,
+            agreement: Some(crate::bench::soak::Agreement {
+                server_pid: 7,
+                listener: crate::bench::soak::Owners {
+                    table: vec![7],
+                    ss: vec![7],
+                },
+                receiver: crate::bench::soak::Owners {
+                    table: vec![7],
+                    ss: vec![7],
+                },
+                ..Default::default()
+            }),
+            ..SoakResults::default()
+        };
+        assert_eq!(verdicts(&k), vec![Some(true), Some(true), Some(true)]);
+        k.missing = 3;
+        k.rss_end_over_start = 1.2;
+        k.agreement.as_mut().unwrap().stale.count = 1;
+        assert_eq!(verdicts(&k), vec![Some(false), Some(false), Some(false)]);
+        // Without every process's report, missing means nothing.
+        k.processes_unreported = 1;
+        assert_eq!(verdicts(&k)[0], None);
+        let mut rows = Vec::new();
+        soak_targets(&mut rows, None);
+        assert!(rows.iter().all(|r| r.2.is_none() && r.1 == "–"));
     }
 
     #[test]
