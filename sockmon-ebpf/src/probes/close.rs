@@ -49,10 +49,18 @@ fn try_release(ctx: &SockContext) -> Result<(), ()> {
     // (Its address fields may only be read by post-bind hooks, so the tuple
     // comes from kernel memory like every other event's.)
     let sk = s as u64;
-    let mut ev = new_event(EventKind::Close, 0);
-    fill_from_sk(&mut ev, sk)?;
-    ev.inode = inode_of_sk(sk)?;
+    // First what must happen whatever else fails: the socket's address may
+    // be reused by the next socket at once, which must not inherit the mark.
     super::udp::forget(sk, protocol);
-    submit(&ev);
+    let mut ev = new_event(EventKind::Close, 0);
+    ev.family = family;
+    ev.protocol = protocol;
+    // The inode is what removes the socket from the table: a close goes out
+    // with it even if the tuple cannot be read (that read failure is counted).
+    ev.inode = inode_of_sk(sk).unwrap_or(0);
+    let _ = fill_from_sk(&mut ev, sk);
+    if ev.inode != 0 {
+        submit(&ev);
+    }
     Ok(())
 }

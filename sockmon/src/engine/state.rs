@@ -64,6 +64,9 @@ impl Subscriber {
     }
 }
 
+/// How often sockets left without owners are checked against the kernel.
+const OWNERLESS_CHECK: Duration = Duration::from_secs(30);
+
 /// Processes whose details are requested per second at most, beyond those
 /// requested as they appear (bounds the worker queue after a big snapshot).
 const DETAILS_PER_TICK: usize = 1024;
@@ -85,6 +88,7 @@ pub struct State {
     reconciling: Option<u64>,
     reconciled_tx: mpsc::Sender<Result<Snapshot, String>>,
     reconciled_rx: Option<mpsc::Receiver<Result<Snapshot, String>>>,
+    last_ownerless_check: Instant,
 }
 
 impl State {
@@ -111,6 +115,7 @@ impl State {
             reconciling: None,
             reconciled_tx,
             reconciled_rx: Some(reconciled_rx),
+            last_ownerless_check: Instant::now(),
         }
     }
 
@@ -146,6 +151,7 @@ impl State {
                 _ = tick.tick() => {
                     self.stats.tick();
                     self.report_losses();
+                    self.check_ownerless();
                     self.maybe_reconcile();
                     self.request_details(DETAILS_PER_TICK);
                 }
@@ -249,6 +255,24 @@ impl State {
             Found::Gone { pid, start_ticks } => {
                 self.requested.remove(&(pid, start_ticks));
             }
+        }
+    }
+
+    /// Sockets without any owner are kept only while the kernel still has
+    /// them: while some exist, the table is re-checked against a snapshot
+    /// every [`OWNERLESS_CHECK`]. That also finds who holds a socket whose
+    /// known owners all exited (it was passed on, or inherited unseen), and
+    /// heals an entry whose end was missed without any counted loss.
+    fn check_ownerless(&mut self) {
+        if self.reconcile_due.is_some() || self.reconciling.is_some() {
+            return;
+        }
+        if self.last_ownerless_check.elapsed() < OWNERLESS_CHECK {
+            return;
+        }
+        self.last_ownerless_check = Instant::now();
+        if self.table.iter().any(|e| e.owners.is_empty()) {
+            self.reconcile_due = Some(Instant::now());
         }
     }
 
