@@ -260,12 +260,15 @@ fn socket2_bound() -> (i32, u16) {
 #[test]
 fn watch_piped_into_head_ends_quietly() {
     let _guard = exclusive();
+    let err_path =
+        std::env::temp_dir().join(format!("sockmon-head-test-{}.err", std::process::id()));
     let mut sh = Command::new("bash")
         .args([
             "-c",
             &format!(
-                "set -o pipefail; {} watch 2>/tmp/sockmon-head-test.err | head -3",
-                bin()
+                "set -o pipefail; {} watch 2>{} | head -3",
+                bin(),
+                err_path.display()
             ),
         ])
         .stdout(Stdio::piped())
@@ -283,7 +286,8 @@ fn watch_piped_into_head_ends_quietly() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let out = std::io::read_to_string(sh.stdout.take().unwrap()).unwrap();
-    let err = std::fs::read_to_string("/tmp/sockmon-head-test.err").unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    let _ = std::fs::remove_file(&err_path);
     assert_eq!(status.code(), Some(0), "stderr: {err}");
     assert_eq!(out.lines().count(), 3, "{out}");
     assert!(!err.contains("error") && !err.contains("panick"), "{err}");
