@@ -148,6 +148,18 @@ fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
     assert_eq!(d.request(r#"{"op":"status"}"#)["ok"], true);
 }
 
+/// `sockmon status` run as uid/gid 65534 against `d`.
+fn status_as_nobody(d: &Daemon) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
 #[test]
 fn a_peer_that_is_not_allowed_is_refused() {
     let _g = exclusive();
@@ -155,14 +167,7 @@ fn a_peer_that_is_not_allowed_is_refused() {
     let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
     // Through the file mode: nobody cannot even connect.
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        .arg("status")
-        .output()
-        .unwrap();
+    let out = status_as_nobody(&d);
     assert_eq!(
         out.status.code(),
         Some(2),
@@ -176,14 +181,7 @@ fn a_peer_that_is_not_allowed_is_refused() {
     );
     // Through the daemon's own check: open the file mode, the daemon still refuses.
     std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        .arg("status")
-        .output()
-        .unwrap();
+    let out = status_as_nobody(&d);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

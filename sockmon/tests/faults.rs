@@ -174,7 +174,7 @@ impl Drop for NetnsGuard {
 
 #[test]
 fn after_kill_9_nothing_stays_loaded_and_a_new_daemon_starts() {
-    use support::holders::{Holder, assert_agree, ls_owners, ss_owners};
+    use support::holders::{Holder, assert_daemon_agrees};
     let _g = exclusive();
     let holders: Vec<Holder> = (0..5).map(|i| Holder::start(2, 1, i % 2 == 0)).collect();
     let mut first = Daemon::start("kill9", &["--no-config"]);
@@ -213,20 +213,10 @@ fn after_kill_9_nothing_stays_loaded_and_a_new_daemon_starts() {
     });
     assert_eq!(v["ok"], true);
     // Its table (from its own snapshot) equals what ss says.
-    let pids: std::collections::BTreeSet<u32> =
-        holders.iter().flat_map(|h| h.pids.clone()).collect();
-    let out = Command::new(support::bin())
-        .arg("--socket")
-        .arg(&second.socket)
-        .args(["ls", "--json"])
-        .output()
-        .unwrap();
-    let n = assert_agree(
-        &ss_owners(),
-        &ls_owners(&String::from_utf8(out.stdout).unwrap()),
-        &pids,
+    assert_eq!(
+        assert_daemon_agrees(&second.socket, &holders),
+        5 * (2 + 1 + 4)
     );
-    assert_eq!(n, 5 * (2 + 1 + 4));
     assert_eq!(second.stop(Duration::from_secs(3)).code(), Some(0));
 }
 
@@ -325,7 +315,7 @@ fn short_soak_of_short_lived_processes_misses_nothing_and_returns_memory() {
 
 #[test]
 fn a_burst_larger_than_the_ring_is_counted_reported_and_healed() {
-    use support::holders::{Holder, assert_agree, ls_owners, ss_owners};
+    use support::holders::{Holder, assert_daemon_agrees};
     let _g = exclusive();
     // A 4 KiB ring holds about thirty events.
     let d = Daemon::start("overflow", &["--no-config", "--ring-kib", "4"]);
@@ -376,18 +366,5 @@ fn a_burst_larger_than_the_ring_is_counted_reported_and_healed() {
     eventually_within("a reconciliation", Duration::from_secs(15), || {
         (status(&d)["reconciliations"].as_u64() >= Some(1)).then_some(())
     });
-    let pids: std::collections::BTreeSet<u32> =
-        holders.iter().flat_map(|h| h.pids.clone()).collect();
-    let out = Command::new(support::bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["ls", "--json"])
-        .output()
-        .unwrap();
-    let n = assert_agree(
-        &ss_owners(),
-        &ls_owners(&String::from_utf8(out.stdout).unwrap()),
-        &pids,
-    );
-    assert_eq!(n, 6 * (4 + 2 + 8));
+    assert_eq!(assert_daemon_agrees(&d.socket, &holders), 6 * (4 + 2 + 8));
 }

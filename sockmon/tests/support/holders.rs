@@ -171,3 +171,23 @@ pub fn assert_agree(
     );
     a.len()
 }
+
+/// The daemon at `socket` and `ss -tunap` agree on the owners of every socket
+/// held by `holders`; returns how many sockets were compared.
+pub fn assert_daemon_agrees(socket: &std::path::Path, holders: &[Holder]) -> usize {
+    let pids: BTreeSet<u32> = holders
+        .iter()
+        .flat_map(|h| h.pids.iter().copied())
+        .collect();
+    let out = Command::new(super::bin())
+        .arg("--socket")
+        .arg(socket)
+        .args(["ls", "--json"])
+        .output()
+        .expect("sockmon ls");
+    assert_agree(
+        &ss_owners(),
+        &ls_owners(&String::from_utf8_lossy(&out.stdout)),
+        &pids,
+    )
+}
