@@ -139,6 +139,9 @@ unsafe impl aya::Pod for SockEvent {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for ProcEvent {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for Header {}
 
 #[cfg(test)]
 mod tests {

@@ -34,7 +34,6 @@ pub struct KernelOffsets {
     pub sk_v6_daddr: u32,
     pub sk_net: u32,
     pub sk_protocol: u32,
-    pub sk_type: u32,
     pub sk_socket: u32,
     // struct inet_sock
     pub inet_sport: u32,
@@ -54,7 +53,7 @@ pub struct KernelOffsets {
     pub tp_sys_exit_ret: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 33 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32 * 4);
 
 impl KernelOffsets {
     /// All zeroes: the placeholder compiled into the kernel object.

@@ -13,7 +13,7 @@ use crate::{
         stats::Status,
         view::{Lookup, SocketView},
     },
-    event::{EventKind, Proto},
+    event::Proto,
     filter::Filter,
 };
 
@@ -54,7 +54,7 @@ struct WireFilter {
     #[serde(default)]
     proto: Option<ProtoName>,
     #[serde(default)]
-    event: Vec<EventName>,
+    event: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -62,16 +62,6 @@ struct WireFilter {
 enum ProtoName {
     Tcp,
     Udp,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum EventName {
-    Bind,
-    Listen,
-    Connect,
-    Accept,
-    Close,
 }
 
 /// A valid request.
@@ -175,15 +165,16 @@ fn filter_of(w: WireFilter) -> Result<Filter, ApiError> {
         proto: w.proto.map(proto_of),
         events: w
             .event
-            .into_iter()
-            .map(|e| match e {
-                EventName::Bind => EventKind::Bind,
-                EventName::Listen => EventKind::Listen,
-                EventName::Connect => EventKind::Connect,
-                EventName::Accept => EventKind::Accept,
-                EventName::Close => EventKind::Close,
+            .iter()
+            .map(|e| {
+                crate::event::kind_from_name(e).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "`event`: `{}` is not one of bind, listen, connect, accept, close",
+                        e.escape_debug()
+                    ))
+                })
             })
-            .collect(),
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -259,6 +250,7 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventKind;
 
     #[test]
     fn lookup_with_ipv4_and_ipv6() {
@@ -312,6 +304,8 @@ mod tests {
             br#"{"op":"list","filter":{"event":["connect"]}}"#,
             br#"{"op":"subscribe","filter":{"comm":["0123456789abcdef"]}}"#,
             br#"{"op":"subscribe","filter":{"colour":"red"}}"#,
+            br#"{"op":"subscribe","filter":{"event":["exec"]}}"#,
+            br#"{"op":"subscribe","filter":{"event":[3]}}"#,
             br#"{"op":"status","extra":1}"#,
             b"\xff\xfe",
         ];
@@ -320,6 +314,16 @@ mod tests {
             assert_eq!(e.code, "bad_request", "{:?}", String::from_utf8_lossy(line));
             assert!(!e.message.is_empty());
         }
+    }
+
+    #[test]
+    fn unknown_event_name_is_named_in_the_error() {
+        let e = parse(br#"{"op":"subscribe","filter":{"event":["connect","exec"]}}"#).unwrap_err();
+        assert_eq!(e.code, "bad_request");
+        assert_eq!(
+            e.message,
+            "`event`: `exec` is not one of bind, listen, connect, accept, close"
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ fn copy<T: aya::Pod>(bytes: &[u8]) -> Result<T, DecodeError> {
 
 /// Decodes one record of any kind.
 pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
-    let header: Header = copy_header(bytes)?;
+    let header: Header = copy(bytes)?;
     let kind = EventKind::from_u16(header.kind).ok_or(DecodeError::Kind(header.kind))?;
     if kind.is_process() {
         let r: ProcEvent = copy(bytes)?;
@@ -52,14 +52,6 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
     } else {
         Ok(Record::Sock(from_raw(&copy(bytes)?, clock)?))
     }
-}
-
-fn copy_header(bytes: &[u8]) -> Result<Header, DecodeError> {
-    if bytes.len() < size_of::<Header>() {
-        return Err(DecodeError::Short(bytes.len()));
-    }
-    // SAFETY: length checked; Header is plain old data valid for any bits.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Header>()) })
 }
 
 /// Turns a raw record into an [`Event`].

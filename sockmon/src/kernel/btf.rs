@@ -244,7 +244,6 @@ fn resolve_all(btf_path: &str, tracefs: &Path) -> Result<KernelOffsets, BtfError
         sk_v6_daddr: l.offset("sock", "__sk_common.skc_v6_daddr", 16)?,
         sk_net: l.offset("sock", "__sk_common.skc_net", 8)?,
         sk_protocol: l.offset("sock", "sk_protocol", 2)?,
-        sk_type: l.offset("sock", "sk_type", 2)?,
         sk_socket: l.offset("sock", "sk_socket", 8)?,
         inet_sport: l.offset("inet_sock", "inet_sport", 2)?,
         net_inum: l.offset("net", "ns.inum", 4)?,

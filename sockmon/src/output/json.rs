@@ -207,10 +207,6 @@ struct ReadEvent {
     error: Option<String>,
     #[serde(default)]
     implicit: bool,
-    #[serde(default)]
-    cause: Option<String>,
-    #[serde(default)]
-    count: Option<u64>,
 }
 
 /// Parses one line of the stream (schema v1). `None` if it is not one.
@@ -223,7 +219,6 @@ pub fn parse_line(line: &str) -> Option<Line> {
         });
     }
     let r: ReadEvent = serde_json::from_value(v).ok()?;
-    let _ = (&r.cause, &r.count);
     let kind = crate::event::kind_from_name(&r.event)?;
     let comm = |s: &str| {
         let mut raw = [0u8; 16];
