@@ -1,6 +1,6 @@
 //! Layer 3 and 4: the `sockmon` binary as users and programs use it.
 //! Help and bad arguments (no root needed), then `watch` end to end: the
-//! JSON stream validated against `schema/event.v1.json` and read by `jq`,
+//! JSON stream validated against `schema/event.v2.json` and read by `jq`,
 //! the human view, SIGTERM, `| head`, and missing privileges.
 
 mod support;
@@ -106,7 +106,7 @@ fn one_connection() -> (u16, u16, TcpListener) {
 fn watch_json_matches_the_schema_and_ends_cleanly_on_sigterm() {
     let _guard = exclusive();
     let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../../schema/event.v1.json")).unwrap();
+        serde_json::from_str(include_str!("../../schema/event.v2.json")).unwrap();
     let validator = jsonschema::options()
         .should_validate_formats(true)
         .build(&schema)

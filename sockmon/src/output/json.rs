@@ -1,4 +1,4 @@
-//! The NDJSON event encoding (schema version 1; `schema/event.v1.json`).
+//! The NDJSON event encoding (schema version 2; `schema/event.v2.json`, a superset of version 1).
 //!
 //! One object per line. Field names and meanings are an interface other
 //! programs parse: add fields freely, never rename or retype one without
@@ -12,7 +12,7 @@ use super::escape;
 use crate::event::{Event, errno, kind_name};
 
 /// Schema version written as `v`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Serialize)]
 struct JsonEvent<'a> {
@@ -106,7 +106,7 @@ pub(crate) mod tests {
         let line = String::from_utf8(out).unwrap();
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["v"], 1);
+        assert_eq!(v["v"], 2);
         assert_eq!(v["time"], "2023-11-14T22:13:20.123456789Z");
         assert_eq!(v["event"], "connect");
         assert_eq!(v["proto"], "tcp");
