@@ -27,6 +27,9 @@ pub enum EventKind {
     Exec = 17,
     /// The last thread of a process exited.
     Exit = 18,
+    // Flows workstream (20-29): records joined to a socket event by inode.
+    /// A socket's counters at release ([`crate::flow::CloseStats`]), written just before its `Close`.
+    CloseStats = 20,
 }
 
 impl EventKind {
@@ -45,6 +48,7 @@ impl EventKind {
             16 => Self::Fork,
             17 => Self::Exec,
             18 => Self::Exit,
+            20 => Self::CloseStats,
             _ => return None,
         })
     }
@@ -198,6 +202,7 @@ mod tests {
             EventKind::Fork,
             EventKind::Exec,
             EventKind::Exit,
+            EventKind::CloseStats,
         ] {
             assert_eq!(EventKind::from_u16(k as u16), Some(k));
         }

@@ -9,6 +9,7 @@
 
 pub mod counters;
 pub mod event;
+pub mod flow;
 pub mod offsets;
 
 pub use counters::KernelCounter;

@@ -96,3 +96,20 @@ pub struct Pending {
     pub addr: [u8; 28],
     pub _pad: u32,
 }
+
+// ---- Flows workstream (issue 13): connection life at close ----------------
+
+/// `tcp_sock`/`sock` offsets for [`sockmon_common::flow::CloseStats`],
+/// filled by user space from BTF before load (a global of its own so
+/// [`OFFSETS`] keeps its layout).
+#[unsafe(no_mangle)]
+pub static FLOW_OFFSETS: sockmon_common::flow::FlowOffsets =
+    sockmon_common::flow::FlowOffsets::zeroed();
+
+/// Reads one field of [`FLOW_OFFSETS`] (volatile, like [`off!`]).
+macro_rules! flow_off {
+    ($field:ident) => {
+        $crate::maps::read_global(&raw const $crate::maps::FLOW_OFFSETS.$field)
+    };
+}
+pub(crate) use flow_off;

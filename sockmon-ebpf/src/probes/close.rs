@@ -60,6 +60,8 @@ fn try_release(ctx: &SockContext) -> Result<(), ()> {
     ev.inode = inode_of_sk(sk).unwrap_or(0);
     let _ = fill_from_sk(&mut ev, sk);
     if ev.inode != 0 {
+        // Flows (issue 13): the socket's counters, written just before its close.
+        super::flow::close_stats(sk, protocol, ev.state, ev.inode);
         submit(&ev);
     }
     Ok(())

@@ -15,6 +15,7 @@
 //! state task start ([`Prepared::run`]) and apply those events in order.
 
 mod cgroup_unit;
+mod life;
 pub mod local;
 mod state;
 pub mod stats;
@@ -241,6 +242,9 @@ impl Prepared {
         let mut state = State::new(table, probes, early, jobs, shared.clone());
         if let Some((sockets, took)) = snapshot {
             state.stats.record_snapshot(sockets, took);
+            state
+                .lives
+                .seed_from_snapshot(&state.table, WallTime::now());
             state.request_details(usize::MAX);
         }
         let (commands, command_rx) = mpsc::channel(1024);

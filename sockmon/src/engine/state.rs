@@ -21,6 +21,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::{
     Command, StreamItem, Subscription,
+    life::Lives,
     stats::{Shared, Stats, TableStatus},
     view::{self, BootClock},
     worker::{Found, Job},
@@ -89,6 +90,9 @@ pub struct State {
     reconciled_tx: mpsc::Sender<Result<Snapshot, String>>,
     reconciled_rx: Option<mpsc::Receiver<Result<Snapshot, String>>>,
     last_ownerless_check: Instant,
+    /// Flows (issue 13): connection starts and close counters, joined into `close` events.
+    pub lives: Lives,
+    last_lives_prune: Instant,
 }
 
 impl State {
@@ -100,6 +104,7 @@ impl State {
         shared: Arc<Shared>,
     ) -> Self {
         let last_kernel = probes.counters();
+        let lives = Lives::new(table.cap());
         let (reconciled_tx, reconciled_rx) = mpsc::channel(1);
         Self {
             table,
@@ -116,6 +121,8 @@ impl State {
             reconciled_tx,
             reconciled_rx: Some(reconciled_rx),
             last_ownerless_check: Instant::now(),
+            lives,
+            last_lives_prune: Instant::now(),
         }
     }
 
@@ -154,6 +161,7 @@ impl State {
                     self.check_ownerless();
                     self.maybe_reconcile();
                     self.request_details(DETAILS_PER_TICK);
+                    self.prune_lives();
                 }
             }
         }
@@ -163,7 +171,8 @@ impl State {
         self.stats.decode_errors += batch.decode_errors;
         for record in batch.events {
             match record {
-                Record::Sock(e) => {
+                Record::Sock(mut e) => {
+                    self.lives.on_event(&mut e);
                     self.stats.count(e.kind);
                     self.table.apply(&e);
                     self.request_details_of(e.pid);
@@ -171,6 +180,7 @@ impl State {
                         self.publish(StreamItem::Event(e));
                     }
                 }
+                Record::CloseStats(s) => self.lives.on_stats(s),
                 Record::Proc(p) => {
                     if let Some(req) = self.table.apply_proc(&p)
                         && self.jobs.try_send(Job::Verify(req)).is_err()
@@ -276,6 +286,14 @@ impl State {
         }
     }
 
+    /// Forgets connection starts of sockets the table dropped without a close.
+    fn prune_lives(&mut self) {
+        if self.last_lives_prune.elapsed() >= OWNERLESS_CHECK {
+            self.last_lives_prune = Instant::now();
+            self.lives.prune(&self.table);
+        }
+    }
+
     /// Starts a re-snapshot once losses have stopped for a second.
     fn maybe_reconcile(&mut self) {
         let Some(due) = self.reconcile_due else {
@@ -374,7 +392,12 @@ impl State {
             cap: self.table.cap(),
             evictions: self.table.evictions(),
         };
-        self.stats
-            .status(&self.probes.counters(), table, &self.shared)
+        let mut status = self
+            .stats
+            .status(&self.probes.counters(), table, &self.shared);
+        status
+            .dropped
+            .insert("close_stats_unmatched".into(), self.lives.unmatched);
+        status
     }
 }

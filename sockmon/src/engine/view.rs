@@ -242,6 +242,7 @@ mod tests {
             error: None,
             state: 10,
             flags: 0,
+            life: None,
         });
         t.set_process_details(
             10,

@@ -39,6 +39,12 @@ fn copy<T: aya::Pod>(bytes: &[u8]) -> Result<T, DecodeError> {
 pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
     let header: Header = copy(bytes)?;
     let kind = EventKind::from_u16(header.kind).ok_or(DecodeError::Kind(header.kind))?;
+    if kind == EventKind::CloseStats {
+        return Ok(Record::CloseStats(super::flow::CloseStats::from_raw(
+            &copy(bytes)?,
+            clock,
+        )));
+    }
     if kind.is_process() {
         let r: ProcEvent = copy(bytes)?;
         Ok(Record::Proc(ProcChange {
@@ -57,7 +63,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
 /// Turns a raw record into an [`Event`].
 pub fn from_raw(r: &SockEvent, clock: &Clock) -> Result<Event, DecodeError> {
     let kind = EventKind::from_u16(r.header.kind)
-        .filter(|k| !k.is_process())
+        .filter(|k| !k.is_process() && *k != EventKind::CloseStats)
         .ok_or(DecodeError::Kind(r.header.kind))?;
     let proto = match r.protocol {
         IPPROTO_TCP => Proto::Tcp,
@@ -97,6 +103,7 @@ pub fn from_raw(r: &SockEvent, clock: &Clock) -> Result<Event, DecodeError> {
         error: (r.error < 0).then_some(-r.error),
         state: r.state,
         flags: r.header.flags,
+        life: None,
     })
 }
 
@@ -174,7 +181,7 @@ mod tests {
     fn sock(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
         match decode(bytes, clock)? {
             Record::Sock(e) => Ok(e),
-            Record::Proc(p) => panic!("expected a socket event, got {p:?}"),
+            other => panic!("expected a socket event, got {other:?}"),
         }
     }
 

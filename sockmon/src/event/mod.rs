@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod errno;
+pub mod flow;
 #[cfg(test)]
 pub mod testing;
 
@@ -56,6 +57,7 @@ pub const fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Fork => "fork",
         EventKind::Exec => "exec",
         EventKind::Exit => "exit",
+        EventKind::CloseStats => "close_stats",
     }
 }
 
@@ -133,6 +135,8 @@ pub struct Event {
     pub state: u8,
     /// `FLAG_*` bits from the kernel record.
     pub flags: u16,
+    /// Close events: the connection's life (counters, duration), joined by the engine.
+    pub life: Option<Box<flow::Life>>,
 }
 
 /// A process lifecycle change (fork, exec, exit).
@@ -155,6 +159,8 @@ pub struct ProcChange {
 pub enum Record {
     Sock(Event),
     Proc(ProcChange),
+    /// A socket's counters at release; precedes that socket's `close`.
+    CloseStats(flow::CloseStats),
 }
 
 /// Clock ticks per second of `/proc/PID/stat` times (USER_HZ).

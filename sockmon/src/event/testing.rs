@@ -37,5 +37,6 @@ pub fn event(kind: EventKind, inode: u64, pid: u32, src: &str, dst: &str) -> Eve
         error: None,
         state: 0,
         flags: 0,
+        life: None,
     }
 }

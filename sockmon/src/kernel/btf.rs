@@ -10,7 +10,10 @@
 use std::path::Path;
 
 use btf_rs::{Btf, BtfType, Type};
-use sockmon_common::{KernelOffsets, SOCK_HEAD_BYTES};
+use sockmon_common::{
+    KernelOffsets, SOCK_HEAD_BYTES,
+    flow::{ABSENT, FlowOffsets},
+};
 use thiserror::Error;
 
 use super::tracefs::{Format, TracefsError};
@@ -260,4 +263,78 @@ fn resolve_all(btf_path: &str, tracefs: &Path) -> Result<KernelOffsets, BtfError
         tp_sys_enter_args: enter.offset("fd")?,
         tp_sys_exit_ret: exit.offset("ret")?,
     })
+}
+
+// ---- Flows workstream (issue 13): offsets for the close record's counters ----
+
+/// Resolves [`FlowOffsets`]: the `tcp_sock` counters read at release and the
+/// socket's drop counters. `sk_drop_counters` is new in 6.18 and optional.
+pub fn resolve_flow(btf_path: &str) -> Result<FlowOffsets, BtfError> {
+    let l = Layout::from_file(btf_path)?;
+    resolve_flow_in(&l)
+}
+
+fn resolve_flow_in(l: &Layout) -> Result<FlowOffsets, BtfError> {
+    let optional = |ty: &str, path: &str, size: usize| match l.offset(ty, path, size) {
+        Ok(off) => Ok(off),
+        Err(BtfError::NoMember { .. }) | Err(BtfError::NoStruct(_)) => Ok(ABSENT),
+        Err(e) => Err(e),
+    };
+    let sk_drop_counters = optional("sock", "sk_drop_counters", 8)?;
+    let (ndc_drops0, ndc_drops1) = if sk_drop_counters == ABSENT {
+        (ABSENT, ABSENT)
+    } else {
+        (
+            l.offset("numa_drop_counters", "drops0", 4)?,
+            l.offset("numa_drop_counters", "drops1", 4)?,
+        )
+    };
+    Ok(FlowOffsets {
+        tcp_bytes_sent: l.offset("tcp_sock", "bytes_sent", 8)?,
+        tcp_bytes_acked: l.offset("tcp_sock", "bytes_acked", 8)?,
+        tcp_bytes_received: l.offset("tcp_sock", "bytes_received", 8)?,
+        tcp_segs_in: l.offset("tcp_sock", "segs_in", 4)?,
+        tcp_segs_out: l.offset("tcp_sock", "segs_out", 4)?,
+        tcp_total_retrans: l.offset("tcp_sock", "total_retrans", 4)?,
+        tcp_srtt_us: l.offset("tcp_sock", "srtt_us", 4)?,
+        sk_drops: l.offset("sock", "sk_drops", 4)?,
+        sk_drop_counters,
+        ndc_drops0,
+        ndc_drops1,
+        _pad: 0,
+    })
+}
+
+#[cfg(test)]
+mod flow_tests {
+    use super::*;
+
+    /// On the running kernel every counter resolves, inside `tcp_sock`
+    /// (beyond `sock`, which it starts with) and distinct from each other.
+    #[test]
+    fn flow_offsets_resolve_on_this_kernel() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            return;
+        }
+        let l = Layout::from_file(VMLINUX_BTF).unwrap();
+        let o = resolve_flow_in(&l).unwrap();
+        let sock_size = l.named_struct("sock").unwrap().size() as u32;
+        let tcp = [
+            o.tcp_bytes_sent,
+            o.tcp_bytes_acked,
+            o.tcp_bytes_received,
+            o.tcp_segs_in,
+            o.tcp_segs_out,
+            o.tcp_total_retrans,
+            o.tcp_srtt_us,
+        ];
+        for off in tcp {
+            assert!(off >= sock_size && off != ABSENT, "{o:?}");
+        }
+        let mut sorted = tcp.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), tcp.len());
+        assert!(o.sk_drops < sock_size);
+    }
 }

@@ -16,7 +16,7 @@ use aya::{
 };
 use sockmon_common::{
     COUNTERS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP, KernelCounter, OFFSETS_GLOBAL,
-    WAKEUP_BYTES_GLOBAL,
+    WAKEUP_BYTES_GLOBAL, flow::FLOW_OFFSETS_GLOBAL,
 };
 use thiserror::Error;
 
@@ -129,8 +129,10 @@ impl Probes {
         raise_memlock_limit();
         let tracefs = tracefs::ensure_mounted()?;
         let offsets = btf::resolve(btf::VMLINUX_BTF, &tracefs)?;
+        let flow_offsets = btf::resolve_flow(btf::VMLINUX_BTF)?; // flows (issue 13)
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &offsets, true)
+            .override_global(FLOW_OFFSETS_GLOBAL, &flow_offsets, true) // flows (issue 13)
             .override_global(WAKEUP_BYTES_GLOBAL, &opts.wakeup_bytes, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .load(OBJECT)?;

@@ -9,7 +9,11 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::escape;
-use crate::event::{Event, errno, kind_name};
+use crate::event::{
+    Event, errno,
+    flow::{Life, tcp_state_name},
+    kind_name,
+};
 
 /// Schema version written as `v`.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -35,6 +39,45 @@ struct JsonEvent<'a> {
     cgroup_id: u64,
     error: Option<Cow<'static, str>>,
     implicit: bool,
+    /// Flows (issue 13): present on `close` events only.
+    #[serde(flatten)]
+    life: Option<JsonLife>,
+}
+
+/// A connection's life on its `close` (schema v2; totals over the socket's life).
+#[derive(Serialize)]
+struct JsonLife {
+    duration_ms: Option<f64>,
+    duration_is_lower_bound: bool,
+    final_state: Option<&'static str>,
+    bytes_sent: Option<u64>,
+    bytes_acked: Option<u64>,
+    bytes_received: Option<u64>,
+    segs_in: Option<u32>,
+    segs_out: Option<u32>,
+    total_retrans: Option<u32>,
+    srtt_us: Option<u32>,
+    drops: Option<u32>,
+}
+
+impl JsonLife {
+    fn new(l: &Life) -> Self {
+        let t = l.tcp;
+        Self {
+            // Whole microseconds, in milliseconds.
+            duration_ms: l.duration_ns.map(|ns| (ns / 1_000) as f64 / 1_000.0),
+            duration_is_lower_bound: l.duration_is_lower_bound,
+            final_state: l.final_state.map(tcp_state_name),
+            bytes_sent: t.map(|t| t.bytes_sent),
+            bytes_acked: t.map(|t| t.bytes_acked),
+            bytes_received: t.map(|t| t.bytes_received),
+            segs_in: t.map(|t| t.segs_in),
+            segs_out: t.map(|t| t.segs_out),
+            total_retrans: t.map(|t| t.total_retrans),
+            srtt_us: t.map(|t| t.srtt_us),
+            drops: l.drops,
+        }
+    }
 }
 
 /// Appends `e` as one JSON line (with the trailing newline) to `out`.
@@ -59,6 +102,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event) {
         cgroup_id: e.cgroup_id,
         error: e.error.map(errno::name),
         implicit: e.is_implicit(),
+        life: e.life.as_deref().map(JsonLife::new),
     };
     // Serializing plain strings and integers into a Vec cannot fail.
     if serde_json::to_writer(&mut *out, &j).is_ok() {
@@ -96,6 +140,7 @@ pub(crate) mod tests {
             error: Some(libc::ECONNREFUSED),
             state: 7,
             flags: 0,
+            life: None,
         }
     }
 
@@ -165,6 +210,45 @@ pub(crate) mod tests {
         );
         assert_eq!(parse_line("{}"), None);
         assert_eq!(parse_line("garbage"), None);
+    }
+
+    #[test]
+    fn close_carries_its_life_and_others_do_not() {
+        let mut out = Vec::new();
+        write_event(&mut out, &sample(b"x"));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v.get("bytes_sent").is_none() && v.get("duration_ms").is_none());
+        let mut e = sample(b"x");
+        e.kind = EventKind::Close;
+        e.life = Some(Box::new(Life {
+            duration_ns: Some(12_345_678),
+            duration_is_lower_bound: true,
+            final_state: Some(1),
+            tcp: Some(crate::event::flow::TcpCounters {
+                bytes_sent: 100,
+                bytes_acked: 101,
+                bytes_received: 200,
+                segs_in: 7,
+                segs_out: 8,
+                total_retrans: 2,
+                srtt_us: 42,
+            }),
+            drops: None,
+        }));
+        let mut out = Vec::new();
+        write_event(&mut out, &e);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["duration_ms"], 12.345);
+        assert_eq!(v["duration_is_lower_bound"], true);
+        assert_eq!(v["final_state"], "established");
+        assert_eq!(v["bytes_sent"], 100);
+        assert_eq!(v["bytes_acked"], 101);
+        assert_eq!(v["bytes_received"], 200);
+        assert_eq!(v["segs_in"], 7);
+        assert_eq!(v["segs_out"], 8);
+        assert_eq!(v["total_retrans"], 2);
+        assert_eq!(v["srtt_us"], 42);
+        assert!(v["drops"].is_null());
     }
 
     #[test]
@@ -260,6 +344,7 @@ pub fn parse_line(line: &str) -> Option<Line> {
         } else {
             0
         },
+        life: None,
     })))
 }
 

@@ -344,7 +344,9 @@ impl SocketTable {
             EventKind::Accept => SockState::Connected,
             EventKind::Connect if e.error == Some(libc::EINPROGRESS) => SockState::Connecting,
             EventKind::Connect => SockState::Connected,
-            EventKind::Fork | EventKind::Exec | EventKind::Exit => return Change::Unchanged,
+            EventKind::Fork | EventKind::Exec | EventKind::Exit | EventKind::CloseStats => {
+                return Change::Unchanged;
+            }
         };
         let key = TupleKey::new(e.netns, e.proto, e.src, e.dst);
         self.note_process(e.pid, start_ticks(e.start_ns), e.process_comm, e.uid);

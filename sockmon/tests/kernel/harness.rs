@@ -14,7 +14,7 @@ use std::{
 };
 
 use sockmon::{
-    event::{Event, ProcChange, Record},
+    event::{Event, ProcChange, Record, flow::CloseStats},
     kernel::{LoadOptions, Probes, reader},
     table::SocketTable,
 };
@@ -22,6 +22,8 @@ use sockmon::{
 pub struct Harness {
     events: Mutex<Vec<Event>>,
     procs: Mutex<Vec<ProcChange>>,
+    /// Flows (issue 13): counters read at release, in arrival order.
+    pub close_stats: Mutex<Vec<CloseStats>>,
     arrived: Condvar,
     pub table: Mutex<SocketTable>,
 }
@@ -35,6 +37,7 @@ pub fn harness() -> &'static Harness {
     let h = HARNESS.get_or_init(|| Harness {
         events: Mutex::new(Vec::new()),
         procs: Mutex::new(Vec::new()),
+        close_stats: Mutex::new(Vec::new()),
         arrived: Condvar::new(),
         table: Mutex::new(SocketTable::new(1 << 16)),
     });
@@ -84,6 +87,7 @@ fn start(h: &'static Harness) {
                                 table.apply_proc(&p);
                                 procs.push(p);
                             }
+                            Record::CloseStats(s) => h.close_stats.lock().unwrap().push(s),
                         }
                     }
                     drop((table, events, procs));

@@ -6,6 +6,7 @@ mod accept;
 mod bind_listen;
 mod close;
 mod connect;
+mod flows;
 mod harness;
 mod ipv6;
 mod process;

@@ -1,0 +1,165 @@
+//! What a connection was: the counters the kernel kept for a socket, read
+//! at its release, and how long it lived.
+//!
+//! The kernel writes them as a record of their own
+//! ([`sockmon_common::flow::CloseStats`]) just before the `close` record of
+//! the same socket; the engine joins the two by inode and adds the duration
+//! from the connect or accept it saw (see `engine/life.rs`).
+
+use sockmon_common::{
+    IPPROTO_TCP,
+    flow::{CloseStats as RawCloseStats, STATS_DROPS, STATS_TCP},
+};
+
+use crate::clock::Clock;
+use crate::clock::WallTime;
+
+/// `struct tcp_sock`'s counters, totals over the socket's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpCounters {
+    pub bytes_sent: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub segs_in: u32,
+    pub segs_out: u32,
+    pub total_retrans: u32,
+    /// Smoothed round-trip time, µs.
+    pub srtt_us: u32,
+}
+
+/// A socket's counters at release, as decoded from the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseStats {
+    pub time: WallTime,
+    pub inode: u64,
+    /// `sk_state` at release.
+    pub state: u8,
+    /// TCP's counters; `None` for UDP or when the kernel read failed.
+    pub tcp: Option<TcpCounters>,
+    /// Packets dropped on the way to the socket; `None` when unread.
+    pub drops: Option<u32>,
+}
+
+impl CloseStats {
+    pub fn from_raw(r: &RawCloseStats, clock: &Clock) -> Self {
+        let tcp = (r.protocol == IPPROTO_TCP && r.valid & STATS_TCP != 0).then_some(TcpCounters {
+            bytes_sent: r.bytes_sent,
+            bytes_acked: r.bytes_acked,
+            bytes_received: r.bytes_received,
+            segs_in: r.segs_in,
+            segs_out: r.segs_out,
+            total_retrans: r.total_retrans,
+            srtt_us: r.srtt_us_x8 >> 3,
+        });
+        Self {
+            time: clock.wall(r.header.ts_ns),
+            inode: r.inode,
+            state: r.state,
+            tcp,
+            drops: (r.valid & STATS_DROPS != 0).then_some(r.drops),
+        }
+    }
+}
+
+/// The life of a connection, carried by its `close` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Life {
+    /// From the connect or accept to the release, ns; `None` when neither
+    /// was seen and the socket was not in the start-up snapshot.
+    pub duration_ns: Option<u64>,
+    /// The socket predates sockmon (known from the snapshot): the duration
+    /// counts from the snapshot, so the real one is longer.
+    pub duration_is_lower_bound: bool,
+    /// `sk_state` at release; `None` when the stats record was lost.
+    pub final_state: Option<u8>,
+    pub tcp: Option<TcpCounters>,
+    pub drops: Option<u32>,
+}
+
+/// The kernel's name of a TCP state (`include/net/tcp_states.h`), lower case.
+pub const fn tcp_state_name(state: u8) -> &'static str {
+    match state {
+        1 => "established",
+        2 => "syn_sent",
+        3 => "syn_recv",
+        4 => "fin_wait1",
+        5 => "fin_wait2",
+        6 => "time_wait",
+        7 => "close",
+        8 => "close_wait",
+        9 => "last_ack",
+        10 => "listen",
+        11 => "closing",
+        12 => "new_syn_recv",
+        13 => "bound_inactive",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sockmon_common::{EventKind, Header, IPPROTO_UDP};
+
+    fn raw(protocol: u8, valid: u32) -> RawCloseStats {
+        RawCloseStats {
+            header: Header {
+                ts_ns: 10,
+                tgid: 1,
+                tid: 1,
+                kind: EventKind::CloseStats as u16,
+                flags: 0,
+                _pad: 0,
+            },
+            inode: 77,
+            bytes_sent: 1000,
+            bytes_acked: 1001,
+            bytes_received: 2000,
+            segs_in: 5,
+            segs_out: 6,
+            total_retrans: 2,
+            srtt_us_x8: 8 * 125,
+            drops: 3,
+            valid,
+            state: 1,
+            protocol,
+            _pad: [0; 6],
+        }
+    }
+
+    #[test]
+    fn tcp_counters_are_taken_and_srtt_unshifted() {
+        let s = CloseStats::from_raw(
+            &raw(IPPROTO_TCP, STATS_TCP | STATS_DROPS),
+            &Clock::with_offset(5),
+        );
+        let t = s.tcp.unwrap();
+        assert_eq!(
+            (t.bytes_sent, t.bytes_acked, t.bytes_received),
+            (1000, 1001, 2000)
+        );
+        assert_eq!(
+            (t.segs_in, t.segs_out, t.total_retrans, t.srtt_us),
+            (5, 6, 2, 125)
+        );
+        assert_eq!((s.inode, s.state, s.drops, s.time.0), (77, 1, Some(3), 15));
+    }
+
+    #[test]
+    fn unread_groups_are_none() {
+        let s = CloseStats::from_raw(&raw(IPPROTO_TCP, 0), &Clock::with_offset(0));
+        assert_eq!((s.tcp, s.drops), (None, None));
+        let u = CloseStats::from_raw(
+            &raw(IPPROTO_UDP, STATS_TCP | STATS_DROPS),
+            &Clock::with_offset(0),
+        );
+        assert_eq!((u.tcp, u.drops), (None, Some(3)));
+    }
+
+    #[test]
+    fn state_names() {
+        assert_eq!(tcp_state_name(1), "established");
+        assert_eq!(tcp_state_name(8), "close_wait");
+        assert_eq!(tcp_state_name(200), "unknown");
+    }
+}
