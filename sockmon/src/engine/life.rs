@@ -80,14 +80,13 @@ impl Lives {
         }
         match e.kind {
             EventKind::Connect | EventKind::Accept
-                if e.error.is_none_or(|err| err == libc::EINPROGRESS) =>
+                if e.error.is_none_or(|err| err == libc::EINPROGRESS)
+                    && self.births.len() < self.cap =>
             {
-                if self.births.len() < self.cap {
-                    self.births.entry(e.inode).or_insert(Birth {
-                        time: e.time,
-                        lower_bound: false,
-                    });
-                }
+                self.births.entry(e.inode).or_insert(Birth {
+                    time: e.time,
+                    lower_bound: false,
+                });
             }
             EventKind::Close => {
                 let stats = self.pending.remove(&e.inode);

@@ -11,8 +11,9 @@ use sockmon_common::{
     flow::{CloseStats as RawCloseStats, STATS_DROPS, STATS_TCP},
 };
 
-use crate::clock::Clock;
-use crate::clock::WallTime;
+use std::net::SocketAddr;
+
+use crate::clock::{Clock, WallTime};
 
 /// `struct tcp_sock`'s counters, totals over the socket's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -161,5 +162,138 @@ mod tests {
         assert_eq!(tcp_state_name(1), "established");
         assert_eq!(tcp_state_name(8), "close_wait");
         assert_eq!(tcp_state_name(200), "unknown");
+    }
+}
+
+/// The Community ID (v1, seed 0, base64) of a connection: the flow hash
+/// Zeek, Suricata, Elastic and packet tools compute, so sockmon's records
+/// join with theirs (<https://github.com/corelight/community-id-spec>).
+/// Endpoints are ordered by the hash itself, so either side's view gives the
+/// same id. IPv4-mapped IPv6 addresses are hashed as the IPv4 addresses they
+/// are (what a capture of the wire shows). `None` without a remote side.
+///
+/// Computed by the `community-id` crate, which passes the spec's baselines
+/// (tests below).
+pub fn community_id(proto: super::Proto, src: SocketAddr, dst: SocketAddr) -> Option<String> {
+    community_id_seeded(0, proto, src, dst)
+}
+
+fn community_id_seeded(
+    seed: u16,
+    proto: super::Proto,
+    src: SocketAddr,
+    dst: SocketAddr,
+) -> Option<String> {
+    if dst.port() == 0 || dst.ip().is_unspecified() {
+        return None;
+    }
+    let (s, d) = (super::unmap(src.ip()), super::unmap(dst.ip()));
+    if s.is_ipv4() != d.is_ipv4() {
+        return None;
+    }
+    let number = match proto {
+        super::Proto::Tcp => IPPROTO_TCP,
+        super::Proto::Udp => sockmon_common::IPPROTO_UDP,
+    };
+    community_id::calculate_community_id(
+        seed,
+        s,
+        d,
+        Some(src.port()),
+        Some(dst.port()),
+        number,
+        false,
+    )
+    .ok()
+}
+
+#[cfg(test)]
+mod community_id_tests {
+    use super::*;
+    use crate::event::Proto;
+
+    fn id(seed: u16, proto: Proto, src: &str, dst: &str) -> Option<String> {
+        community_id_seeded(seed, proto, src.parse().unwrap(), dst.parse().unwrap())
+    }
+
+    /// The spec's published baselines (`baseline/baseline_deflt.json` and
+    /// `baseline_seed1.json` of corelight/community-id-spec), TCP and UDP
+    /// entries, both directions.
+    #[test]
+    fn matches_the_spec_baselines() {
+        let cases = [
+            (
+                0,
+                Proto::Tcp,
+                "128.232.110.120:34855",
+                "66.35.250.204:80",
+                "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
+            ),
+            (
+                1,
+                Proto::Tcp,
+                "128.232.110.120:34855",
+                "66.35.250.204:80",
+                "1:3V71V58M3Ksw/yuFALMcW0LAHvc=",
+            ),
+            (
+                0,
+                Proto::Tcp,
+                "[2001:470:e5bf:dead:4957:2174:e82c:4887]:63943",
+                "[2607:f8b0:400c:c03::1a]:25",
+                "1:/qFaeAR+gFe1KYjMzVDsMv+wgU4=",
+            ),
+            (
+                1,
+                Proto::Tcp,
+                "[2001:470:e5bf:dead:4957:2174:e82c:4887]:63943",
+                "[2607:f8b0:400c:c03::1a]:25",
+                "1:eJYTW6AOzFLlSUoESovMjnu7rMw=",
+            ),
+            (
+                0,
+                Proto::Udp,
+                "192.168.1.52:54585",
+                "8.8.8.8:53",
+                "1:d/FP5EW3wiY1vCndhwleRRKHowQ=",
+            ),
+            (
+                1,
+                Proto::Udp,
+                "192.168.1.52:54585",
+                "8.8.8.8:53",
+                "1:Q9We8WO3piVF8yEQBNJF4uiSVrI=",
+            ),
+        ];
+        for (seed, proto, a, b, want) in cases {
+            assert_eq!(id(seed, proto, a, b).as_deref(), Some(want), "{a} -> {b}");
+            assert_eq!(id(seed, proto, b, a).as_deref(), Some(want), "{b} -> {a}");
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_hashes_as_ipv4_and_no_peer_has_none() {
+        assert_eq!(
+            id(
+                0,
+                Proto::Tcp,
+                "[::ffff:128.232.110.120]:34855",
+                "[::ffff:66.35.250.204]:80"
+            )
+            .as_deref(),
+            Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg=")
+        );
+        assert_eq!(
+            id(
+                0,
+                Proto::Tcp,
+                "[::ffff:128.232.110.120]:34855",
+                "66.35.250.204:80"
+            )
+            .as_deref(),
+            Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg=")
+        );
+        assert_eq!(id(0, Proto::Tcp, "10.0.0.1:80", "0.0.0.0:0"), None);
+        assert_eq!(id(0, Proto::Udp, "[::]:53", "[::]:0"), None);
     }
 }

@@ -39,6 +39,8 @@ struct JsonEvent<'a> {
     cgroup_id: u64,
     error: Option<Cow<'static, str>>,
     implicit: bool,
+    /// Flows (issue 13): Community ID v1 of the connection; null without a remote side.
+    community_id: Option<String>,
     /// Flows (issue 13): present on `close` events only.
     #[serde(flatten)]
     life: Option<JsonLife>,
@@ -102,6 +104,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event) {
         cgroup_id: e.cgroup_id,
         error: e.error.map(errno::name),
         implicit: e.is_implicit(),
+        community_id: crate::event::flow::community_id(e.proto, e.src, e.dst),
         life: e.life.as_deref().map(JsonLife::new),
     };
     // Serializing plain strings and integers into a Vec cannot fail.
@@ -170,6 +173,7 @@ pub(crate) mod tests {
         assert_eq!(v["error"], "ECONNREFUSED");
         assert_eq!(v["process_comm"], "");
         assert_eq!(v["implicit"], false);
+        assert_eq!(v["community_id"], "1:gBZx9BMw9/hB9WnkZVEqeNE+RLo=");
     }
 
     #[test]

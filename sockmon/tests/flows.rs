@@ -1,0 +1,168 @@
+//! Flows (issue 13) end to end: `sockmon watch --json` reports, on each
+//! side's `close`, the bytes that moved each way exactly, the state the
+//! connection ended in, and how long it lived within the bounds of this
+//! test's own clock. Every line is validated against `schema/event.v2.json`
+//! and the close line is read by `jq`.
+
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use support::{exclusive, signal, spawn_watch, wait_exit};
+
+/// Time the connection is held open, so its duration is far from zero.
+const HOLD: Duration = Duration::from_millis(250);
+/// Slack for turning kernel timestamps into wall-clock time in two batches.
+const CLOCK_SLACK_MS: f64 = 1.0;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[test]
+fn close_reports_bytes_each_way_final_state_and_duration() {
+    let _guard = exclusive();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../schema/event.v2.json")).unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("valid schema");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (mut watch, _err) = spawn_watch(&["--json", "--port", &port.to_string()]);
+    let (up, down) = (10_000usize, 20_000usize);
+
+    let (tx, rx) = mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let before_accept = Instant::now();
+        let (mut s, _) = listener.accept().unwrap();
+        let after_accept = Instant::now();
+        let mut buf = vec![0u8; up];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&vec![2u8; down]).unwrap();
+        assert_eq!(s.read(&mut [0u8; 1]).unwrap(), 0, "the client's end");
+        let before_close = Instant::now();
+        drop(s);
+        tx.send((before_accept, after_accept, before_close, Instant::now()))
+            .unwrap();
+    });
+    let before_connect = Instant::now();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let after_connect = Instant::now();
+    let cport = client.local_addr().unwrap().port();
+    client.write_all(&vec![1u8; up]).unwrap();
+    let mut buf = vec![0u8; down];
+    client.read_exact(&mut buf).unwrap();
+    std::thread::sleep(HOLD);
+    let before_close = Instant::now();
+    drop(client);
+    let after_close = Instant::now();
+    server.join().unwrap();
+    let (s_before_accept, s_after_accept, s_before_close, s_after_close) = rx.recv().unwrap();
+
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut closes: Vec<(serde_json::Value, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while closes.len() < 2 && Instant::now() < deadline {
+        let line = lines.next().expect("stdout open").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{line} violates the schema: {errors:?}");
+        if v["event"] == "close" {
+            closes.push((v, line));
+        } else {
+            assert!(
+                v.get("bytes_sent").is_none(),
+                "only a close has counters: {line}"
+            );
+        }
+    }
+    signal(&watch, libc::SIGTERM);
+    assert_eq!(
+        wait_exit(&mut watch, Duration::from_secs(3)).code(),
+        Some(0)
+    );
+    let find = |src: u16| {
+        closes
+            .iter()
+            .find(|(v, _)| v["src_port"] == src)
+            .unwrap_or_else(|| panic!("no close from port {src} in {closes:#?}"))
+    };
+
+    let (c, line) = find(cport);
+    assert_eq!(c["pid"], std::process::id());
+    assert_eq!(c["dst_port"], port);
+    assert_eq!(c["bytes_sent"], up);
+    assert_eq!(c["bytes_received"], down);
+    // The SYN counts as one acknowledged byte on the connecting side.
+    assert_eq!(c["bytes_acked"], up + 1);
+    assert_eq!(c["total_retrans"], 0);
+    assert_eq!(c["final_state"], "established");
+    assert_eq!(c["duration_is_lower_bound"], false);
+    assert!(c["srtt_us"].as_u64().unwrap() > 0, "{line}");
+    assert!(c["segs_out"].as_u64().unwrap() > 0 && c["segs_in"].as_u64().unwrap() > 0);
+    assert_eq!(c["drops"], 0);
+    // The connect event lies in [before_connect, after_connect], the release
+    // in [before_close, after_close]: the duration lies between the shortest
+    // and the longest span those allow.
+    let d = c["duration_ms"].as_f64().unwrap();
+    let (lo, hi) = (
+        ms(before_close - after_connect) - CLOCK_SLACK_MS,
+        ms(after_close - before_connect) + CLOCK_SLACK_MS,
+    );
+    assert!(
+        lo <= d && d <= hi,
+        "client duration {d} ms not in [{lo}, {hi}]"
+    );
+    assert!(d >= ms(HOLD));
+
+    let (s, _) = find(port);
+    assert_eq!(s["dst_port"], cport);
+    assert_eq!(s["bytes_sent"], down);
+    // The accepting side does not count the SYN; it does count the client's FIN.
+    assert_eq!(s["bytes_acked"], down);
+    assert_eq!(s["bytes_received"], up + 1);
+    assert_eq!(s["final_state"], "close_wait");
+    let d = s["duration_ms"].as_f64().unwrap();
+    let (lo, hi) = (
+        ms(s_before_close - s_after_accept) - CLOCK_SLACK_MS,
+        ms(s_after_close - s_before_accept) + CLOCK_SLACK_MS,
+    );
+    assert!(
+        lo <= d && d <= hi,
+        "server duration {d} ms not in [{lo}, {hi}]"
+    );
+
+    // One Community ID for every record of the connection, from either side.
+    let want = sockmon::event::flow::community_id(
+        sockmon::event::Proto::Tcp,
+        format!("127.0.0.1:{cport}").parse().unwrap(),
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["community_id"], want.as_str());
+    assert_eq!(s["community_id"], want.as_str());
+
+    // A real consumer reads the same line.
+    let mut jq = Command::new("jq")
+        .args([
+            "-e",
+            &format!(
+                ".event == \"close\" and .bytes_sent == {up} and .bytes_received == {down} \
+                 and .final_state == \"established\" and (.duration_ms | type) == \"number\""
+            ),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("jq");
+    jq.stdin.take().unwrap().write_all(line.as_bytes()).unwrap();
+    assert!(jq.wait().unwrap().success(), "jq rejected {line}");
+}
