@@ -30,6 +30,8 @@ pub enum EventKind {
     // Flows workstream (20-29): records joined to a socket event by inode.
     /// A socket's counters at release ([`crate::flow::CloseStats`]), written just before its `Close`.
     CloseStats = 20,
+    /// What a process became at exec ([`crate::flow::ExecInfo`]), written just after its `Exec`.
+    ExecInfo = 21,
 }
 
 impl EventKind {
@@ -49,6 +51,7 @@ impl EventKind {
             17 => Self::Exec,
             18 => Self::Exit,
             20 => Self::CloseStats,
+            21 => Self::ExecInfo,
             _ => return None,
         })
     }
@@ -203,6 +206,7 @@ mod tests {
             EventKind::Exec,
             EventKind::Exit,
             EventKind::CloseStats,
+            EventKind::ExecInfo,
         ] {
             assert_eq!(EventKind::from_u16(k as u16), Some(k));
         }

@@ -78,10 +78,19 @@ pub struct FlowOffsets {
     /// `numa_drop_counters.drops0` / `drops1`.
     pub ndc_drops0: u32,
     pub ndc_drops1: u32,
-    pub _pad: u32,
+    // Process context at exec (`ExecInfo`).
+    pub task_mm: u32,
+    pub task_real_parent: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub mm_exe_file: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    /// tracefs: offset of `filename`'s `__data_loc` in a `sched_process_exec` record.
+    pub tp_exec_filename: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<FlowOffsets>() == 12 * 4);
+const _: () = assert!(core::mem::size_of::<FlowOffsets>() == 19 * 4);
 
 impl FlowOffsets {
     /// All zeroes: the placeholder compiled into the kernel object.
@@ -98,11 +107,66 @@ impl FlowOffsets {
             sk_drop_counters: 0,
             ndc_drops0: 0,
             ndc_drops1: 0,
-            _pad: 0,
+            task_mm: 0,
+            task_real_parent: 0,
+            mm_arg_start: 0,
+            mm_arg_end: 0,
+            mm_exe_file: 0,
+            inode_sb: 0,
+            sb_dev: 0,
+            tp_exec_filename: 0,
         }
     }
 }
 
+/// Bytes of the filename `execve` was given that an [`ExecInfo`] keeps.
+pub const EXEC_FILENAME_BYTES: usize = 256;
+/// Bytes of the argument block (`mm->arg_start..arg_end`, NUL-separated) kept.
+pub const EXEC_ARGS_BYTES: usize = 512;
+
+/// [`ExecInfo::flags`]: the filename was longer than [`EXEC_FILENAME_BYTES`].
+pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 0;
+/// The arguments were longer than [`EXEC_ARGS_BYTES`].
+pub const EXEC_ARGS_TRUNCATED: u32 = 1 << 1;
+/// The arguments could not be read (no `mm`, or the user read failed).
+pub const EXEC_ARGS_UNREAD: u32 = 1 << 2;
+/// The executable's device and inode could not be read.
+pub const EXEC_FILE_UNREAD: u32 = 1 << 3;
+
+/// What a process became at `exec` ([`crate::EventKind::ExecInfo`]), captured
+/// in the kernel so a process that connects and exits at once still has it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecInfo {
+    pub header: Header,
+    /// The process (thread-group id).
+    pub pid: u32,
+    /// Its parent's thread-group id (`real_parent->tgid`).
+    pub ppid: u32,
+    /// Its start (`start_boottime` of its leader, ns since boot).
+    pub start_ns: u64,
+    /// Inode and device (`s_dev`, kernel encoding) of the executable (`mm->exe_file`).
+    pub exe_ino: u64,
+    pub exe_dev: u32,
+    /// Bytes used in `filename` (without the NUL) and `args`.
+    pub filename_len: u16,
+    pub args_len: u16,
+    /// `EXEC_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+    /// The filename `execve` was given (relative if it was). Untrusted bytes.
+    pub filename: [u8; EXEC_FILENAME_BYTES],
+    /// argv, NUL-separated, as the process's memory holds it. Untrusted bytes.
+    pub args: [u8; EXEC_ARGS_BYTES],
+}
+
+const _: () =
+    assert!(core::mem::size_of::<ExecInfo>() == 64 + EXEC_FILENAME_BYTES + EXEC_ARGS_BYTES);
+const _: () = assert!(EXEC_ARGS_BYTES.is_power_of_two() && EXEC_FILENAME_BYTES.is_power_of_two());
+
+#[cfg(feature = "user")]
+// SAFETY: plain old data: `repr(C)`, padding named, every bit pattern valid.
+unsafe impl aya::Pod for ExecInfo {}
 #[cfg(feature = "user")]
 // SAFETY: plain old data: `repr(C)`, padding named, every bit pattern valid.
 unsafe impl aya::Pod for CloseStats {}

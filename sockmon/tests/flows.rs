@@ -166,3 +166,134 @@ fn close_reports_bytes_each_way_final_state_and_duration() {
     jq.stdin.take().unwrap().write_all(line.as_bytes()).unwrap();
     assert!(jq.wait().unwrap().success(), "jq rejected {line}");
 }
+
+/// A cgroup tree of this test's own under the cgroup v2 root, removed on drop.
+struct Cgroups {
+    top: std::path::PathBuf,
+    leaves: Vec<std::path::PathBuf>,
+}
+
+impl Cgroups {
+    fn new(paths: &[&str]) -> Cgroups {
+        let root = sockmon::kernel::cgroup::v2_root().expect("a cgroup v2 root");
+        let top = root.join(format!("sockmon-flows-{}", std::process::id()));
+        let leaves = paths
+            .iter()
+            .map(|p| {
+                let leaf = top.join(p.trim_start_matches('/'));
+                std::fs::create_dir_all(&leaf).unwrap_or_else(|e| panic!("{leaf:?}: {e}"));
+                leaf
+            })
+            .collect();
+        Cgroups { top, leaves }
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        // Children first (rmdir of a cgroup needs it empty of cgroups and processes).
+        let mut dirs = Vec::new();
+        let mut stack = vec![self.top.clone()];
+        while let Some(d) = stack.pop() {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+            dirs.push(d);
+        }
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Runs python3 in cgroup `leaf` (moved there before it connects), which
+/// connects to `port` and exits at once. Returns its pid.
+fn connect_from_cgroup(leaf: &std::path::Path, port: u16, marker: &str) -> u32 {
+    let code = format!(
+        "import sys, socket; sys.stdin.readline(); socket.create_connection(('127.0.0.1', {port})).close()"
+    );
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", &code, marker])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(leaf.join("cgroup.procs"), child.id().to_string()).unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    child.id()
+}
+
+#[test]
+fn events_carry_exe_args_parent_unit_and_container() {
+    let _guard = exclusive();
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let cgroups = Cgroups::new(&[
+        "user.slice/user-1000.slice/user@1000.service/app.slice/sshd.service",
+        &format!("system.slice/docker-{ID}.scope"),
+    ]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (mut watch, _err) = spawn_watch(&["--json", "--port", &port.to_string()]);
+    let user_pid = connect_from_cgroup(&cgroups.leaves[0], port, "as-user");
+    let docker_pid = connect_from_cgroup(&cgroups.leaves[1], port, "in-docker");
+
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut connects = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connects.len() < 2 && Instant::now() < deadline {
+        let line = lines.next().expect("stdout open").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let pid = v["pid"].as_u64().unwrap() as u32;
+        if v["event"] == "connect" && (pid == user_pid || pid == docker_pid) {
+            connects.insert(pid, v);
+        }
+    }
+    signal(&watch, libc::SIGTERM);
+    assert_eq!(
+        wait_exit(&mut watch, Duration::from_secs(3)).code(),
+        Some(0)
+    );
+    drop(listener);
+
+    let canonical = std::fs::canonicalize("/usr/bin/python3").unwrap();
+    for (pid, marker) in [(user_pid, "as-user"), (docker_pid, "in-docker")] {
+        let v = connects
+            .get(&pid)
+            .unwrap_or_else(|| panic!("no connect of {pid}: {connects:#?}"));
+        // Either the kernel's copy of the exec filename or, if the /proc
+        // worker read it before the process was gone, the canonical path.
+        let exe = (
+            v["exe"].as_str().unwrap(),
+            v["exe_source"].as_str().unwrap(),
+        );
+        assert!(
+            exe == ("/usr/bin/python3", "exec_filename")
+                || exe == (canonical.to_str().unwrap(), "proc_exe"),
+            "{v}"
+        );
+        let args: Vec<&str> = v["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args[0], "/usr/bin/python3");
+        assert_eq!((args[1], args[3], args.len()), ("-c", marker, 4));
+        assert_eq!(v["args_truncated"], false);
+        assert_eq!(v["ppid"], std::process::id());
+        assert_eq!(v["metadata"], "complete", "{v}");
+    }
+    let user = &connects[&user_pid];
+    assert_eq!(user["unit"], "user@1000:sshd.service");
+    assert!(user["container"].is_null());
+    let docker = &connects[&docker_pid];
+    assert_eq!(docker["unit"], format!("docker-{ID}.scope"));
+    assert_eq!(docker["container"]["runtime"], "docker");
+    assert_eq!(docker["container"]["id"], ID);
+    assert_eq!(docker["container"]["short_id"], &ID[..12]);
+    assert_eq!(docker["container"]["rootless"], false);
+}

@@ -5,6 +5,7 @@ mod accept;
 mod bind;
 mod close;
 mod connect;
+mod exec;
 mod flow;
 mod listen;
 mod process;

@@ -47,8 +47,9 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
 /// `sched:sched_process_exec`: fires after the new program is in place and
 /// close-on-exec descriptors are closed.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let _ = current_process(EventKind::Exec);
+    super::exec::exec_info(&ctx); // flows (issue 13): exe, argv, parent
     0
 }
 

@@ -17,6 +17,7 @@
 mod cgroup_unit;
 mod life;
 pub mod local;
+mod proc_ctx;
 mod state;
 pub mod stats;
 pub mod view;

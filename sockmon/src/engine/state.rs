@@ -22,6 +22,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use super::{
     Command, StreamItem, Subscription,
     life::Lives,
+    proc_ctx::ProcContexts,
     stats::{Shared, Stats, TableStatus},
     view::{self, BootClock},
     worker::{Found, Job},
@@ -93,6 +94,8 @@ pub struct State {
     /// Flows (issue 13): connection starts and close counters, joined into `close` events.
     pub lives: Lives,
     last_lives_prune: Instant,
+    /// Flows (issue 13): exe, args, parent, unit and container of acting processes.
+    pub contexts: ProcContexts,
 }
 
 impl State {
@@ -123,6 +126,7 @@ impl State {
             last_ownerless_check: Instant::now(),
             lives,
             last_lives_prune: Instant::now(),
+            contexts: ProcContexts::new(crate::kernel::cgroup::v2_root().ok()),
         }
     }
 
@@ -173,6 +177,7 @@ impl State {
             match record {
                 Record::Sock(mut e) => {
                     self.lives.on_event(&mut e);
+                    self.contexts.annotate(&mut e, &self.table);
                     self.stats.count(e.kind);
                     self.table.apply(&e);
                     self.request_details_of(e.pid);
@@ -181,6 +186,7 @@ impl State {
                     }
                 }
                 Record::CloseStats(s) => self.lives.on_stats(s),
+                Record::ExecInfo(x) => self.contexts.on_exec(*x),
                 Record::Proc(p) => {
                     if let Some(req) = self.table.apply_proc(&p)
                         && self.jobs.try_send(Job::Verify(req)).is_err()
@@ -188,6 +194,7 @@ impl State {
                         self.stats.worker_dropped += 1;
                     }
                     if p.kind == EventKind::Exit {
+                        self.contexts.on_exit(p.pid);
                         // Its details are no longer wanted, whether asked for or not.
                         self.requested.remove(&(p.pid, start_ticks(p.start_ns)));
                     } else {
@@ -398,6 +405,9 @@ impl State {
         status
             .dropped
             .insert("close_stats_unmatched".into(), self.lives.unmatched);
+        status
+            .dropped
+            .insert("exec_context_full".into(), self.contexts.dropped);
         status
     }
 }

@@ -243,6 +243,7 @@ mod tests {
             state: 10,
             flags: 0,
             life: None,
+            ctx: None,
         });
         t.set_process_details(
             10,

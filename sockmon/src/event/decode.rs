@@ -45,6 +45,12 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
             clock,
         )));
     }
+    if kind == EventKind::ExecInfo {
+        let r: sockmon_common::flow::ExecInfo = copy(bytes)?;
+        return Ok(Record::ExecInfo(Box::new(super::flow::ExecCtx::from_raw(
+            &r,
+        ))));
+    }
     if kind.is_process() {
         let r: ProcEvent = copy(bytes)?;
         Ok(Record::Proc(ProcChange {
@@ -63,7 +69,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
 /// Turns a raw record into an [`Event`].
 pub fn from_raw(r: &SockEvent, clock: &Clock) -> Result<Event, DecodeError> {
     let kind = EventKind::from_u16(r.header.kind)
-        .filter(|k| !k.is_process() && *k != EventKind::CloseStats)
+        .filter(|k| !k.is_process() && !matches!(k, EventKind::CloseStats | EventKind::ExecInfo))
         .ok_or(DecodeError::Kind(r.header.kind))?;
     let proto = match r.protocol {
         IPPROTO_TCP => Proto::Tcp,
@@ -104,6 +110,7 @@ pub fn from_raw(r: &SockEvent, clock: &Clock) -> Result<Event, DecodeError> {
         state: r.state,
         flags: r.header.flags,
         life: None,
+        ctx: None,
     })
 }
 

@@ -297,3 +297,96 @@ mod community_id_tests {
         assert_eq!(id(0, Proto::Udp, "[::]:53", "[::]:0"), None);
     }
 }
+
+/// What a process became at exec, as the kernel captured it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecCtx {
+    pub pid: u32,
+    pub ppid: u32,
+    pub start_ns: u64,
+    /// The filename exec was given (made absolute against the process's
+    /// working directory by the engine when it was relative and still can be).
+    pub filename: Vec<u8>,
+    pub filename_truncated: bool,
+    /// argv; `None` when it could not be read.
+    pub args: Option<Vec<Vec<u8>>>,
+    pub args_truncated: bool,
+    /// Device (kernel `s_dev` encoding) and inode of the executable; `None` if unread.
+    pub exe_file: Option<(u32, u64)>,
+}
+
+impl ExecCtx {
+    pub fn from_raw(r: &sockmon_common::flow::ExecInfo) -> Self {
+        use sockmon_common::flow::{
+            EXEC_ARGS_TRUNCATED, EXEC_ARGS_UNREAD, EXEC_FILE_UNREAD, EXEC_FILENAME_TRUNCATED,
+        };
+        let name_len = (r.filename_len as usize).min(r.filename.len());
+        let args_len = (r.args_len as usize).min(r.args.len());
+        let args = (r.flags & EXEC_ARGS_UNREAD == 0).then(|| {
+            let block = &r.args[..args_len];
+            let block = block.strip_suffix(&[0]).unwrap_or(block);
+            block.split(|b| *b == 0).map(<[u8]>::to_vec).collect()
+        });
+        Self {
+            pid: r.pid,
+            ppid: r.ppid,
+            start_ns: r.start_ns,
+            filename: r.filename[..name_len].to_vec(),
+            filename_truncated: r.flags & EXEC_FILENAME_TRUNCATED != 0,
+            args,
+            args_truncated: r.flags & EXEC_ARGS_TRUNCATED != 0,
+            exe_file: (r.flags & EXEC_FILE_UNREAD == 0).then_some((r.exe_dev, r.exe_ino)),
+        }
+    }
+}
+
+/// Where an event's `exe` came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExeSource {
+    /// `/proc/PID/exe`, read while the process lived: canonical.
+    ProcExe,
+    /// The filename exec was given (absolute against the working directory
+    /// when it was relative): what the kernel saw, not resolved through links.
+    ExecFilename,
+}
+
+impl ExeSource {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ProcExe => "proc_exe",
+            Self::ExecFilename => "exec_filename",
+        }
+    }
+}
+
+/// A container a cgroup belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    /// `docker`, `containerd`, `crio` or `podman`.
+    pub runtime: &'static str,
+    /// The full 64-hex id.
+    pub id: String,
+    /// Podman run by a user (under `user@UID.service`).
+    pub rootless: bool,
+}
+
+impl Container {
+    /// The short form for people: 12 hex digits.
+    pub fn short(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+}
+
+/// Who the acting process was, at the time of the event.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ProcCtx {
+    pub exe: Option<(Vec<u8>, ExeSource)>,
+    pub args: Option<Vec<Vec<u8>>>,
+    pub args_truncated: bool,
+    pub ppid: Option<u32>,
+    /// The systemd unit (user-manager units as `user@UID:name`).
+    pub unit: Option<String>,
+    pub container: Option<Container>,
+    /// Something could not be read (`metadata: partial`).
+    pub partial: bool,
+}

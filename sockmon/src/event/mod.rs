@@ -58,6 +58,7 @@ pub const fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Exec => "exec",
         EventKind::Exit => "exit",
         EventKind::CloseStats => "close_stats",
+        EventKind::ExecInfo => "exec_info",
     }
 }
 
@@ -137,6 +138,8 @@ pub struct Event {
     pub flags: u16,
     /// Close events: the connection's life (counters, duration), joined by the engine.
     pub life: Option<Box<flow::Life>>,
+    /// The acting process's exe, args, parent, unit and container (engine-filled).
+    pub ctx: Option<std::sync::Arc<flow::ProcCtx>>,
 }
 
 /// A process lifecycle change (fork, exec, exit).
@@ -161,6 +164,8 @@ pub enum Record {
     Proc(ProcChange),
     /// A socket's counters at release; precedes that socket's `close`.
     CloseStats(flow::CloseStats),
+    /// What a process became at exec; follows that process's `Exec`.
+    ExecInfo(Box<flow::ExecCtx>),
 }
 
 /// Clock ticks per second of `/proc/PID/stat` times (USER_HZ).

@@ -38,5 +38,6 @@ pub fn event(kind: EventKind, inode: u64, pid: u32, src: &str, dst: &str) -> Eve
         state: 0,
         flags: 0,
         life: None,
+        ctx: None,
     }
 }

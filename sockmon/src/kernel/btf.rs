@@ -267,11 +267,16 @@ fn resolve_all(btf_path: &str, tracefs: &Path) -> Result<KernelOffsets, BtfError
 
 // ---- Flows workstream (issue 13): offsets for the close record's counters ----
 
-/// Resolves [`FlowOffsets`]: the `tcp_sock` counters read at release and the
-/// socket's drop counters. `sk_drop_counters` is new in 6.18 and optional.
-pub fn resolve_flow(btf_path: &str) -> Result<FlowOffsets, BtfError> {
+/// Resolves [`FlowOffsets`]: the `tcp_sock` counters read at release, the
+/// socket's drop counters (`sk_drop_counters` is new in 6.18 and optional),
+/// and what exec capture reads (`mm_struct`, the exe file, the tracepoint's
+/// `filename`).
+pub fn resolve_flow(btf_path: &str, tracefs: &Path) -> Result<FlowOffsets, BtfError> {
     let l = Layout::from_file(btf_path)?;
-    resolve_flow_in(&l)
+    let mut o = resolve_flow_in(&l)?;
+    o.tp_exec_filename =
+        Format::read(tracefs, "sched", "sched_process_exec")?.offset("filename")?;
+    Ok(o)
 }
 
 fn resolve_flow_in(l: &Layout) -> Result<FlowOffsets, BtfError> {
@@ -301,7 +306,14 @@ fn resolve_flow_in(l: &Layout) -> Result<FlowOffsets, BtfError> {
         sk_drop_counters,
         ndc_drops0,
         ndc_drops1,
-        _pad: 0,
+        task_mm: l.offset("task_struct", "mm", 8)?,
+        task_real_parent: l.offset("task_struct", "real_parent", 8)?,
+        mm_arg_start: l.offset("mm_struct", "arg_start", 8)?,
+        mm_arg_end: l.offset("mm_struct", "arg_end", 8)?,
+        mm_exe_file: l.offset("mm_struct", "exe_file", 8)?,
+        inode_sb: l.offset("inode", "i_sb", 8)?,
+        sb_dev: l.offset("super_block", "s_dev", 4)?,
+        tp_exec_filename: 0,
     })
 }
 

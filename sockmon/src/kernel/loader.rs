@@ -129,7 +129,7 @@ impl Probes {
         raise_memlock_limit();
         let tracefs = tracefs::ensure_mounted()?;
         let offsets = btf::resolve(btf::VMLINUX_BTF, &tracefs)?;
-        let flow_offsets = btf::resolve_flow(btf::VMLINUX_BTF)?; // flows (issue 13)
+        let flow_offsets = btf::resolve_flow(btf::VMLINUX_BTF, &tracefs)?; // flows (issue 13)
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &offsets, true)
             .override_global(FLOW_OFFSETS_GLOBAL, &flow_offsets, true) // flows (issue 13)

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::escape;
 use crate::event::{
     Event, errno,
-    flow::{Life, tcp_state_name},
+    flow::{Life, ProcCtx, tcp_state_name},
     kind_name,
 };
 
@@ -44,6 +44,65 @@ struct JsonEvent<'a> {
     /// Flows (issue 13): present on `close` events only.
     #[serde(flatten)]
     life: Option<JsonLife>,
+    /// Flows (issue 13): the acting process's context.
+    #[serde(flatten)]
+    ctx: JsonCtx<'a>,
+}
+
+/// The acting process at the time of the event (schema v2).
+#[derive(Serialize)]
+struct JsonCtx<'a> {
+    exe: Option<Cow<'a, str>>,
+    exe_source: Option<&'static str>,
+    args: Option<Vec<Cow<'a, str>>>,
+    args_truncated: bool,
+    ppid: Option<u32>,
+    unit: Option<&'a str>,
+    container: Option<JsonContainer<'a>>,
+    metadata: &'static str,
+}
+
+#[derive(Serialize)]
+struct JsonContainer<'a> {
+    runtime: &'static str,
+    id: &'a str,
+    short_id: &'a str,
+    rootless: bool,
+}
+
+impl<'a> JsonCtx<'a> {
+    fn new(c: Option<&'a ProcCtx>) -> Self {
+        let Some(c) = c else {
+            return Self {
+                exe: None,
+                exe_source: None,
+                args: None,
+                args_truncated: false,
+                ppid: None,
+                unit: None,
+                container: None,
+                metadata: "partial",
+            };
+        };
+        Self {
+            exe: c.exe.as_ref().map(|(e, _)| escape::for_json(e)),
+            exe_source: c.exe.as_ref().map(|(_, s)| s.name()),
+            args: c
+                .args
+                .as_ref()
+                .map(|a| a.iter().map(|x| escape::for_json(x)).collect()),
+            args_truncated: c.args_truncated,
+            ppid: c.ppid,
+            unit: c.unit.as_deref(),
+            container: c.container.as_ref().map(|k| JsonContainer {
+                runtime: k.runtime,
+                id: &k.id,
+                short_id: k.short(),
+                rootless: k.rootless,
+            }),
+            metadata: if c.partial { "partial" } else { "complete" },
+        }
+    }
 }
 
 /// A connection's life on its `close` (schema v2; totals over the socket's life).
@@ -106,6 +165,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event) {
         implicit: e.is_implicit(),
         community_id: crate::event::flow::community_id(e.proto, e.src, e.dst),
         life: e.life.as_deref().map(JsonLife::new),
+        ctx: JsonCtx::new(e.ctx.as_deref()),
     };
     // Serializing plain strings and integers into a Vec cannot fail.
     if serde_json::to_writer(&mut *out, &j).is_ok() {
@@ -144,6 +204,7 @@ pub(crate) mod tests {
             state: 7,
             flags: 0,
             life: None,
+            ctx: None,
         }
     }
 
@@ -349,6 +410,7 @@ pub fn parse_line(line: &str) -> Option<Line> {
             0
         },
         life: None,
+        ctx: None,
     })))
 }
 

@@ -344,7 +344,11 @@ impl SocketTable {
             EventKind::Accept => SockState::Connected,
             EventKind::Connect if e.error == Some(libc::EINPROGRESS) => SockState::Connecting,
             EventKind::Connect => SockState::Connected,
-            EventKind::Fork | EventKind::Exec | EventKind::Exit | EventKind::CloseStats => {
+            EventKind::Fork
+            | EventKind::Exec
+            | EventKind::Exit
+            | EventKind::CloseStats
+            | EventKind::ExecInfo => {
                 return Change::Unchanged;
             }
         };

@@ -237,3 +237,83 @@ fn a_lossy_path_reports_the_retransmits() {
     assert!(t.bytes_sent > 200_000, "{t:?}");
     assert_eq!(t.bytes_acked, 200_001);
 }
+
+/// A process that connects and exits at once: the kernel captured what it
+/// executed, with which arguments, under which parent, before it was gone.
+#[test]
+fn exec_capture_outlives_a_process_that_connects_and_exits_at_once() {
+    use std::os::unix::fs::MetadataExt as _;
+    let h = harness();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let python = "/usr/bin/python3";
+    let code = format!("import socket; socket.create_connection(('127.0.0.1', {port})).close()");
+    let marker = "sockmon-flows-marker ünïcode";
+    let status = Command::new(python)
+        .args(["-c", &code, marker])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The child is gone by now: wait for its connect, then find its exec.
+    let connect = h.expect("connect of the exited child", 0, |e| {
+        e.kind == EventKind::Connect && e.dst.port() == port
+    });
+    let child = connect.pid;
+    assert_ne!(child, std::process::id());
+    let execs: Vec<_> = h
+        .execs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|x| x.pid == child)
+        .cloned()
+        .collect();
+    assert_eq!(execs.len(), 1, "{execs:?}");
+    let x = &execs[0];
+    assert_eq!(x.filename, python.as_bytes());
+    assert_eq!(
+        x.args.as_deref().unwrap(),
+        [python.as_bytes(), b"-c", code.as_bytes(), marker.as_bytes()]
+    );
+    assert!(!x.args_truncated && !x.filename_truncated);
+    assert_eq!(x.ppid, std::process::id());
+    assert_eq!(x.start_ns, connect.start_ns);
+    // The executable the kernel ran: python3's target, by device and inode.
+    let meta = std::fs::metadata(python).unwrap();
+    let (dev, ino) = x.exe_file.unwrap();
+    assert_eq!(ino, meta.ino());
+    let (major, minor) = (dev >> 20, dev & 0xfffff);
+    assert_eq!(
+        (major, minor),
+        (libc::major(meta.dev()), libc::minor(meta.dev()))
+    );
+}
+
+/// argv longer than the kernel keeps is cut at the bound and says so.
+#[test]
+fn long_argv_is_truncated_and_flagged() {
+    let h = harness();
+    let long = "x".repeat(2000);
+    let status = Command::new("/bin/true").arg(&long).status().unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let found = h
+            .execs
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|x| x.ppid == std::process::id() && x.filename == b"/bin/true")
+            .cloned();
+        if let Some(x) = found {
+            let args = x.args.unwrap();
+            assert!(x.args_truncated);
+            assert_eq!(args[0], b"/bin/true");
+            // 512 bytes kept: "/bin/true\0" then 502 of the x's.
+            assert_eq!(args[1].len(), 512 - "/bin/true".len() - 1);
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no exec of /bin/true");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -14,7 +14,10 @@ use std::{
 };
 
 use sockmon::{
-    event::{Event, ProcChange, Record, flow::CloseStats},
+    event::{
+        Event, ProcChange, Record,
+        flow::{CloseStats, ExecCtx},
+    },
     kernel::{LoadOptions, Probes, reader},
     table::SocketTable,
 };
@@ -24,6 +27,8 @@ pub struct Harness {
     procs: Mutex<Vec<ProcChange>>,
     /// Flows (issue 13): counters read at release, in arrival order.
     pub close_stats: Mutex<Vec<CloseStats>>,
+    /// Flows (issue 13): what processes became at exec.
+    pub execs: Mutex<Vec<ExecCtx>>,
     arrived: Condvar,
     pub table: Mutex<SocketTable>,
 }
@@ -38,6 +43,7 @@ pub fn harness() -> &'static Harness {
         events: Mutex::new(Vec::new()),
         procs: Mutex::new(Vec::new()),
         close_stats: Mutex::new(Vec::new()),
+        execs: Mutex::new(Vec::new()),
         arrived: Condvar::new(),
         table: Mutex::new(SocketTable::new(1 << 16)),
     });
@@ -88,6 +94,7 @@ fn start(h: &'static Harness) {
                                 procs.push(p);
                             }
                             Record::CloseStats(s) => h.close_stats.lock().unwrap().push(s),
+                            Record::ExecInfo(x) => h.execs.lock().unwrap().push(*x),
                         }
                     }
                     drop((table, events, procs));
