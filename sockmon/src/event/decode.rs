@@ -111,6 +111,7 @@ pub fn from_raw(r: &SockEvent, clock: &Clock) -> Result<Event, DecodeError> {
         flags: r.header.flags,
         life: None,
         ctx: None,
+        aux: r.aux,
     })
 }
 
