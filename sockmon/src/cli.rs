@@ -49,6 +49,15 @@ pub enum Command {
     Status(StatusArgs),
     /// Run the daemon: live table, local API, event sinks (see docs/api.md).
     Daemon(DaemonArgs),
+    /// Which attach modes this kernel allows (each is tried by loading it), and what `auto` picks.
+    Modes(ModesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModesArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

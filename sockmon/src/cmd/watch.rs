@@ -38,10 +38,17 @@ fn from_daemon(mut client: Client, cfg: &WatchConfig) -> ExitCode {
             .map(|k| crate::event::kind_name(*k))
             .collect::<Vec<_>>()
     );
+    let attach = match client.request(&json!({"op": "status"})) {
+        Ok(r) => r.status.map(|s| s.attach).unwrap_or_default(),
+        Err(e) => return fail(&e, 1),
+    };
     if let Err(e) = client.request(&json!({"op": "subscribe", "filter": filter})) {
         return fail(&e, 1);
     }
-    eprintln!("sockmon: watching through the daemon. Ctrl-C to stop.");
+    eprintln!(
+        "sockmon: watching through the daemon; {}. Ctrl-C to stop.",
+        attach_line(&attach)
+    );
     loop {
         let line = match client.next_line() {
             Ok(Some(l)) => l,
@@ -84,6 +91,7 @@ fn alone(cfg: WatchConfig) -> ExitCode {
     };
     // Subscribed before the first event is applied: nothing is missed.
     let sub = prepared.subscribe(cfg.filter.clone());
+    let attach = prepared.attach();
     let rt = match crate::cmd::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -93,13 +101,29 @@ fn alone(cfg: WatchConfig) -> ExitCode {
             Ok(e) => e,
             Err(e) => return fail_chain(&e, 1),
         };
-        let code = stream(sub, &cfg, &engine).await;
+        let code = stream(sub, &cfg, &engine, &attach).await;
         engine.shutdown().await;
         code
     })
 }
 
-async fn stream(mut sub: Subscription, cfg: &WatchConfig, engine: &Engine) -> ExitCode {
+/// `attach mode socket (bind=socket, ...)`: which hooks report what.
+fn attach_line(a: &crate::engine::stats::AttachStatus) -> String {
+    let kinds: Vec<String> = a.kinds.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let fallback = a
+        .fallback
+        .as_deref()
+        .map(|f| format!("; auto fell back from socket: {f}"))
+        .unwrap_or_default();
+    format!("attach mode {} ({}){fallback}", a.mode, kinds.join(" "))
+}
+
+async fn stream(
+    mut sub: Subscription,
+    cfg: &WatchConfig,
+    engine: &Engine,
+    attach: &crate::engine::stats::AttachStatus,
+) -> ExitCode {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -107,7 +131,8 @@ async fn stream(mut sub: Subscription, cfg: &WatchConfig, engine: &Engine) -> Ex
         return fail(&"cannot install signal handlers", 1);
     };
     eprintln!(
-        "sockmon: probes attached; watching bind, listen, connect, accept and close (TCP/UDP, IPv4/IPv6). Ctrl-C to stop."
+        "sockmon: probes attached, {}; watching bind, listen, connect, accept and close (TCP/UDP, IPv4/IPv6). Ctrl-C to stop.",
+        attach_line(attach)
     );
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {

@@ -68,6 +68,19 @@ pub fn render(s: &Status) -> String {
     let mut o = String::new();
     family(
         &mut o,
+        "sockmon_attach_info",
+        "gauge",
+        "The hook family that reports each event kind (1), and the attach mode loaded.",
+    );
+    for (k, v) in &s.attach.kinds {
+        let _ = writeln!(
+            o,
+            "sockmon_attach_info{{mode=\"{}\",kind=\"{k}\",source=\"{v}\"}} 1",
+            s.attach.mode
+        );
+    }
+    family(
+        &mut o,
         "sockmon_events_total",
         "counter",
         "Socket events seen, by kind.",
@@ -153,6 +166,11 @@ mod tests {
             version: "0".into(),
             uptime_s: 3.5,
             probes_attached: true,
+            attach: crate::engine::stats::AttachStatus {
+                mode: "socket".into(),
+                fallback: None,
+                kinds: BTreeMap::from([("bind".into(), "socket".into())]),
+            },
             events_total: BTreeMap::from([("connect".into(), 4), ("close".into(), 2)]),
             events_per_s: BTreeMap::new(),
             dropped: BTreeMap::from([("ring_full".into(), 1)]),

@@ -178,6 +178,7 @@ mod tests {
             comm,
             leader_comm: *b"server\0\0\0\0\0\0\0\0\0\0",
             start_ns: 123_456_789_000,
+            aux: 0,
         }
     }
 

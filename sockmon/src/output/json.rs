@@ -218,6 +218,7 @@ pub(crate) mod tests {
             flags: 0,
             life: None,
             ctx: None,
+            aux: 0,
         }
     }
 
