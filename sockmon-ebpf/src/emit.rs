@@ -75,8 +75,7 @@ pub fn new_event(kind: EventKind, flags: u16) -> SockEvent {
 pub fn new_event_from_task(kind: EventKind, flags: u16) -> SockEvent {
     let task = task::current();
     let (tgid, tid) = task::ids(task).unwrap_or((0, 0));
-    let (leader_comm, start_ns) =
-        task::process_identity(task).unwrap_or(([0; TASK_COMM_LEN], 0));
+    let (leader_comm, start_ns) = task::process_identity(task).unwrap_or(([0; TASK_COMM_LEN], 0));
     SockEvent {
         header: Header {
             // SAFETY: helper with no preconditions.

@@ -9,9 +9,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sockmon_common::{
-    CONNECTING_CAPACITY, DEFAULT_RING_BYTES, FAILED_CONNECT_CAPACITY, KernelCounter,
-    KernelOffsets, PENDING_CAPACITY, SOCK_HEAD_BYTES, SockEvent, UDP_REPORTED_CAPACITY,
-    counters::COUNTER_SLOTS,
+    CONNECTING_CAPACITY, DEFAULT_RING_BYTES, FAILED_CONNECT_CAPACITY, KernelCounter, KernelOffsets,
+    PENDING_CAPACITY, SOCK_HEAD_BYTES, SockEvent, UDP_REPORTED_CAPACITY, counters::COUNTER_SLOTS,
 };
 
 /// Every record for user space.

@@ -89,6 +89,9 @@ fn human(r: &Report) -> String {
             ));
         }
     }
-    o.push_str(&format!("auto      picks {}\n", r.auto.unwrap_or("nothing")));
+    o.push_str(&format!(
+        "auto      picks {}\n",
+        r.auto.unwrap_or("nothing")
+    ));
     o
 }

@@ -208,7 +208,12 @@ mod tests {
         s.count(EventKind::Close);
         s.tick();
         s.tick();
-        let st = s.status(&[0; KernelCounter::ALL.len()], table(), &Shared::default(), AttachStatus::default());
+        let st = s.status(
+            &[0; KernelCounter::ALL.len()],
+            table(),
+            &Shared::default(),
+            AttachStatus::default(),
+        );
         assert_eq!(st.events_total["connect"], 10);
         assert_eq!(st.events_total["close"], 1);
         assert_eq!(st.events_total["bind"], 0);
@@ -221,7 +226,12 @@ mod tests {
         let s = Stats::default();
         let shared = Shared::default();
         shared.subscriber_lagged.store(7, Ordering::Relaxed);
-        let st = s.status(&[1, 2, 3, 4, 5, 6], table(), &shared, AttachStatus::default());
+        let st = s.status(
+            &[1, 2, 3, 4, 5, 6],
+            table(),
+            &shared,
+            AttachStatus::default(),
+        );
         assert_eq!(st.dropped["ring_full"], 1);
         assert_eq!(st.dropped["read_user_failed"], 5);
         assert_eq!(st.dropped["subscriber_lagged"], 7);

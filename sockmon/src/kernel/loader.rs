@@ -110,26 +110,82 @@ enum Family {
 /// Every program of the object. A program in the object but not here fails
 /// the load (a probe that is never attached is a bug, not a choice).
 const PROGRAMS: [(&str, Hook, Family); 22] = [
-    ("sys_enter_bind", Hook::Tracepoint("syscalls"), Family::Syscalls),
-    ("sys_exit_bind", Hook::Tracepoint("syscalls"), Family::Syscalls),
-    ("sys_enter_listen", Hook::Tracepoint("syscalls"), Family::Syscalls),
-    ("sys_exit_listen", Hook::Tracepoint("syscalls"), Family::Syscalls),
-    ("sys_enter_connect", Hook::Tracepoint("syscalls"), Family::Syscalls),
-    ("sys_exit_connect", Hook::Tracepoint("syscalls"), Family::Syscalls),
-    ("sys_exit_accept", Hook::Tracepoint("syscalls"), Family::Syscalls),
-    ("sys_exit_accept4", Hook::Tracepoint("syscalls"), Family::Syscalls),
-    ("sched_process_exec", Hook::Tracepoint("sched"), Family::Common),
-    ("sched_process_exit", Hook::Tracepoint("sched"), Family::Common),
-    ("sched_process_fork", Hook::BtfTracepoint("sched_process_fork"), Family::Common),
-    ("inet_sock_set_state", Hook::BtfTracepoint("inet_sock_set_state"), Family::Common),
+    (
+        "sys_enter_bind",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_exit_bind",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_enter_listen",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_exit_listen",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_enter_connect",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_exit_connect",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_exit_accept",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_exit_accept4",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sched_process_exec",
+        Hook::Tracepoint("sched"),
+        Family::Common,
+    ),
+    (
+        "sched_process_exit",
+        Hook::Tracepoint("sched"),
+        Family::Common,
+    ),
+    (
+        "sched_process_fork",
+        Hook::BtfTracepoint("sched_process_fork"),
+        Family::Common,
+    ),
+    (
+        "inet_sock_set_state",
+        Hook::BtfTracepoint("inet_sock_set_state"),
+        Family::Common,
+    ),
     ("sock_release", Hook::CgroupSock, Family::Common),
     ("udp_sendmsg4", Hook::CgroupSockAddr, Family::Common),
     ("udp_sendmsg6", Hook::CgroupSockAddr, Family::Common),
     ("post_bind4", Hook::CgroupSock, Family::SocketLayer),
     ("post_bind6", Hook::CgroupSock, Family::SocketLayer),
     ("sock_ops", Hook::SockOps, Family::SocketLayer),
-    ("accept_getpeername4", Hook::CgroupSockAddr, Family::SocketLayer),
-    ("accept_getpeername6", Hook::CgroupSockAddr, Family::SocketLayer),
+    (
+        "accept_getpeername4",
+        Hook::CgroupSockAddr,
+        Family::SocketLayer,
+    ),
+    (
+        "accept_getpeername6",
+        Hook::CgroupSockAddr,
+        Family::SocketLayer,
+    ),
     ("udp_connect4", Hook::CgroupSockAddr, Family::SocketLayer),
     ("udp_connect6", Hook::CgroupSockAddr, Family::SocketLayer),
 ];

@@ -110,7 +110,11 @@ fn refused_connect_reports_econnrefused_with_the_full_tuple() {
     assert_mine(&e, inode);
     // The syscall knows the syscall's result; the socket layer reports the
     // attempt, and the outcome in `connect_result` (both modes).
-    let attempt_error = if h.syscalls() { Some(libc::ECONNREFUSED) } else { None };
+    let attempt_error = if h.syscalls() {
+        Some(libc::ECONNREFUSED)
+    } else {
+        None
+    };
     assert_eq!(e.error, attempt_error);
     assert_eq!(e.dst, SocketAddr::V4(target));
     assert_eq!(e.src, SocketAddr::from(([127, 0, 0, 1], src_port)));

@@ -43,7 +43,11 @@ fn a_refused_non_blocking_connect_has_its_source_port_and_its_outcome() {
         e.kind == EventKind::Connect && e.inode == inode
     });
     assert_mine(&e, inode);
-    assert_ne!(e.src.port(), 0, "a connect always has its source port: {e:?}");
+    assert_ne!(
+        e.src.port(),
+        0,
+        "a connect always has its source port: {e:?}"
+    );
     assert_eq!(e.dst, SocketAddr::V4(target));
     let r = h.expect("refusal", std::process::id(), |e| {
         e.kind == EventKind::ConnectResult && e.inode == inode
@@ -57,15 +61,14 @@ fn a_refused_non_blocking_connect_has_its_source_port_and_its_outcome() {
 
 /// Runs `f` on a thread of its own in a new network namespace whose
 /// loopback is up, with `nft` rules applied there.
-fn in_new_netns<T: Send + 'static>(
-    nft: &'static str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+fn in_new_netns<T: Send + 'static>(nft: &'static str, f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
         // SAFETY: unshare affects only this thread's namespaces.
         assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
         // Children forked from this thread start in its namespace.
-        let up = Command::new("ip").args(["link", "set", "lo", "up"]).status();
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status();
         assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
         if !nft.is_empty() {
             let mut child = Command::new("nft")
@@ -205,8 +208,8 @@ fn tcp_fast_open_connects_are_reported_with_their_process() {
 fn assert_io_uring_actor(e: &sockmon::event::Event) {
     assert_eq!(e.pid, std::process::id(), "{e:?}");
     if e.tid != gettid() {
-        let comm = std::fs::read_to_string(format!("/proc/self/task/{}/comm", e.tid))
-            .unwrap_or_default();
+        let comm =
+            std::fs::read_to_string(format!("/proc/self/task/{}/comm", e.tid)).unwrap_or_default();
         assert!(comm.starts_with("iou-wrk-"), "tid {} is {comm:?}", e.tid);
     }
 }
@@ -241,7 +244,10 @@ fn io_uring_connect_and_accept_are_reported_with_their_process() {
         e.kind == EventKind::Connect && e.inode == inode
     });
     assert_io_uring_actor(&e);
-    assert_eq!((e.inode, e.src, e.dst), (inode, src, SocketAddr::V4(server)));
+    assert_eq!(
+        (e.inode, e.src, e.dst),
+        (inode, src, SocketAddr::V4(server))
+    );
 
     // Accept through the ring, with an address buffer.
     let mut peer: libc::sockaddr_in = unsafe { std::mem::zeroed() };
