@@ -148,7 +148,7 @@ impl JsonLife {
             drops: l.drops,
         }
     }
-
+}
 
 /// Appends `e` as one JSON line (with the trailing newline) to `out`.
 pub fn write_event(out: &mut Vec<u8>, e: &Event) {
