@@ -268,6 +268,41 @@ mod tests {
         assert_eq!(d.delta(&s(300)).bytes_sent, 300);
     }
 
+    /// Cost of one polling round with 10k live loopback sockets (5k
+    /// connections, both ends in this namespace; the fd limit here is 20k). A measurement, not a test: `cargo test -p sockmon --lib
+    /// flow_poll_cost -- --ignored --nocapture` (figures in BENCHMARKS.md).
+    #[test]
+    #[ignore = "measurement"]
+    fn flow_poll_cost_per_10k_sockets() {
+        let rl = libc::rlimit {
+            rlim_cur: 20_000,
+            rlim_max: 20_000,
+        };
+        // SAFETY: a valid pointer to a local struct.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) };
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut keep = Vec::new();
+        for _ in 0..5_000 {
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            let (a, _) = l.accept().unwrap();
+            keep.push((c, a));
+        }
+        let mut times = Vec::new();
+        let mut n = 0;
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            n = poll().unwrap().len();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "flow poll: {n} sockets, median {:?}, min {:?}, max {:?}",
+            times[3], times[0], times[6]
+        );
+        assert!(n >= 10_000);
+    }
+
     /// A real dump of this namespace finds a live loopback connection with
     /// the bytes it moved.
     #[test]
