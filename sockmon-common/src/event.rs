@@ -36,6 +36,9 @@ pub enum EventKind {
     CloseStats = 20,
     /// What a process became at exec ([`crate::flow::ExecInfo`]), written just after its `Exec`.
     ExecInfo = 21,
+    /// A live TCP connection's counters since its previous `Flow` (user space
+    /// makes these from sock_diag; the kernel never writes this kind).
+    Flow = 22,
 }
 
 impl EventKind {
@@ -57,6 +60,7 @@ impl EventKind {
             18 => Self::Exit,
             20 => Self::CloseStats,
             21 => Self::ExecInfo,
+            22 => Self::Flow,
             _ => return None,
         })
     }

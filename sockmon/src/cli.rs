@@ -227,6 +227,18 @@ pub struct WatchArgs {
     /// Most sockets kept in the live table.
     #[arg(long, value_name = "N", default_value_t = table::DEFAULT_CAP, value_parser = parse_cap)]
     pub table_cap: usize,
+    /// Also print a `flow` record per live TCP connection every SECONDS (deltas since the last).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_flow_interval)]
+    pub flow_interval: Option<Duration>,
+}
+
+fn parse_flow_interval(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=86_400.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "`{s}`: the flow interval is a number of seconds from 0.1 to 86400"
+        )),
+    }
 }
 
 /// `--attach`: which kernel hooks report bind, listen, connect and accept.
@@ -283,6 +295,7 @@ pub struct WatchConfig {
     pub load: LoadOptions,
     pub drain_interval: Duration,
     pub table_cap: usize,
+    pub flow_interval: Option<Duration>,
 }
 
 impl WatchArgs {
@@ -315,6 +328,7 @@ impl WatchArgs {
             },
             drain_interval: crate::kernel::reader::DEFAULT_DRAIN_INTERVAL,
             table_cap: self.table_cap,
+            flow_interval: self.flow_interval,
         }
     }
 }

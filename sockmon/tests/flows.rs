@@ -297,3 +297,93 @@ fn events_carry_exe_args_parent_unit_and_container() {
     assert_eq!(docker["container"]["short_id"], &ID[..12]);
     assert_eq!(docker["container"]["rootless"], false);
 }
+
+/// `--flow-interval 1`: a connection that moves known bursts for ~9 s gets a
+/// `flow` record about every second, whose deltas add up to exactly what
+/// moved, and the close's totals agree.
+#[test]
+fn flow_records_arrive_at_the_interval_with_deltas_that_add_up() {
+    let _guard = exclusive();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../schema/event.v2.json")).unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("valid schema");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (mut watch, _err) = spawn_watch(&[
+        "--json",
+        "--port",
+        &port.to_string(),
+        "--flow-interval",
+        "1",
+    ]);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let cport = client.local_addr().unwrap().port();
+    let (mut server, _) = listener.accept().unwrap();
+    let (burst, bursts) = (7_000usize, 6usize);
+    let started = Instant::now();
+    for _ in 0..bursts {
+        client.write_all(&vec![3u8; burst]).unwrap();
+        let mut buf = vec![0u8; burst];
+        server.read_exact(&mut buf).unwrap();
+        std::thread::sleep(Duration::from_millis(1_500));
+    }
+    let held = started.elapsed();
+    drop(client);
+    drop(server);
+
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut flows = Vec::new();
+    let mut close = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while close.is_none() && Instant::now() < deadline {
+        let line = lines.next().expect("stdout open").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["src_port"] != cport {
+            continue;
+        }
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{line} violates the schema: {errors:?}");
+        match v["event"].as_str() {
+            Some("flow") => flows.push(v),
+            Some("close") => close = Some(v),
+            _ => {}
+        }
+    }
+    signal(&watch, libc::SIGTERM);
+    assert_eq!(
+        wait_exit(&mut watch, Duration::from_secs(3)).code(),
+        Some(0)
+    );
+    let close = close.expect("the client's close");
+
+    // One record per interval the connection lived through (a loaded machine
+    // may delay a round, never add one).
+    let rounds = held.as_secs() as usize;
+    assert!(
+        flows.len() >= rounds.saturating_sub(2) && flows.len() <= rounds + 1,
+        "{} flow records over {held:?}: {flows:#?}",
+        flows.len()
+    );
+    for f in &flows {
+        assert_eq!(f["interval_ms"], 1000);
+        assert_eq!(f["pid"], std::process::id());
+        assert_eq!(f["dst_port"], port);
+        assert_eq!(f["final_state"], "established");
+        assert!(f["srtt_us"].as_u64().unwrap() > 0);
+    }
+    let sum = |k: &str| flows.iter().map(|f| f[k].as_u64().unwrap()).sum::<u64>();
+    // Every burst was sent and acknowledged more than a second before the
+    // close, so some round saw it: the deltas add up to all of it.
+    assert_eq!(sum("bytes_sent"), (burst * bursts) as u64);
+    assert_eq!(sum("bytes_acked"), (burst * bursts) as u64 + 1);
+    assert_eq!(close["bytes_sent"], burst * bursts);
+    // No round saw a burst twice: each delta is a whole number of bursts.
+    assert!(
+        flows
+            .iter()
+            .all(|f| f["bytes_sent"].as_u64().unwrap() % burst as u64 == 0)
+    );
+}

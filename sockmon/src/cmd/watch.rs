@@ -83,6 +83,7 @@ fn alone(cfg: WatchConfig) -> ExitCode {
         drain_interval: cfg.drain_interval,
         table_cap: cfg.table_cap,
         snapshot: false,
+        flow_interval: cfg.flow_interval,
         ..EngineOptions::default()
     };
     let mut prepared = match Engine::prepare(opts) {

@@ -100,6 +100,7 @@ impl Lives {
                     final_state: stats.map(|s| s.state),
                     tcp: stats.and_then(|s| s.tcp),
                     drops: stats.and_then(|s| s.drops),
+                    interval_ms: None,
                 }));
             }
             _ => {}

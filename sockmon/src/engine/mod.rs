@@ -15,6 +15,7 @@
 //! state task start ([`Prepared::run`]) and apply those events in order.
 
 mod cgroup_unit;
+pub mod flows;
 mod life;
 pub mod local;
 mod proc_ctx;
@@ -104,6 +105,8 @@ pub struct EngineOptions {
     /// Take the start-up snapshot (the daemon does; `watch` needs not).
     pub snapshot: bool,
     pub stream_queue: usize,
+    /// Flows (issue 13): emit a `flow` record per live TCP connection this often.
+    pub flow_interval: Option<Duration>,
 }
 
 impl Default for EngineOptions {
@@ -114,6 +117,7 @@ impl Default for EngineOptions {
             table_cap: table::DEFAULT_CAP,
             snapshot: true,
             stream_queue: STREAM_QUEUE,
+            flow_interval: None,
         }
     }
 }
@@ -252,6 +256,9 @@ impl Prepared {
                 .lives
                 .seed_from_snapshot(&state.table, WallTime::now());
             state.request_details(usize::MAX);
+        }
+        if let Some(every) = opts.flow_interval {
+            state.flows_rx = Some(flows::spawn_poller(every)); // flows (issue 13)
         }
         let (commands, command_rx) = mpsc::channel(1024);
         let state = tokio::spawn(state.run(batch_rx, command_rx, found));

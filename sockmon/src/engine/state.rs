@@ -96,6 +96,9 @@ pub struct State {
     last_lives_prune: Instant,
     /// Flows (issue 13): exe, args, parent, unit and container of acting processes.
     pub contexts: ProcContexts,
+    /// Flows (issue 13): periodic samples of live TCP connections, when enabled.
+    pub flows_rx: Option<mpsc::Receiver<super::flows::Round>>,
+    flow_deltas: super::flows::Deltas,
 }
 
 impl State {
@@ -127,6 +130,8 @@ impl State {
             lives,
             last_lives_prune: Instant::now(),
             contexts: ProcContexts::new(crate::kernel::cgroup::v2_root().ok()),
+            flows_rx: None,
+            flow_deltas: Default::default(),
         }
     }
 
@@ -142,6 +147,7 @@ impl State {
         let Some(mut reconciled) = self.reconciled_rx.take() else {
             return; // already ran
         };
+        let mut flows_rx = self.flows_rx.take();
         loop {
             tokio::select! {
                 b = batches.recv() => match b {
@@ -159,6 +165,7 @@ impl State {
                 },
                 Some(f) = found.recv() => self.on_found(f),
                 Some(snap) = reconciled.recv() => self.finish_reconcile(snap),
+                Some(round) = super::flows::next(&mut flows_rx) => self.on_flow_round(round),
                 _ = tick.tick() => {
                     self.stats.tick();
                     self.report_losses();
@@ -291,6 +298,24 @@ impl State {
         if self.table.iter().any(|e| e.owners.is_empty()) {
             self.reconcile_due = Some(Instant::now());
         }
+    }
+
+    /// Flows (issue 13): one `flow` record per sampled connection the table
+    /// knows, with the deltas since its previous record.
+    fn on_flow_round(&mut self, round: super::flows::Round) {
+        let mut alive = HashSet::with_capacity(round.samples.len());
+        for s in &round.samples {
+            alive.insert(s.inode);
+            let delta = self.flow_deltas.delta(s);
+            if self.subscribers.is_empty() {
+                continue;
+            }
+            let Some(e) = super::flows::record(&self.table, s, delta, &round) else {
+                continue;
+            };
+            self.publish(StreamItem::Event(e));
+        }
+        self.flow_deltas.retain(&alive);
     }
 
     /// Forgets connection starts of sockets the table dropped without a close.

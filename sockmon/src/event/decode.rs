@@ -69,7 +69,13 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
 /// Turns a raw record into an [`Event`].
 pub fn from_raw(r: &SockEvent, clock: &Clock) -> Result<Event, DecodeError> {
     let kind = EventKind::from_u16(r.header.kind)
-        .filter(|k| !k.is_process() && !matches!(k, EventKind::CloseStats | EventKind::ExecInfo))
+        .filter(|k| {
+            !k.is_process()
+                && !matches!(
+                    k,
+                    EventKind::CloseStats | EventKind::ExecInfo | EventKind::Flow
+                )
+        })
         .ok_or(DecodeError::Kind(r.header.kind))?;
     let proto = match r.protocol {
         IPPROTO_TCP => Proto::Tcp,

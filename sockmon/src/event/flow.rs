@@ -75,6 +75,8 @@ pub struct Life {
     pub final_state: Option<u8>,
     pub tcp: Option<TcpCounters>,
     pub drops: Option<u32>,
+    /// `flow` records: the configured polling interval, ms.
+    pub interval_ms: Option<u64>,
 }
 
 /// The kernel's name of a TCP state (`include/net/tcp_states.h`), lower case.

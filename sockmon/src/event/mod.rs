@@ -60,6 +60,7 @@ pub const fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Exit => "exit",
         EventKind::CloseStats => "close_stats",
         EventKind::ExecInfo => "exec_info",
+        EventKind::Flow => "flow",
     }
 }
 

@@ -52,6 +52,9 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event) {
         }
         (None, None) => {}
     }
+    if let Some(life) = e.life.as_deref() {
+        write_life(out, life);
+    }
     out.push(b'\n');
 }
 
@@ -65,6 +68,49 @@ fn label(kind: EventKind) -> &'static str {
 
 fn millis(us: u64) -> String {
     format!("{}.{:03} ms", us / 1000, us % 1000)
+}
+
+/// Flows (issue 13): a close's (or flow record's) duration and bytes,
+/// `  1.25s ↑12.3KB ↓4.0KB retrans 2` (`≥` before a lower-bound duration).
+fn write_life(out: &mut Vec<u8>, l: &crate::event::flow::Life) {
+    if let Some(ns) = l.duration_ns {
+        let bound = if l.duration_is_lower_bound { "≥" } else { "" };
+        let _ = write!(out, "  {bound}{}", human_duration(ns));
+    }
+    if let Some(t) = l.tcp {
+        let _ = write!(
+            out,
+            "  ↑{} ↓{}",
+            human_bytes(t.bytes_sent),
+            human_bytes(t.bytes_received)
+        );
+        if t.total_retrans > 0 {
+            let _ = write!(out, " retrans {}", t.total_retrans);
+        }
+    }
+}
+
+fn human_duration(ns: u64) -> String {
+    let ms = ns as f64 / 1e6;
+    if ms < 1.0 {
+        format!("{:.0}µs", ns as f64 / 1e3)
+    } else if ms < 1000.0 {
+        format!("{ms:.1}ms")
+    } else if ms < 60_000.0 {
+        format!("{:.2}s", ms / 1e3)
+    } else {
+        let s = ns / 1_000_000_000;
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        0..1000 => format!("{b}B"),
+        1000..1_000_000 => format!("{:.1}KB", b as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}MB", b as f64 / 1e6),
+        _ => format!("{:.1}GB", b as f64 / 1e9),
+    }
 }
 
 #[cfg(test)]
@@ -103,6 +149,38 @@ mod tests {
         let expected_tail = "connect  tcp  10.0.0.5:40312        → 93.184.216.34:443      pid 1234 tid 1236 (curl) uid 1000  ECONNREFUSED\n";
         assert!(line.ends_with(expected_tail), "{line:?}");
         assert_eq!(line.len() - expected_tail.len(), "12:04:05.123  ".len());
+    }
+
+    #[test]
+    fn close_line_shows_duration_and_bytes() {
+        let mut e = sample(b"curl");
+        e.kind = EventKind::Close;
+        e.error = None;
+        e.life = Some(Box::new(crate::event::flow::Life {
+            duration_ns: Some(1_250_000_000),
+            duration_is_lower_bound: false,
+            final_state: Some(1),
+            tcp: Some(crate::event::flow::TcpCounters {
+                bytes_sent: 12_345,
+                bytes_received: 999,
+                total_retrans: 2,
+                ..Default::default()
+            }),
+            drops: Some(0),
+            interval_ms: None,
+        }));
+        let mut out = Vec::new();
+        write_event(&mut out, &e);
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.ends_with("uid 1000  1.25s  ↑12.3KB ↓999B retrans 2\n"),
+            "{line:?}"
+        );
+        e.life.as_mut().unwrap().duration_is_lower_bound = true;
+        e.life.as_mut().unwrap().duration_ns = Some(61_000_000_000);
+        let mut out = Vec::new();
+        write_event(&mut out, &e);
+        assert!(String::from_utf8(out).unwrap().contains("  ≥1m01s  "));
     }
 
     #[test]

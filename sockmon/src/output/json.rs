@@ -128,6 +128,8 @@ struct JsonLife {
     total_retrans: Option<u32>,
     srtt_us: Option<u32>,
     drops: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval_ms: Option<u64>,
 }
 
 impl JsonLife {
@@ -146,6 +148,7 @@ impl JsonLife {
             total_retrans: t.map(|t| t.total_retrans),
             srtt_us: t.map(|t| t.srtt_us),
             drops: l.drops,
+            interval_ms: l.interval_ms,
         }
     }
 }
@@ -313,6 +316,7 @@ pub(crate) mod tests {
                 srtt_us: 42,
             }),
             drops: None,
+            interval_ms: None,
         }));
         let mut out = Vec::new();
         write_event(&mut out, &e);

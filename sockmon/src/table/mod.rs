@@ -359,7 +359,8 @@ impl SocketTable {
             | EventKind::Exec
             | EventKind::Exit
             | EventKind::CloseStats
-            | EventKind::ExecInfo => {
+            | EventKind::ExecInfo
+            | EventKind::Flow => {
                 return Change::Unchanged;
             }
         };
