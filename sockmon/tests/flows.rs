@@ -387,3 +387,46 @@ fn flow_records_arrive_at_the_interval_with_deltas_that_add_up() {
             .all(|f| f["bytes_sent"].as_u64().unwrap() % burst as u64 == 0)
     );
 }
+
+/// The daemon's `status` totals what closed connections moved, by unit:
+/// a connection from a process in a `user@1000.service` cgroup counts under
+/// `user@1000:web.service`, with its exact bytes.
+#[test]
+fn status_totals_bytes_by_unit() {
+    let _guard = exclusive();
+    let cgroups =
+        Cgroups::new(&["user.slice/user-1000.slice/user@1000.service/app.slice/web.service"]);
+    let d = support::Daemon::start("flows-units", &["--no-config"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        buf.len()
+    });
+    let code = format!(
+        "import sys, socket; sys.stdin.readline(); s = socket.create_connection(('127.0.0.1', {port})); s.sendall(b'z' * 4321); s.close()"
+    );
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", &code])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(
+        cgroups.leaves[0].join("cgroup.procs"),
+        child.id().to_string(),
+    )
+    .unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(server.join().unwrap(), 4321);
+    let row = support::eventually("the unit's totals", || {
+        let v = d.request(r#"{"op":"status"}"#);
+        let row = v["status"]["units"]["user@1000:web.service"].clone();
+        (!row.is_null()).then_some(row)
+    });
+    assert_eq!(row["connections"], 1);
+    assert_eq!(row["bytes_sent"], 4321);
+    assert_eq!(row["bytes_received"], 0);
+}

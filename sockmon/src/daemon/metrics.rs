@@ -146,7 +146,51 @@ pub fn render(s: &Status) -> String {
         family(&mut o, name, "gauge", help);
         let _ = writeln!(o, "{name} {v}");
     }
+    render_units(&mut o, s);
     o
+}
+
+type UnitField = fn(&crate::engine::totals::UnitTotals) -> u64;
+
+/// Flows (issue 13): per-unit totals of closed TCP connections. The label
+/// set is the first units seen since start (then `other`), so it is bounded
+/// and every counter is monotonic.
+fn render_units(o: &mut String, s: &Status) {
+    let rows: [(&str, &str, UnitField); 4] = [
+        (
+            "sockmon_unit_connections_total",
+            "TCP connections closed, by systemd unit.",
+            |t| t.connections,
+        ),
+        (
+            "sockmon_unit_bytes_sent_total",
+            "Bytes sent by closed TCP connections, by systemd unit.",
+            |t| t.bytes_sent,
+        ),
+        (
+            "sockmon_unit_bytes_received_total",
+            "Bytes received by closed TCP connections, by systemd unit.",
+            |t| t.bytes_received,
+        ),
+        (
+            "sockmon_unit_retransmits_total",
+            "Segments retransmitted by closed TCP connections, by systemd unit.",
+            |t| t.retransmits,
+        ),
+    ];
+    for (name, help, get) in rows {
+        family(o, name, "counter", help);
+        for (unit, t) in &s.units {
+            let _ = writeln!(o, "{name}{{unit=\"{}\"}} {}", label(unit), get(t));
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {
@@ -188,6 +232,15 @@ mod tests {
             reconciliations: 0,
             clients: 1,
             subscribers: 0,
+            units: BTreeMap::from([(
+                "user@1000:a\"b.service".into(),
+                crate::engine::totals::UnitTotals {
+                    connections: 3,
+                    bytes_sent: 100,
+                    bytes_received: 200,
+                    retransmits: 1,
+                },
+            )]),
         };
         let text = render(&s);
         assert!(
@@ -198,6 +251,13 @@ mod tests {
         assert!(text.contains("sockmon_table_sockets 10\n"));
         assert!(text.contains("sockmon_snapshot_duration_seconds 0.0125\n"));
         assert!(text.contains("# TYPE sockmon_uptime_seconds gauge\n"));
+        assert!(
+            text.contains("sockmon_unit_bytes_sent_total{unit=\"user@1000:a\\\"b.service\"} 100\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sockmon_unit_connections_total{unit=\"user@1000:a\\\"b.service\"} 3\n")
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(!line.contains("pid=") && !line.contains("port="), "{line}");
             let value = line.rsplit(' ').next().unwrap();

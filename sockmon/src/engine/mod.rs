@@ -21,6 +21,7 @@ pub mod local;
 mod proc_ctx;
 mod state;
 pub mod stats;
+pub mod totals;
 pub mod view;
 mod worker;
 

@@ -99,6 +99,7 @@ pub struct State {
     /// Flows (issue 13): periodic samples of live TCP connections, when enabled.
     pub flows_rx: Option<mpsc::Receiver<super::flows::Round>>,
     flow_deltas: super::flows::Deltas,
+    totals: super::totals::Totals,
 }
 
 impl State {
@@ -132,6 +133,7 @@ impl State {
             contexts: ProcContexts::new(crate::kernel::cgroup::v2_root().ok()),
             flows_rx: None,
             flow_deltas: Default::default(),
+            totals: Default::default(),
         }
     }
 
@@ -185,6 +187,7 @@ impl State {
                 Record::Sock(mut e) => {
                     self.lives.on_event(&mut e);
                     self.contexts.annotate(&mut e, &self.table);
+                    self.totals.record(&e);
                     self.stats.count(e.kind);
                     self.table.apply(&e);
                     self.request_details_of(e.pid);
@@ -436,6 +439,7 @@ impl State {
         status
             .dropped
             .insert("exec_context_full".into(), self.contexts.dropped);
+        status.units = self.totals.rows();
         status
     }
 }

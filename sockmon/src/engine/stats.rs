@@ -87,6 +87,10 @@ pub struct Status {
     pub reconciliations: u64,
     pub clients: usize,
     pub subscribers: usize,
+    /// Flows (issue 13): what closed TCP connections moved, by systemd unit
+    /// (the first units seen; later ones under `other`).
+    #[serde(default)]
+    pub units: BTreeMap<String, super::totals::UnitTotals>,
 }
 
 #[derive(Debug)]
@@ -182,6 +186,7 @@ impl Stats {
             reconciliations: self.reconciliations,
             clients: shared.clients.load(Ordering::Relaxed),
             subscribers: shared.subscribers.load(Ordering::Relaxed),
+            units: BTreeMap::new(),
         }
     }
 }
