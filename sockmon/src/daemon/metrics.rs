@@ -12,7 +12,10 @@ use tokio::{
     sync::watch,
 };
 
-use crate::engine::{EngineHandle, stats::Status};
+use crate::{
+    engine::{EngineHandle, stats::Status},
+    snapshot::Source,
+};
 
 /// Serves metrics on `listener` until `stop` turns true.
 pub async fn serve(listener: TcpListener, engine: EngineHandle, mut stop: watch::Receiver<bool>) {
@@ -105,6 +108,25 @@ pub fn render(s: &Status) -> String {
         "Re-snapshots of the table after lost events.",
     );
     let _ = writeln!(o, "sockmon_reconciliations_total {}", s.reconciliations);
+    // 1 for each source the start-up snapshot used (bounded: two names).
+    family(
+        &mut o,
+        "sockmon_snapshot_source",
+        "gauge",
+        "Sources the start-up snapshot read sockets from (sock_diag, proc_net): 1 if used.",
+    );
+    for source in [Source::SockDiag, Source::ProcNet] {
+        let used = s
+            .snapshot
+            .as_ref()
+            .is_some_and(|x| x.source.split('+').any(|n| n == source.name()));
+        let _ = writeln!(
+            o,
+            "sockmon_snapshot_source{{source=\"{}\"}} {}",
+            source.name(),
+            u8::from(used)
+        );
+    }
     let gauges: [(&str, &str, f64); 7] = [
         (
             "sockmon_table_sockets",
@@ -228,6 +250,8 @@ mod tests {
                 sockets: 8,
                 duration_ms: 12.5,
                 time: String::new(),
+                source: "proc_net".into(),
+                fallback: Some("sock_diag: the kernel refused the sock_diag dump".into()),
             }),
             reconciliations: 0,
             clients: 1,
@@ -250,6 +274,8 @@ mod tests {
         assert!(text.contains("sockmon_dropped_total{cause=\"ring_full\"} 1\n"));
         assert!(text.contains("sockmon_table_sockets 10\n"));
         assert!(text.contains("sockmon_snapshot_duration_seconds 0.0125\n"));
+        assert!(text.contains("sockmon_snapshot_source{source=\"proc_net\"} 1\n"));
+        assert!(text.contains("sockmon_snapshot_source{source=\"sock_diag\"} 0\n"));
         assert!(text.contains("# TYPE sockmon_uptime_seconds gauge\n"));
         assert!(
             text.contains("sockmon_unit_bytes_sent_total{unit=\"user@1000:a\\\"b.service\"} 100\n"),
