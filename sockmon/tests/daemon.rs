@@ -570,7 +570,9 @@ impl Drop for Forked {
 /// Sockets from before the daemon's start (also held by a forked child) and
 /// after it; the daemon started with `env`; asserts that its table, and a
 /// daemon-less `ls`, name the same owners as `ss -tunap` for every socket of
-/// ours, and returns the daemon's `status` answer.
+/// ours, and that the listener from before the start is known with its
+/// exact inode and both holders from the snapshot. Returns the daemon's
+/// `status` answer.
 fn daemon_agrees_with_ss(name: &str, env: &[(&str, &str)]) -> serde_json::Value {
     use std::{collections::BTreeSet, net::UdpSocket};
     use support::holders::{assert_agree, ls_owners, ss_owners};
@@ -578,6 +580,9 @@ fn daemon_agrees_with_ss(name: &str, env: &[(&str, &str)]) -> serde_json::Value 
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (server, _) = listener.accept().unwrap();
     let udp = UdpSocket::bind("[::1]:0").unwrap();
+    // Connected: `ss` names an unconnected one's peer differently when it
+    // reads /proc/net (`*:*`) than over sock_diag (`[::]:*`).
+    udp.connect(("::1", 53)).unwrap();
     let child = Forked::new();
     let d = Daemon::start_with_env(name, &["--no-config"], env);
     // (`ss` names IPv4-mapped sockets differently: kept out of the comparison.)
@@ -600,7 +605,47 @@ fn daemon_agrees_with_ss(name: &str, env: &[(&str, &str)]) -> serde_json::Value 
     );
     assert_eq!(n, compared);
     let status = d.request(r#"{"op":"status"}"#);
-    drop((client, server, udp, later_client, later_server, child));
+    let local = listener.local_addr().unwrap();
+    let found = d.request(&format!(
+        r#"{{"op":"lookup","src":"{local}","dst":"0.0.0.0:0","proto":"tcp"}}"#
+    ));
+    let sockets = found["sockets"].as_array().unwrap();
+    assert_eq!(sockets.len(), 1, "{found}");
+    assert_eq!(sockets[0]["inode"], inode_of(&listener));
+    assert_eq!(sockets[0]["state"], "listen");
+    let owners: BTreeSet<u32> = sockets[0]["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            assert_eq!(o["source"], "snapshot", "{found}");
+            o["pid"].as_u64().unwrap() as u32
+        })
+        .collect();
+    assert_eq!(owners, pids, "{found}");
+    // The human view names the source.
+    let out = Command::new(bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let source = status["status"]["snapshot"]["source"]
+        .as_str()
+        .unwrap_or("?");
+    assert!(text.contains(&format!("(from {source})")), "{text}");
+    let fallback = !status["status"]["snapshot"]["fallback"].is_null();
+    assert_eq!(text.contains("sock_diag not used: "), fallback, "{text}");
+    drop((
+        client,
+        server,
+        udp,
+        later_client,
+        later_server,
+        later,
+        child,
+    ));
     status
 }
 
@@ -612,15 +657,12 @@ fn daemon_agrees_with_ss(name: &str, env: &[(&str, &str)]) -> serde_json::Value 
 fn without_sock_diag_the_daemon_starts_from_proc_net_agrees_with_ss_and_says_so() {
     let _g = exclusive();
     let blocked = diag_blocked();
-    // Opened before the daemon: only the snapshot can know it.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let local = listener.local_addr().unwrap();
     let env: &[(&str, &str)] = if blocked {
         &[]
     } else {
         &[("SOCKMON_SNAPSHOT_NO_SOCK_DIAG", "1")]
     };
-    let v = daemon_agrees_with_ss("no-diag-ss", env);
+    let v = daemon_agrees_with_ss("no-diag", env);
     let snap = &v["status"]["snapshot"];
     assert_eq!(snap["source"], "proc_net", "{v}");
     let why = snap["fallback"].as_str().unwrap_or_default();
@@ -629,28 +671,6 @@ fn without_sock_diag_the_daemon_starts_from_proc_net_agrees_with_ss_and_says_so(
     } else {
         assert_eq!(why, "sock_diag skipped: SOCKMON_SNAPSHOT_NO_SOCK_DIAG=1");
     }
-    let d = Daemon::start_with_env("no-diag", &["--no-config"], env);
-    let req = format!(r#"{{"op":"lookup","src":"{local}","dst":"0.0.0.0:0","proto":"tcp"}}"#);
-    let v = d.request(&req);
-    let sockets = v["sockets"].as_array().unwrap();
-    assert_eq!(sockets.len(), 1, "{v}");
-    assert_eq!(sockets[0]["inode"], inode_of(&listener));
-    assert_eq!(sockets[0]["state"], "listen");
-    let owners = sockets[0]["owners"].as_array().unwrap();
-    assert_eq!(owners.len(), 1, "{v}");
-    assert_eq!(owners[0]["pid"], std::process::id());
-    assert_eq!(owners[0]["source"], "snapshot");
-    // The human view names the source too.
-    let out = Command::new(bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        .arg("status")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("(from proc_net)"), "{text}");
-    assert!(text.contains("sock_diag not used: "), "{text}");
-    drop(listener);
 }
 
 /// With sock_diag (the normal case), the same agreement; the status says

@@ -43,9 +43,10 @@ pub struct TestArgs {
     /// Skip `cargo xtask bench --quick` at the end.
     #[arg(long)]
     pub no_bench: bool,
-    /// Where the tests run: this machine's kernel, a Debian kernel under qemu, or all.
-    #[arg(long, value_enum, default_value = "all")]
-    pub kernel: Kernel,
+    /// Where the tests run: this machine's kernel, a Debian kernel under qemu,
+    /// or all; several separated by commas.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub kernel: Vec<Kernel>,
     /// Seconds a guest may run before it is killed (and fails).
     #[arg(long, default_value_t = 900)]
     pub guest_timeout: u64,
@@ -59,16 +60,22 @@ pub struct TestArgs {
 
 impl TestArgs {
     fn guests(&self) -> Vec<Guest> {
-        match self.kernel {
-            Kernel::Host => Vec::new(),
-            Kernel::Debian61 => vec![Guest::Debian61],
-            Kernel::Debian612 => vec![Guest::Debian612],
-            Kernel::All => Guest::ALL.to_vec(),
-        }
+        let all = self.kernel.contains(&Kernel::All);
+        Guest::ALL
+            .into_iter()
+            .filter(|g| {
+                all || self.kernel.contains(match g {
+                    Guest::Debian61 => &Kernel::Debian61,
+                    Guest::Debian612 => &Kernel::Debian612,
+                })
+            })
+            .collect()
     }
 
     fn host(&self) -> bool {
-        matches!(self.kernel, Kernel::Host | Kernel::All)
+        self.kernel
+            .iter()
+            .any(|k| matches!(k, Kernel::Host | Kernel::All))
     }
 
     fn guest_options(&self) -> guest::Options {
