@@ -176,7 +176,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.bytes.len() % 4 != 0 {
+        while !self.bytes.len().is_multiple_of(4) {
             self.bytes.push(0);
         }
     }
@@ -198,7 +198,7 @@ mod tests {
         a.file("bin/x", 0o755, b"hello");
         let b = a.finish();
         assert_eq!(&b[..6], b"070701");
-        assert_eq!(b.len() % 4, 0);
+        assert!(b.len().is_multiple_of(4));
         // First entry: header (110 bytes) + "bin\0" (4) = 114, padded to 116.
         assert_eq!(&b[116..122], b"070701");
         let mode = u32::from_str_radix(std::str::from_utf8(&b[116 + 14..116 + 22]).unwrap(), 16);

@@ -9,7 +9,7 @@
 
 use std::{
     fs,
-    io::{Read as _, Seek as _, SeekFrom},
+    io::Read as _,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -149,7 +149,6 @@ impl Follow {
     fn print_marks(&mut self, label: &str) {
         let mut buf = Vec::new();
         if self.file.read_to_end(&mut buf).is_err() {
-            let _ = self.file.seek(SeekFrom::Current(0));
             return;
         }
         self.pending.extend_from_slice(&buf);
