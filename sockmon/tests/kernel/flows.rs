@@ -123,16 +123,18 @@ fn release_counters_are_the_kernels_exact_byte_counts() {
     assert_matches_tcp_info(&c, &info, "client");
     let t = c.tcp.unwrap();
     // Exactly what moved: the client's SYN counts as one acknowledged byte.
-    assert_eq!((t.bytes_sent, t.bytes_received), (up as u64, down as u64));
+    // `bytes_sent` counts retransmitted bytes too: on a starved machine (a
+    // guest under emulation) the retransmit timer can fire even on loopback.
+    assert_sent(t.bytes_sent, up as u64, t.total_retrans, "client");
+    assert_eq!(t.bytes_received, down as u64);
     assert_eq!(t.bytes_acked, up as u64 + 1);
-    assert_eq!(t.total_retrans, 0);
     // Released with the connection still established (its FIN is sent after).
     assert_eq!(c.state, 1);
 
     let s = close_stats(h, server_inode);
     assert_matches_tcp_info(&s, &server_info, "server");
     let t = s.tcp.unwrap();
-    assert_eq!(t.bytes_sent, down as u64);
+    assert_sent(t.bytes_sent, down as u64, t.total_retrans, "server");
     // The passive side's SYN-ACK is not counted (the ACK that completes the
     // handshake does not advance `bytes_acked` in `tcp_rcv_state_process`).
     assert_eq!(t.bytes_acked, down as u64);
@@ -140,6 +142,19 @@ fn release_counters_are_the_kernels_exact_byte_counts() {
     assert_eq!(t.bytes_received, up as u64 + 1);
     // The peer closed first: CLOSE_WAIT.
     assert_eq!(s.state, 8);
+}
+
+/// `bytes_sent` is exactly what was written, unless segments were
+/// retransmitted (they count again): then it is more.
+fn assert_sent(bytes_sent: u64, written: u64, retrans: u32, what: &str) {
+    if retrans == 0 {
+        assert_eq!(bytes_sent, written, "{what} bytes_sent");
+    } else {
+        assert!(
+            bytes_sent > written,
+            "{what}: {bytes_sent} sent, {retrans} retransmits"
+        );
+    }
 }
 
 /// A network namespace of this test's own, removed on drop.
