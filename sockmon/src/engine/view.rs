@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::WallTime,
-    event::Proto,
+    event::{Event, Proto},
     filter::Filter,
     output::escape,
     table::{SocketEntry, SocketTable},
@@ -73,6 +73,25 @@ impl Viewer {
             None => true,
             Some(me) => owner_uid == Some(me),
         }
+    }
+
+    /// Whether names (`comm`) of a process of `owner_uid` may be shown.
+    pub fn sees_names_of(&self, owner_uid: Option<u32>) -> bool {
+        !self.hide_names || self.sees_details_of(owner_uid)
+    }
+
+    /// `e` as this viewer may see it on the stream: `None` when nothing
+    /// needs hiding, else a copy with the names of the acting process
+    /// emptied (`/proc` hides them from this viewer).
+    pub fn redact_event(&self, e: &Event) -> Option<Event> {
+        if self.sees_names_of(Some(e.uid)) {
+            return None;
+        }
+        Some(Event {
+            comm: Default::default(),
+            process_comm: Default::default(),
+            ..e.clone()
+        })
     }
 }
 
@@ -160,7 +179,7 @@ pub fn list(
 ) -> Vec<SocketView> {
     let mut rows: Vec<_> = table
         .iter()
-        .filter(|e| matches(filter, e, table))
+        .filter(|e| matches_for(filter, e, table, viewer))
         .map(|e| socket(e, table, viewer, boot))
         .collect();
     rows.sort_by_key(|r| (r.netns, r.inode));
@@ -193,13 +212,19 @@ pub fn lookup(
 
 /// Whether socket `e` passes `f` (`pid`, `comm`: any owner; `port`: either side).
 pub fn matches(f: &Filter, e: &SocketEntry, table: &SocketTable) -> bool {
+    matches_for(f, e, table, Viewer::ROOT)
+}
+
+/// [`matches`] as `viewer` may ask: a `comm` criterion only matches owners
+/// whose names the viewer may see, so it is no oracle for hidden names.
+pub fn matches_for(f: &Filter, e: &SocketEntry, table: &SocketTable, viewer: Viewer) -> bool {
     let owner_pid = |pid: &u32| e.owners.iter().any(|o| o.pid == *pid);
     let owner_comm = |c: &String| {
         e.owners.iter().any(|o| {
-            o.comm.as_bytes() == c.as_bytes()
-                || table
-                    .process(o.pid)
-                    .is_some_and(|p| p.comm.as_bytes() == c.as_bytes())
+            let p = table.process(o.pid);
+            viewer.sees_names_of(p.map(|p| p.uid))
+                && (o.comm.as_bytes() == c.as_bytes()
+                    || p.is_some_and(|p| p.comm.as_bytes() == c.as_bytes()))
         })
     };
     (f.pids.is_empty() || f.pids.iter().any(owner_pid))

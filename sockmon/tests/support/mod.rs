@@ -152,6 +152,12 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon with `args` and waits for READY=1 on NOTIFY_SOCKET.
     pub fn start(name: &str, args: &[&str]) -> Daemon {
+        Self::start_with(name, args, |_| {})
+    }
+
+    /// [`Daemon::start`], with `prepare` applied to the command first (an
+    /// environment, a `pre_exec` hook...).
+    pub fn start_with(name: &str, args: &[&str], prepare: impl FnOnce(&mut Command)) -> Daemon {
         let dir = std::env::temp_dir().join(format!("sockmon-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -161,7 +167,8 @@ impl Daemon {
         notify
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let mut child = Command::new(bin())
+        let mut command = Command::new(bin());
+        command
             .arg("--socket")
             .arg(&socket)
             .arg("daemon")
@@ -169,9 +176,9 @@ impl Daemon {
             .env("NOTIFY_SOCKET", &notify_path)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sockmon daemon");
+            .stderr(Stdio::piped());
+        prepare(&mut command);
+        let mut child = command.spawn().expect("spawn sockmon daemon");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
