@@ -50,16 +50,21 @@ pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_MAX_FILTER_VALUES: usize = 256;
 /// Time a client has to send a complete request line.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Refused connections answered at once (`busy`, `forbidden`); beyond
-/// this, a refused connection is closed without an answer, so refusing
-/// costs a bounded number of tasks whatever the rate of connections.
-pub const MAX_REFUSALS: usize = 64;
+/// Refused connections answered at once (`busy`, `forbidden`), each for at
+/// most 2 s and about 1 KiB; beyond this, a refused connection is closed
+/// without an answer, so refusing costs a bounded number of tasks and
+/// descriptors whatever the rate of connections.
+pub const MAX_REFUSALS: usize = 1024;
 /// Time a refused client has to send its request and take the answer.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes of `list` rows the state task encodes per step: a listing never
 /// holds more than this of encoded rows, and the runtime thread serves
 /// others between steps.
 pub const LIST_STEP_BYTES: usize = 64 * 1024;
+/// Keys (16 bytes each) all `list` responses in progress may hold together
+/// (64 MiB): at the default table cap, four full listings at once; more
+/// wait their turn (small ones pass at once).
+pub const LIST_KEY_BUDGET: usize = 4 << 20;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -245,6 +250,7 @@ pub async fn serve(
     let hidepid = access::proc_hidepid();
     let slots = Arc::new(Slots::default());
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let list_budget = Arc::new(Semaphore::new(LIST_KEY_BUDGET));
     let mut backoff = Duration::from_millis(10);
     loop {
         let stream = tokio::select! {
@@ -275,9 +281,16 @@ pub async fn serve(
         let engine = engine.clone();
         let limits = limits.clone();
         let refusals = refusals.clone();
+        let list_budget = list_budget.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = connection(stream, &engine, &limits, &refusals, group, hidepid).await {
+            let ctx = Ctx {
+                engine: &engine,
+                limits: &limits,
+                refusals: &refusals,
+                list_budget: &list_budget,
+            };
+            if let Err(e) = connection(stream, &ctx, group, hidepid).await {
                 tracing::debug!("API connection ended: {e}");
             }
         });
@@ -303,9 +316,11 @@ fn refuse_bounded(refusals: &Arc<Semaphore>, stream: UnixStream, e: ApiError) {
 /// peer, which could then lose the answer. Both steps are bounded in time.
 async fn refuse(stream: UnixStream, e: ApiError) {
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
+    let mut reader = BufReader::with_capacity(256, read);
     let mut line = Vec::new();
-    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, read_line(&mut reader, &mut line)).await;
+    // A request longer than this costs the client its answer, not us memory.
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, read_line_max(&mut reader, &mut line, 1024)).await;
+    drop(line);
     let _ = write_within(&mut write, &Response::error(&e).to_line(), REFUSAL_TIMEOUT).await;
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, write.shutdown()).await;
 }
@@ -322,14 +337,26 @@ async fn write_within(w: &mut OwnedWriteHalf, buf: &[u8], limit: Duration) -> io
     }
 }
 
+/// What a connection's task shares with the others.
+struct Ctx<'a> {
+    engine: &'a EngineHandle,
+    limits: &'a Limits,
+    refusals: &'a Arc<Semaphore>,
+    list_budget: &'a Arc<Semaphore>,
+}
+
 async fn connection(
     stream: UnixStream,
-    engine: &EngineHandle,
-    limits: &Limits,
-    refusals: &Arc<Semaphore>,
+    ctx: &Ctx<'_>,
     group: Option<u32>,
     hidepid: bool,
 ) -> io::Result<()> {
+    let Ctx {
+        engine,
+        limits,
+        refusals,
+        ..
+    } = *ctx;
     let cred = stream.peer_cred()?;
     let peer = Peer {
         uid: cred.uid(),
@@ -394,7 +421,7 @@ async fn connection(
                 return stream_events(engine, filter, viewer, timeout, reader, write).await;
             }
             Request::List(filter) => {
-                write_list(engine, filter, viewer, &mut write, timeout).await?;
+                write_list(ctx, filter, viewer, &mut write, timeout).await?;
                 continue;
             }
             r => answer(engine, r, viewer).await,
@@ -422,17 +449,33 @@ async fn answer(engine: &EngineHandle, r: Request, viewer: Viewer) -> Response {
 }
 
 /// Writes a `list` response, one line as for any response, step by step:
-/// the matching keys first (16 bytes a socket), then rows encoded by the
+/// the matching keys first (16 bytes a socket, reserved against
+/// [`LIST_KEY_BUDGET`]), then rows encoded by the
 /// state task about [`LIST_STEP_BYTES`] at a time, each written within the
 /// write deadline. A socket that goes away meanwhile is left out; one
 /// that appears meanwhile may be.
 async fn write_list(
-    engine: &EngineHandle,
+    ctx: &Ctx<'_>,
     filter: Filter,
     viewer: Viewer,
     write: &mut OwnedWriteHalf,
     timeout: Duration,
 ) -> io::Result<()> {
+    let engine = ctx.engine;
+    // The keys' memory is reserved first, against the shared budget.
+    let want = engine
+        .shared
+        .table_sockets
+        .load(Ordering::Relaxed)
+        .clamp(1, LIST_KEY_BUDGET);
+    let Ok(_reserved) = ctx
+        .list_budget
+        .clone()
+        .acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX))
+        .await
+    else {
+        return write_within(write, &gone().to_line(), timeout).await;
+    };
     let Ok(mut keys) = engine.list_keys(filter.clone(), viewer).await else {
         return write_within(write, &gone().to_line(), timeout).await;
     };
@@ -479,13 +522,22 @@ async fn read_line<R: AsyncRead + Unpin>(
     r: &mut BufReader<R>,
     buf: &mut Vec<u8>,
 ) -> io::Result<LineRead> {
-    let mut limited = r.take(MAX_REQUEST as u64 + 1);
+    read_line_max(r, buf, MAX_REQUEST).await
+}
+
+/// Reads one `\n`-terminated line of at most `max` bytes.
+async fn read_line_max<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<LineRead> {
+    let mut limited = r.take(max as u64 + 1);
     let n = limited.read_until(b'\n', buf).await?;
     if n == 0 {
         return Ok(LineRead::Eof);
     }
     if buf.last() != Some(&b'\n') {
-        return Ok(if buf.len() > MAX_REQUEST {
+        return Ok(if buf.len() > max {
             LineRead::TooLong
         } else {
             LineRead::Eof // a last line without newline: the client went away

@@ -47,20 +47,33 @@ pub struct RotatingFile {
     size: u64,
 }
 
-/// Opens `path` for appending, created `0640`, never through a symbolic link.
+/// Opens `path` for appending, created `0640` (whatever the umask: the
+/// unit's is 0077), never through a symbolic link.
 fn open_append(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::PermissionsExt as _;
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(io::Error::other(format!(
             "{} is a symbolic link; refusing to follow it",
             path.display()
         )));
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
+    let open = |create_new: bool| {
+        OpenOptions::new()
+            .create_new(create_new)
+            .append(true)
+            .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    let file = match open(true) {
+        Ok(f) => {
+            // Through the descriptor, not the path.
+            f.set_permissions(fs::Permissions::from_mode(0o640))?;
+            f
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open(false)?,
+        Err(e) => return Err(e),
+    };
     if !file.metadata()?.is_file() {
         return Err(io::Error::other(format!(
             "{} is not a regular file",

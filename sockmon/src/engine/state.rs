@@ -260,6 +260,7 @@ impl State {
                 Some(snap) = reconciled.recv() => self.finish_reconcile(snap),
                 Some(round) = super::flows::next(&mut flows_rx) => self.on_flow_round(round),
                 _ = tick.tick() => {
+                    self.shared.table_sockets.store(self.table.len(), Ordering::Relaxed);
                     self.stats.tick();
                     self.report_losses();
                     self.check_ownerless();
@@ -273,6 +274,9 @@ impl State {
 
     pub fn on_batch(&mut self, batch: Batch) {
         self.stats.decode_errors += batch.decode_errors;
+        self.shared
+            .table_sockets
+            .store(self.table.len(), Ordering::Relaxed);
         for record in batch.events {
             match record {
                 Record::Sock(mut e) => {

@@ -23,6 +23,8 @@ const RATE_WINDOW: usize = 5;
 #[derive(Debug, Default)]
 pub struct Shared {
     pub clients: AtomicUsize,
+    /// Sockets in the table (as of the last batch), for budgeting listings.
+    pub table_sockets: AtomicUsize,
     pub subscribers: AtomicUsize,
     /// Events slow API subscribers lost (their queue overflowed).
     pub subscriber_lagged: AtomicU64,
