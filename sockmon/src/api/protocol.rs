@@ -359,14 +359,21 @@ mod tests {
         else {
             panic!("not a list");
         };
-        assert_eq!((f.pids, f.ports, f.comms), (vec![1, 3], vec![80], vec!["a".to_string()]));
+        assert_eq!(
+            (f.pids, f.ports, f.comms),
+            (vec![1, 3], vec![80], vec!["a".to_string()])
+        );
         let f = Filter {
             ports: (1..=300).collect(),
             ..Default::default()
         };
         let e = check_filter_len(&f, 256).unwrap_err();
         assert_eq!(e.code, "bad_request");
-        assert!(e.message.contains("`port`: 300 distinct values"), "{}", e.message);
+        assert!(
+            e.message.contains("`port`: 300 distinct values"),
+            "{}",
+            e.message
+        );
         assert!(check_filter_len(&f, 300).is_ok());
     }
 

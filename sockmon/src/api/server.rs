@@ -270,6 +270,7 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
+        limit_send_buffer(&stream);
         let uid = stream.peer_cred().ok().map(|c| c.uid());
         let slot = match slots.take(uid, &limits, &engine.shared) {
             Ok(slot) => slot,
@@ -297,6 +298,32 @@ pub async fn serve(
     }
 }
 
+/// What the kernel holds for one client that does not read (it doubles
+/// the value asked): with the write deadline, this bounds what such a
+/// client costs in kernel memory and in encoding per deadline.
+const SEND_BUFFER: libc::c_int = 32 * 1024;
+
+fn limit_send_buffer(stream: &UnixStream) {
+    use std::os::fd::AsRawFd as _;
+    let size = SEND_BUFFER;
+    // SAFETY: setsockopt on a live descriptor with a pointer to a local int.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "cannot set SO_SNDBUF on an API connection: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
 /// Answers with `e` in a task of its own if fewer than [`MAX_REFUSALS`]
 /// are in flight; otherwise closes the connection at once.
 fn refuse_bounded(refusals: &Arc<Semaphore>, stream: UnixStream, e: ApiError) {
@@ -319,7 +346,8 @@ async fn refuse(stream: UnixStream, e: ApiError) {
     let mut reader = BufReader::with_capacity(256, read);
     let mut line = Vec::new();
     // A request longer than this costs the client its answer, not us memory.
-    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, read_line_max(&mut reader, &mut line, 1024)).await;
+    let _ =
+        tokio::time::timeout(REFUSAL_TIMEOUT, read_line_max(&mut reader, &mut line, 1024)).await;
     drop(line);
     let _ = write_within(&mut write, &Response::error(&e).to_line(), REFUSAL_TIMEOUT).await;
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, write.shutdown()).await;

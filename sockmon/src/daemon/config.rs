@@ -254,13 +254,19 @@ impl Config {
         if !(1..=65_536).contains(&self.api.max_clients_per_uid) {
             return bad(
                 "api.max_clients_per_uid",
-                format!("{} is not between 1 and 65536", self.api.max_clients_per_uid),
+                format!(
+                    "{} is not between 1 and 65536",
+                    self.api.max_clients_per_uid
+                ),
             );
         }
         if !(100..=600_000).contains(&self.api.write_timeout_ms) {
             return bad(
                 "api.write_timeout_ms",
-                format!("{} is not between 100 and 600000", self.api.write_timeout_ms),
+                format!(
+                    "{} is not between 100 and 600000",
+                    self.api.write_timeout_ms
+                ),
             );
         }
         if !(1..=65_536).contains(&self.api.max_filter_values) {
@@ -272,7 +278,10 @@ impl Config {
         if !(1..=65_536).contains(&self.metrics.max_connections) {
             return bad(
                 "metrics.max_connections",
-                format!("{} is not between 1 and 65536", self.metrics.max_connections),
+                format!(
+                    "{} is not between 1 and 65536",
+                    self.metrics.max_connections
+                ),
             );
         }
         if let Some(addr) = self.metrics.listen

@@ -48,7 +48,10 @@ pub fn check_descriptors(config: &Config, nofile: u64) -> Result<(), String> {
         return Err(format!(
             "api.max_clients = {} (+ {} metrics connections, {} refusals in flight and {RESERVED} for the daemon's own work) needs {need} descriptors, but RLIMIT_NOFILE allows {nofile}; lower api.max_clients or raise LimitNOFILE=",
             config.api.max_clients,
-            config.metrics.listen.map_or(0, |_| config.metrics.max_connections),
+            config
+                .metrics
+                .listen
+                .map_or(0, |_| config.metrics.max_connections),
             MAX_REFUSALS,
         ));
     }

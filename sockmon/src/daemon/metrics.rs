@@ -95,7 +95,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-async fn respond(req: &Request<hyper::body::Incoming>, engine: &EngineHandle) -> Response<Full<Bytes>> {
+async fn respond(
+    req: &Request<hyper::body::Incoming>,
+    engine: &EngineHandle,
+) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -183,7 +186,9 @@ pub fn render(s: &Status) -> String {
     let mut registry = Registry::default();
     let events = Family::<KindLabel, Counter>::default();
     for (k, v) in &s.events_total {
-        events.get_or_create(&KindLabel { kind: k.clone() }).inc_by(*v);
+        events
+            .get_or_create(&KindLabel { kind: k.clone() })
+            .inc_by(*v);
     }
     registry.register("sockmon_events", "Socket events seen, by kind", events);
     let dropped = Family::<CauseLabel, Counter>::default();
@@ -233,7 +238,11 @@ pub fn render(s: &Status) -> String {
             "Sockets evicted because the table was full",
             s.table.evictions as f64,
         ),
-        ("sockmon_api_clients", "Connected API clients", s.clients as f64),
+        (
+            "sockmon_api_clients",
+            "Connected API clients",
+            s.clients as f64,
+        ),
         (
             "sockmon_api_subscribers",
             "API clients subscribed to the event stream",
@@ -312,7 +321,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sockmon_dropped_total{cause=\"ring_full\"} 1\n"));
-        assert!(text.contains("sockmon_sink_open_failures_total 3\n"), "{text}");
+        assert!(
+            text.contains("sockmon_sink_open_failures_total 3\n"),
+            "{text}"
+        );
         assert!(text.contains("sockmon_table_sockets 10.0\n"), "{text}");
         assert!(text.contains("sockmon_snapshot_duration_seconds 0.0125\n"));
         assert!(text.contains("# TYPE sockmon_uptime_seconds gauge\n"));

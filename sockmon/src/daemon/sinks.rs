@@ -228,7 +228,12 @@ impl FileSink {
         };
         if self.missed > 0 {
             let mut notice = Vec::new();
-            json::write_lost(&mut notice, WallTime::now(), "sink_write_failed", self.missed);
+            json::write_lost(
+                &mut notice,
+                WallTime::now(),
+                "sink_write_failed",
+                self.missed,
+            );
             if f.write_lines(&notice).is_ok() {
                 self.missed = 0;
             } else {
@@ -307,7 +312,9 @@ impl Sinks {
         if self.stdout && !lines.is_empty() {
             let mut out = io::stdout().lock();
             if let Err(e) = out.write_all(lines).and_then(|()| out.flush()) {
-                self.shared.sink_write_failures.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .sink_write_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 self.shared
                     .sink_write_failed
                     .fetch_add(count_events(lines), Ordering::Relaxed);
