@@ -51,7 +51,8 @@ pub const DEFAULT_MAX_FILTER_VALUES: usize = 256;
 /// Time a client has to send a complete request line.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Refused connections answered at once (`busy`, `forbidden`), each for at
-/// most 2 s and about 1 KiB; beyond this, a refused connection is closed
+/// most 2 s and about 1 KiB (fewer if the descriptor limit is lower: see
+/// `daemon::limits::refusals`); beyond this, a refused connection is closed
 /// without an answer, so refusing costs a bounded number of tasks and
 /// descriptors whatever the rate of connections.
 pub const MAX_REFUSALS: usize = 1024;
@@ -80,6 +81,8 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Limits {
     pub max_clients: AtomicUsize,
+    /// Refusals answered at once (read when serving starts).
+    pub max_refusals: AtomicUsize,
     pub max_clients_per_uid: AtomicUsize,
     pub write_timeout_ms: AtomicU64,
     pub max_filter_values: AtomicUsize,
@@ -89,6 +92,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_clients: AtomicUsize::new(DEFAULT_MAX_CLIENTS),
+            max_refusals: AtomicUsize::new(MAX_REFUSALS),
             max_clients_per_uid: AtomicUsize::new(DEFAULT_MAX_CLIENTS_PER_UID),
             write_timeout_ms: AtomicU64::new(DEFAULT_WRITE_TIMEOUT_MS),
             max_filter_values: AtomicUsize::new(DEFAULT_MAX_FILTER_VALUES),
@@ -249,7 +253,12 @@ pub async fn serve(
     let group = access::group_id(access::GROUP);
     let hidepid = access::proc_hidepid();
     let slots = Arc::new(Slots::default());
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let refusals = Arc::new(Semaphore::new(
+        limits
+            .max_refusals
+            .load(Ordering::Relaxed)
+            .clamp(1, MAX_REFUSALS),
+    ));
     let list_budget = Arc::new(Semaphore::new(LIST_KEY_BUDGET));
     let mut backoff = Duration::from_millis(10);
     loop {

@@ -32,13 +32,13 @@ pub fn raise_nofile() -> io::Result<u64> {
     Ok(r.rlim_cur)
 }
 
-/// Descriptors the configuration may use at once.
+/// Descriptors the configuration may use at once (refusals aside).
 pub fn needed(config: &Config) -> u64 {
     let metrics = config
         .metrics
         .listen
         .map_or(0, |_| config.metrics.max_connections as u64 + 1);
-    config.api.max_clients as u64 + MAX_REFUSALS as u64 + metrics + RESERVED
+    config.api.max_clients as u64 + metrics + RESERVED
 }
 
 /// Refuses a configuration whose connection bounds do not fit in `nofile`.
@@ -46,16 +46,23 @@ pub fn check_descriptors(config: &Config, nofile: u64) -> Result<(), String> {
     let need = needed(config);
     if need > nofile {
         return Err(format!(
-            "api.max_clients = {} (+ {} metrics connections, {} refusals in flight and {RESERVED} for the daemon's own work) needs {need} descriptors, but RLIMIT_NOFILE allows {nofile}; lower api.max_clients or raise LimitNOFILE=",
+            "api.max_clients = {} (+ {} metrics connections and {RESERVED} for the daemon's own work) needs {need} descriptors, but RLIMIT_NOFILE allows {nofile}; lower api.max_clients or raise LimitNOFILE=",
             config.api.max_clients,
             config
                 .metrics
                 .listen
                 .map_or(0, |_| config.metrics.max_connections),
-            MAX_REFUSALS,
         ));
     }
     Ok(())
+}
+
+/// How many refused connections may be answered at once: what is left of
+/// `nofile` after [`needed`], at most [`MAX_REFUSALS`] (beyond, a refused
+/// connection is closed unanswered).
+pub fn refusals(config: &Config, nofile: u64) -> usize {
+    let left = nofile.saturating_sub(needed(config));
+    usize::try_from(left).map_or(MAX_REFUSALS, |l| l.clamp(16, MAX_REFUSALS))
 }
 
 #[cfg(test)]
@@ -67,6 +74,8 @@ mod tests {
         let mut c = Config::default();
         assert!(check_descriptors(&c, 524_288).is_ok());
         assert!(check_descriptors(&c, 1024).is_ok());
+        assert_eq!(refusals(&c, 1024), 1024 - 256 - 256);
+        assert_eq!(refusals(&c, 1 << 20), MAX_REFUSALS);
         c.api.max_clients = 4096;
         let e = check_descriptors(&c, 1024).unwrap_err();
         assert!(e.contains("api.max_clients = 4096"), "{e}");

@@ -46,14 +46,18 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
     if let Err(e) = signals::install() {
         return fail(&format!("cannot install signal handlers: {e}"), 1);
     }
-    match limits::raise_nofile() {
+    let nofile = match limits::raise_nofile() {
         Ok(n) => {
             if let Err(e) = limits::check_descriptors(&setup.config, n) {
                 return fail(&e, EXIT_USAGE);
             }
+            n
         }
-        Err(e) => tracing::warn!("cannot read or raise RLIMIT_NOFILE: {e}"),
-    }
+        Err(e) => {
+            tracing::warn!("cannot read or raise RLIMIT_NOFILE: {e}");
+            1024
+        }
+    };
     // The privileged part runs on this, the only, thread: capabilities are
     // per thread, so once they are dropped here every thread started later
     // (the runtime's, the /proc worker's) has only what is kept.
@@ -97,7 +101,8 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    rt.block_on(daemon(setup, log, listener, prepared))
+    let refusals = limits::refusals(&setup.config, nofile);
+    rt.block_on(daemon(setup, log, listener, prepared, refusals))
 }
 
 async fn daemon(
@@ -105,6 +110,7 @@ async fn daemon(
     log: LogHandle,
     listener: std::os::unix::net::UnixListener,
     prepared: Prepared,
+    refusals: usize,
 ) -> ExitCode {
     let DaemonSetup { mut config, reload } = setup;
     // Handlers first: a SIGHUP or SIGTERM that arrives during start-up (or
@@ -135,6 +141,7 @@ async fn daemon(
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = Arc::new(Limits::default());
     set_limits(&limits, &config);
+    limits.max_refusals.store(refusals, Ordering::Relaxed);
     let api = tokio::spawn(server::serve(
         listener,
         handle.clone(),

@@ -80,18 +80,41 @@ impl Viewer {
         !self.hide_names || self.sees_details_of(owner_uid)
     }
 
-    /// `e` as this viewer may see it on the stream: `None` when nothing
-    /// needs hiding, else a copy with the names of the acting process
-    /// emptied (`/proc` hides them from this viewer).
+    /// `e` as this viewer may see it on the stream, by the rule of
+    /// [`socket`]: `None` when nothing needs hiding, else a copy with the
+    /// acting process's names emptied (when `/proc` hides them from this
+    /// viewer) and its executable, arguments (with the names), unit and
+    /// container removed (when the process is not the viewer's).
     pub fn redact_event(&self, e: &Event) -> Option<Event> {
-        if self.sees_names_of(Some(e.uid)) {
+        let details = self.sees_details_of(Some(e.uid));
+        let names = self.sees_names_of(Some(e.uid));
+        let ctx_hides = !details
+            && e.ctx.as_deref().is_some_and(|c| {
+                c.exe.is_some()
+                    || c.unit.is_some()
+                    || c.container.is_some()
+                    || (!names && c.args.is_some())
+            });
+        if names && !ctx_hides {
             return None;
         }
-        Some(Event {
-            comm: Default::default(),
-            process_comm: Default::default(),
-            ..e.clone()
-        })
+        let mut r = e.clone();
+        if !names {
+            r.comm = Default::default();
+            r.process_comm = Default::default();
+        }
+        if ctx_hides && let Some(c) = e.ctx.as_deref() {
+            let mut c = c.clone();
+            c.exe = None;
+            c.unit = None;
+            c.container = None;
+            if !names {
+                c.args = None;
+                c.args_truncated = false;
+            }
+            r.ctx = Some(std::sync::Arc::new(c));
+        }
+        Some(r)
     }
 }
 
@@ -318,6 +341,48 @@ mod tests {
         };
         let o = &socket(t.get(99).unwrap(), &t, same, &BootClock::sample()).owners[0];
         assert_eq!(o.exe.as_deref(), Some("/usr/sbin/nginx"));
+    }
+
+    #[test]
+    fn stream_events_are_redacted_as_rows_are() {
+        use crate::event::{flow::ProcCtx, testing};
+        let mut e = testing::event(EventKind::Connect, 1, 10, "10.0.0.1:5000", "1.1.1.1:443");
+        e.uid = 33;
+        e.comm = testing::comm(b"nginx");
+        e.ctx = Some(std::sync::Arc::new(ProcCtx {
+            exe: Some((
+                b"/usr/sbin/nginx".to_vec(),
+                crate::event::flow::ExeSource::ProcExe,
+            )),
+            args: Some(vec![b"nginx".to_vec()]),
+            unit: Some("nginx.service".into()),
+            ..Default::default()
+        }));
+        assert_eq!(Viewer::ROOT.redact_event(&e), None);
+        let owner = Viewer {
+            uid: Some(33),
+            hide_names: true,
+        };
+        assert_eq!(owner.redact_event(&e), None);
+        let stranger = Viewer {
+            uid: Some(1000),
+            hide_names: false,
+        };
+        let r = stranger.redact_event(&e).unwrap();
+        assert_eq!(r.comm.as_bytes(), b"nginx");
+        let c = r.ctx.as_deref().unwrap();
+        assert_eq!((&c.exe, &c.unit), (&None, &None));
+        assert_eq!(c.args.as_deref(), Some(&[b"nginx".to_vec()][..]));
+        let hidden = Viewer {
+            uid: Some(1000),
+            hide_names: true,
+        };
+        let r = hidden.redact_event(&e).unwrap();
+        assert_eq!(
+            (r.comm.as_bytes(), r.process_comm.as_bytes()),
+            (&b""[..], &b""[..])
+        );
+        assert_eq!(r.ctx.as_deref().unwrap().args, None);
     }
 
     #[test]
