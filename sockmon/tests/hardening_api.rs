@@ -146,15 +146,20 @@ fn clients_that_never_read_lose_their_slots() {
         std::process::id(),
         "{v}"
     );
-    let clients = eventually("the attackers' slots given back", || {
-        let n = status(&d)["clients"].as_u64().unwrap();
-        (n <= 2).then_some(n)
-    });
+    let clients = eventually_within(
+        "the attackers' slots given back",
+        Duration::from_secs(120),
+        || {
+            let n = status(&d)["clients"].as_u64().unwrap();
+            (n <= 2).then_some(n)
+        },
+    );
     eprintln!(
         "never-reading clients: a fresh client served {served_after:?} after the attack began (its status took {latency:?}); RSS {before} -> peak {peak} KiB; {clients} clients left"
     );
+    // The bound: listing keys (16 MiB in all) + a 64 KiB step per client.
     assert!(
-        peak < before + 64 * 1024,
+        peak < before + 48 * 1024,
         "RSS {before} -> {peak} KiB during the attack"
     );
     drop(attackers);
@@ -543,11 +548,15 @@ fn sinks_count_and_say_every_loss_and_recover() {
     });
     assert!(!events.exists(), "{st}");
     std::fs::remove_file(&blocker).unwrap();
-    let first = eventually("the sink opened on a retry", || {
-        let text = std::fs::read_to_string(&events).ok()?;
-        let line = text.lines().next()?.to_string();
-        serde_json::from_str::<Value>(&line).ok()
-    });
+    let first = eventually_within(
+        "the sink opened on a retry",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&events).ok()?;
+            let line = text.lines().next()?.to_string();
+            serde_json::from_str::<Value>(&line).ok()
+        },
+    );
     assert_eq!(
         (first["event"].as_str(), first["cause"].as_str()),
         (Some("lost"), Some("sink_write_failed")),

@@ -63,9 +63,9 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// others between steps.
 pub const LIST_STEP_BYTES: usize = 64 * 1024;
 /// Keys (16 bytes each) all `list` responses in progress may hold together
-/// (64 MiB): at the default table cap, four full listings at once; more
-/// wait their turn (small ones pass at once).
-pub const LIST_KEY_BUDGET: usize = 4 << 20;
+/// (16 MiB): a full listing at the default table cap, or many small ones at
+/// once; more wait their turn.
+pub const LIST_KEY_BUDGET: usize = 1 << 20;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -505,13 +505,20 @@ async fn write_list(
         .table_sockets
         .load(Ordering::Relaxed)
         .clamp(1, LIST_KEY_BUDGET);
-    let Ok(_reserved) = ctx
+    let reserve = ctx
         .list_budget
         .clone()
-        .acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX))
-        .await
-    else {
-        return write_within(write, &gone().to_line(), timeout).await;
+        .acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX));
+    // Waiting for the budget is bounded too, or waiting listings would
+    // hold their slots for as long as others take to read theirs.
+    let _reserved = match tokio::time::timeout(timeout, reserve).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => return write_within(write, &gone().to_line(), timeout).await,
+        Err(_) => {
+            let e = ApiError::new("busy", "too many listings in progress; try again later");
+            write_within(write, &Response::error(&e).to_line(), timeout).await?;
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "list budget"));
+        }
     };
     let Ok(mut keys) = engine.list_keys(filter.clone(), viewer).await else {
         return write_within(write, &gone().to_line(), timeout).await;
