@@ -144,6 +144,15 @@ struct UnitLabel {
 
 type UnitField = fn(&crate::engine::totals::UnitTotals) -> u64;
 
+/// A label value escaped as the text format requires (backslash, quote,
+/// newline): prometheus-client writes label values as they are, and unit
+/// names come from cgroup names that users choose.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Flows (issue 13): per-unit totals of closed TCP connections. The label
 /// set is the first units seen since start (then `other`), so it is bounded
 /// and every counter is monotonic.
@@ -174,7 +183,7 @@ fn register_units(registry: &mut Registry, s: &Status) {
         let family = Family::<UnitLabel, Counter>::default();
         for (unit, t) in &s.units {
             family
-                .get_or_create(&UnitLabel { unit: unit.clone() })
+                .get_or_create(&UnitLabel { unit: label(unit) })
                 .inc_by(get(t));
         }
         registry.register(name, help, family);
