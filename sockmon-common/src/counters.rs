@@ -18,10 +18,13 @@ pub enum KernelCounter {
     PendingFull = 3,
     /// Reading the caller's `sockaddr` from user memory failed.
     ReadUserFailed = 4,
+    /// The map of connects in flight refused a connect: its outcome
+    /// (`connect_result`) will not be reported.
+    ConnectUntracked = 5,
 }
 
 /// Number of entries in [`crate::COUNTERS_MAP`].
-pub const COUNTER_SLOTS: u32 = 5;
+pub const COUNTER_SLOTS: u32 = 6;
 
 impl KernelCounter {
     pub const ALL: [KernelCounter; COUNTER_SLOTS as usize] = [
@@ -30,6 +33,7 @@ impl KernelCounter {
         Self::PendingMissing,
         Self::PendingFull,
         Self::ReadUserFailed,
+        Self::ConnectUntracked,
     ];
 
     /// Stable name used in `status`, metrics and JSON.
@@ -40,6 +44,7 @@ impl KernelCounter {
             Self::PendingMissing => "pending_missing",
             Self::PendingFull => "pending_full",
             Self::ReadUserFailed => "read_user_failed",
+            Self::ConnectUntracked => "connect_untracked",
         }
     }
 
@@ -47,7 +52,7 @@ impl KernelCounter {
     pub const fn is_loss(self) -> bool {
         matches!(
             self,
-            Self::RingFull | Self::PendingFull | Self::PendingMissing
+            Self::RingFull | Self::PendingFull | Self::PendingMissing | Self::ConnectUntracked
         )
     }
 }

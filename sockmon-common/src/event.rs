@@ -21,6 +21,10 @@ pub enum EventKind {
     Accept = 4,
     /// The last descriptor of the socket was released: the socket has left every process.
     Close = 5,
+    /// The outcome of a TCP connect (established, refused, timed out, reset,
+    /// unreachable), for the socket of an earlier [`EventKind::Connect`]; the
+    /// identity is the connecting thread's, [`SockEvent::aux`] the time since the attempt.
+    ConnectResult = 6,
     /// A new process (not a thread) was forked: [`ProcEvent::pid`] is the child.
     Fork = 16,
     /// A process executed a new program (close-on-exec descriptors are gone by now).
@@ -50,6 +54,7 @@ impl EventKind {
             3 => Self::Connect,
             4 => Self::Accept,
             5 => Self::Close,
+            6 => Self::ConnectResult,
             16 => Self::Fork,
             17 => Self::Exec,
             18 => Self::Exit,
@@ -67,6 +72,16 @@ pub const FLAG_IMPLICIT: u16 = 1 << 0;
 /// [`Header::flags`]: the tuple of a failed connect was recovered from the
 /// state change that failed it, not read from the (already cleared) socket.
 pub const FLAG_TUPLE_FROM_STATE: u16 = 1 << 1;
+
+/// [`Header::flags`]: the record comes from a socket-layer hook (cgroup,
+/// `sock_ops`, BTF tracepoint) rather than a syscall tracepoint.
+pub const FLAG_SOCKET_LAYER: u16 = 1 << 2;
+/// [`Header::flags`]: the local address of this UDP connect was not chosen
+/// yet when the record was made (the socket layer sees a UDP connect before
+/// the kernel picks it); a later sight of the socket completes it.
+pub const FLAG_LOCAL_PENDING: u16 = 1 << 3;
+/// [`Header::flags`]: the record comes from a kernel-function hook (fentry/fexit or kprobe).
+pub const FLAG_KFUNC: u16 = 1 << 4;
 
 /// First field of every record.
 #[repr(C)]
@@ -122,6 +137,9 @@ pub struct SockEvent {
     /// When the process started: the leader's `start_boottime`, ns since boot
     /// (with `pid`, the identity that survives PID reuse).
     pub start_ns: u64,
+    /// Kind-specific: for [`EventKind::ConnectResult`], nanoseconds since the
+    /// connect attempt; 0 otherwise.
+    pub aux: u64,
 }
 
 /// A process lifecycle record ([`EventKind::Fork`], `Exec`, `Exit`).
@@ -140,7 +158,7 @@ pub struct ProcEvent {
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() == 24);
-const _: () = assert!(core::mem::size_of::<SockEvent>() == 136);
+const _: () = assert!(core::mem::size_of::<SockEvent>() == 144);
 const _: () = assert!(core::mem::size_of::<ProcEvent>() == 56);
 const _: () = assert!(core::mem::align_of::<SockEvent>() == 8);
 
@@ -186,7 +204,8 @@ mod tests {
         assert_eq!(offset_of!(SockEvent, comm), 96);
         assert_eq!(offset_of!(SockEvent, leader_comm), 112);
         assert_eq!(offset_of!(SockEvent, start_ns), 128);
-        assert_eq!(core::mem::size_of::<SockEvent>(), 136);
+        assert_eq!(offset_of!(SockEvent, aux), 136);
+        assert_eq!(core::mem::size_of::<SockEvent>(), 144);
     }
 
     #[test]
@@ -206,6 +225,7 @@ mod tests {
             EventKind::Connect,
             EventKind::Accept,
             EventKind::Close,
+            EventKind::ConnectResult,
             EventKind::Fork,
             EventKind::Exec,
             EventKind::Exit,
@@ -215,7 +235,7 @@ mod tests {
             assert_eq!(EventKind::from_u16(k as u16), Some(k));
         }
         assert_eq!(EventKind::from_u16(0), None);
-        assert_eq!(EventKind::from_u16(6), None);
+        assert_eq!(EventKind::from_u16(7), None);
         assert_eq!(EventKind::from_u16(19), None);
     }
 }

@@ -17,7 +17,7 @@ pub use event::{EventKind, Header, ProcEvent, SockEvent, TASK_COMM_LEN};
 pub use offsets::KernelOffsets;
 
 /// Bumped whenever a type in this crate changes layout.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Name of the `BPF_MAP_TYPE_RINGBUF` that carries every record to user space.
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -54,6 +54,17 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Name of the read-only global holding the ring-buffer backlog (bytes) above
 /// which a submit wakes the reader; below it the reader drains on its own timer.
 pub const WAKEUP_BYTES_GLOBAL: &str = "WAKEUP_BYTES";
+
+/// Name of the LRU map of TCP connects in flight (`struct sock *` → the
+/// connect's record), for their outcome (`ConnectResult`) in softirq.
+pub const CONNECTING_MAP: &str = "CONNECTING";
+pub const CONNECTING_CAPACITY: u32 = 65_536;
+
+/// Name of the read-only global that says which hooks report what: non-zero
+/// when the syscall tracepoints report bind, listen, connect and accept (the
+/// `syscalls` attach mode), so the socket-layer hooks report only what never
+/// enters those syscalls (io_uring, TCP Fast Open).
+pub const SYSCALLS_MODE_GLOBAL: &str = "SYSCALLS_MODE";
 
 /// Address families as the kernel numbers them.
 pub const AF_INET: u16 = 2;

@@ -47,13 +47,26 @@ pub struct KernelOffsets {
     pub task_pid: u32,
     pub task_signal: u32,
     pub signal_live: u32,
+    // struct sock: the error a failed connect leaves (`sk_err`)
+    pub sk_err: u32,
+    // identity read from the task itself (hooks where the current-task
+    // helpers for uid, comm or cgroup are refused): task -> cred -> uid,
+    // task -> cgroups -> dfl_cgrp -> kn -> id
+    pub task_cred: u32,
+    pub cred_uid: u32,
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    // struct pt_regs: the syscall number a task is in (`orig_ax` on x86-64)
+    pub pt_regs_syscall_nr: u32,
     // tracefs: offset of the first argument of a `syscalls:sys_enter_*` record
     // and of `ret` in a `syscalls:sys_exit_*` record.
     pub tp_sys_enter_args: u32,
     pub tp_sys_exit_ret: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40 * 4);
 
 impl KernelOffsets {
     /// All zeroes: the placeholder compiled into the kernel object.

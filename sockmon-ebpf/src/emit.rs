@@ -13,7 +13,9 @@ use aya_ebpf::{
         bpf_get_current_uid_gid, bpf_ktime_get_ns,
     },
 };
-use sockmon_common::{EventKind, Header, KernelCounter, SockEvent, TASK_COMM_LEN};
+use sockmon_common::{
+    EventKind, Header, KernelCounter, SockEvent, TASK_COMM_LEN, event::FLAG_SOCKET_LAYER,
+};
 
 use crate::{
     maps::{EVENTS, count, wakeup_bytes},
@@ -59,6 +61,48 @@ pub fn new_event(kind: EventKind, flags: u16) -> SockEvent {
         comm: bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]),
         leader_comm,
         start_ns,
+        aux: 0,
+    }
+}
+
+/// A zeroed event for the current task, stamped now, with its identity read
+/// from the task itself rather than through the current-task helpers: the
+/// socket-layer program types (`sock_ops` above all) are refused some of
+/// those helpers on some kernels (6.1 refuses `get_current_pid_tgid` there,
+/// 6.12 `get_current_uid_gid` and `get_current_comm`), while
+/// `bpf_get_current_task` and probe reads work in all of them.
+#[inline(always)]
+pub fn new_event_from_task(kind: EventKind, flags: u16) -> SockEvent {
+    let task = task::current();
+    let (tgid, tid) = task::ids(task).unwrap_or((0, 0));
+    let (leader_comm, start_ns) = task::process_identity(task).unwrap_or(([0; TASK_COMM_LEN], 0));
+    SockEvent {
+        header: Header {
+            // SAFETY: helper with no preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            tgid,
+            tid,
+            kind: kind as u16,
+            flags: flags | FLAG_SOCKET_LAYER,
+            _pad: 0,
+        },
+        cgroup_id: task::cgroup_id(task).unwrap_or(0),
+        inode: 0,
+        netns: 0,
+        uid: task::uid(task).unwrap_or(0),
+        error: 0,
+        family: 0,
+        protocol: 0,
+        state: 0,
+        src_port: 0,
+        dst_port: 0,
+        _pad: 0,
+        src_addr: [0; 16],
+        dst_addr: [0; 16],
+        comm: task::comm(task).unwrap_or([0; TASK_COMM_LEN]),
+        leader_comm,
+        start_ns,
+        aux: 0,
     }
 }
 

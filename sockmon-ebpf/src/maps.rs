@@ -9,11 +9,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sockmon_common::{
-    DEFAULT_RING_BYTES, FAILED_CONNECT_CAPACITY, KernelCounter, KernelOffsets, PENDING_CAPACITY,
-    SOCK_HEAD_BYTES, UDP_REPORTED_CAPACITY, counters::COUNTER_SLOTS,
+    CONNECTING_CAPACITY, DEFAULT_RING_BYTES, FAILED_CONNECT_CAPACITY, KernelCounter, KernelOffsets,
+    PENDING_CAPACITY, SOCK_HEAD_BYTES, SockEvent, UDP_REPORTED_CAPACITY, counters::COUNTER_SLOTS,
 };
-
-use crate::sock::Tuple;
 
 /// Every record for user space.
 #[map(name = "EVENTS")]
@@ -39,6 +37,15 @@ pub static FAILED_CONNECTS: LruHashMap<u64, Tuple> =
 pub static UDP_REPORTED: LruHashMap<u64, u8> =
     LruHashMap::with_max_entries(UDP_REPORTED_CAPACITY, 0);
 
+/// TCP connects in flight, keyed by `struct sock *`: the connect's record
+/// (the connecting thread's identity, the inode, the time of the attempt),
+/// kept for its outcome, which the kernel decides in softirq where `current`
+/// is nobody in particular. LRU, so a connect whose outcome never comes
+/// (the socket released in `SYN_SENT`) cannot fill it.
+#[map(name = "CONNECTING")]
+pub static CONNECTING: LruHashMap<u64, SockEvent> =
+    LruHashMap::with_max_entries(CONNECTING_CAPACITY, 0);
+
 /// Scratch space for one socket's head (read in one probe read), kept off
 /// the 512-byte BPF stack. Per CPU: a program runs to completion on one CPU.
 #[map(name = "SOCK_HEAD")]
@@ -53,6 +60,12 @@ pub static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
 /// per event is what costs most on a busy machine.
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: u64 = 0;
+
+/// Non-zero in the `syscalls` attach mode: the syscall tracepoints report
+/// bind, listen, connect and accept, and the socket-layer hooks only what
+/// never enters those syscalls (io_uring, TCP Fast Open).
+#[unsafe(no_mangle)]
+pub static SYSCALLS_MODE: u64 = 0;
 
 /// Reads one field of [`OFFSETS`]. Volatile so the compiler keeps the load
 /// (the value is patched into the object after compilation).
@@ -73,6 +86,10 @@ pub fn read_global<T: Copy>(global: *const T) -> T {
 
 pub fn wakeup_bytes() -> u64 {
     read_global(&raw const WAKEUP_BYTES)
+}
+
+pub fn syscalls_mode() -> bool {
+    read_global(&raw const SYSCALLS_MODE) != 0
 }
 
 /// Counts one kernel-side failure.
@@ -113,3 +130,18 @@ macro_rules! flow_off {
     };
 }
 pub(crate) use flow_off;
+
+// ---- end of the flows section ----
+
+/// A four-tuple as the kernel held it at some moment (the value of
+/// [`FAILED_CONNECTS`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Tuple {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub family: u16,
+    pub _pad: u16,
+}

@@ -16,7 +16,7 @@ use sockmon_common::{
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, KernelCounter, SOCK_HEAD_BYTES, SockEvent,
 };
 
-use crate::maps::{SOCK_HEAD, count, off};
+use crate::maps::{SOCK_HEAD, Tuple, count, off};
 
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
@@ -110,18 +110,6 @@ pub fn inode_of_sk(sk: u64) -> Result<u64, ()> {
     read(inode, off!(inode_ino))
 }
 
-/// A four-tuple as the kernel held it at some moment.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Tuple {
-    pub src_addr: [u8; 16],
-    pub dst_addr: [u8; 16],
-    pub src_port: u16,
-    pub dst_port: u16,
-    pub family: u16,
-    pub _pad: u16,
-}
-
 /// Reads the head of `sk` (its `sock_common`, [`SOCK_HEAD_BYTES`] long) in
 /// one probe read into per-CPU scratch memory: one read instead of ten is
 /// most of what an event costs. User space checked at load that every
@@ -204,4 +192,22 @@ pub fn fill_from_sk(ev: &mut SockEvent, sk: u64) -> Result<(), ()> {
 pub fn inet_sport(sk: u64) -> Result<u16, ()> {
     let sport: u16 = read(sk, off!(inet_sport))?;
     Ok(u16::from_be(sport))
+}
+
+/// Like [`fill_from_sk`], for a socket whose local port may already be
+/// released (`skc_num` reads 0 once a reset or a failed connect closed it):
+/// the port is then taken from `inet_sport`, which survives.
+#[inline(always)]
+pub fn fill_from_sk_keep_port(ev: &mut SockEvent, sk: u64) -> Result<(), ()> {
+    fill_from_sk(ev, sk)?;
+    if ev.src_port == 0 {
+        ev.src_port = inet_sport(sk)?;
+    }
+    Ok(())
+}
+
+/// `sk->sk_err`: the error a failed connect left on the socket.
+#[inline(always)]
+pub fn sk_err(sk: u64) -> Result<i32, ()> {
+    read(sk, off!(sk_err))
 }

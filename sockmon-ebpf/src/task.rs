@@ -5,10 +5,13 @@
 //! survives PID reuse; its name is the leader's `comm`, which can differ from
 //! the acting thread's.
 
-use aya_ebpf::helpers::bpf_get_current_task;
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs};
 use sockmon_common::TASK_COMM_LEN;
 
-use crate::{maps::off, sock::read};
+use crate::{
+    maps::off,
+    sock::{launder, read},
+};
 
 /// The current task (`struct task_struct *`).
 #[inline(always)]
@@ -39,4 +42,38 @@ pub fn group_dead(task: u64) -> Result<bool, ()> {
     let signal: u64 = read(task, off!(task_signal))?;
     let live: i32 = read(signal, off!(signal_live))?;
     Ok(live == 0)
+}
+
+/// `task->comm`: the thread's own name.
+#[inline(always)]
+pub fn comm(task: u64) -> Result<[u8; TASK_COMM_LEN], ()> {
+    read(task, off!(task_comm))
+}
+
+/// `task->cred->uid` (as `bpf_get_current_uid_gid` reports it).
+#[inline(always)]
+pub fn uid(task: u64) -> Result<u32, ()> {
+    let cred: u64 = read(task, off!(task_cred))?;
+    read(cred, off!(cred_uid))
+}
+
+/// The task's cgroup v2 id: `task->cgroups->dfl_cgrp->kn->id`, what
+/// `bpf_get_current_cgroup_id` returns.
+#[inline(always)]
+pub fn cgroup_id(task: u64) -> Result<u64, ()> {
+    let css_set: u64 = read(task, off!(task_cgroups))?;
+    let cgroup: u64 = read(css_set, off!(css_set_dfl_cgrp))?;
+    let kn: u64 = read(cgroup, off!(cgroup_kn))?;
+    read(kn, off!(kernfs_node_id))
+}
+
+/// The syscall the current task is in (`task_pt_regs(current)->orig_ax` on
+/// x86-64). An io_uring worker thread never entered a syscall: it reads 0.
+#[inline(always)]
+pub fn current_syscall() -> Result<u64, ()> {
+    // SAFETY: both helpers have no preconditions beyond a valid task, which
+    // `bpf_get_current_task_btf` always returns; the result is only read
+    // through probe reads.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    read(launder(regs), off!(pt_regs_syscall_nr))
 }

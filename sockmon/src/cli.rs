@@ -49,6 +49,15 @@ pub enum Command {
     Status(StatusArgs),
     /// Run the daemon: live table, local API, event sinks (see docs/api.md).
     Daemon(DaemonArgs),
+    /// Which attach modes this kernel allows (each is tried by loading it), and what `auto` picks.
+    Modes(ModesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModesArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -62,6 +71,7 @@ pub enum EventArg {
     Bind,
     Listen,
     Connect,
+    ConnectResult,
     Accept,
     Close,
 }
@@ -169,6 +179,9 @@ pub struct DaemonArgs {
     /// Most simultaneous API clients.
     #[arg(long, value_name = "N")]
     pub max_clients: Option<usize>,
+    /// Which kernel hooks report bind, listen, connect and accept [default: auto].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub attach: Option<AttachArg>,
     /// Kernel ring buffer size, in KiB (a power of two).
     #[arg(long, value_name = "KIB")]
     pub ring_kib: Option<u32>,
@@ -220,6 +233,9 @@ pub struct WatchArgs {
     /// Only these events (repeatable).
     #[arg(long = "event", value_enum, value_name = "EVENT")]
     pub events: Vec<EventArg>,
+    /// Which kernel hooks report bind, listen, connect and accept.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub attach: AttachArg,
     /// Kernel ring buffer size, in KiB (a power of two, at least 4).
     #[arg(long, value_name = "KIB", default_value_t = sockmon_common::DEFAULT_RING_BYTES / 1024, value_parser = parse_ring_kib)]
     pub ring_kib: u32,
@@ -237,6 +253,32 @@ fn parse_flow_interval(s: &str) -> Result<Duration, String> {
         _ => Err(format!(
             "`{s}`: the flow interval is a number of seconds from 0.1 to 86400"
         )),
+    }
+}
+
+/// `--attach`: which kernel hooks report bind, listen, connect and accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AttachArg {
+    /// The best mode this kernel allows (socket, else syscalls).
+    Auto,
+    /// Socket-layer hooks: no tax on unrelated syscalls.
+    Socket,
+    /// Syscall tracepoints: every syscall of the machine pays the tracing slow path.
+    Syscalls,
+}
+
+impl AttachArg {
+    pub fn mode(self) -> crate::kernel::AttachMode {
+        use crate::kernel::AttachMode;
+        match self {
+            Self::Auto => AttachMode::Auto,
+            Self::Socket => AttachMode::Socket,
+            Self::Syscalls => AttachMode::Syscalls,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.mode().name()
     }
 }
 
@@ -282,6 +324,7 @@ impl WatchArgs {
                 EventArg::Bind => EventKind::Bind,
                 EventArg::Listen => EventKind::Listen,
                 EventArg::Connect => EventKind::Connect,
+                EventArg::ConnectResult => EventKind::ConnectResult,
                 EventArg::Accept => EventKind::Accept,
                 EventArg::Close => EventKind::Close,
             })
@@ -296,6 +339,7 @@ impl WatchArgs {
             load: LoadOptions {
                 ring_bytes,
                 wakeup_bytes: (ring_bytes / 8) as u64,
+                attach: self.attach.mode(),
             },
             drain_interval: crate::kernel::reader::DEFAULT_DRAIN_INTERVAL,
             table_cap: self.table_cap,

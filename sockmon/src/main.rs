@@ -24,6 +24,7 @@ fn main() -> ExitCode {
                 Command::Ls(args) => cmd::ls::run(&args, &socket, cli.no_daemon),
                 Command::Lookup(args) => cmd::lookup::run(&args, &socket, cli.no_daemon),
                 Command::Status(args) => cmd::status::run(&args, &socket),
+                Command::Modes(args) => cmd::modes::run(&args),
                 Command::Daemon(_) => unreachable!("handled above"),
             }
         }

@@ -47,7 +47,7 @@ fn bad_arguments_exit_2_with_a_clear_message() {
         (&["watch", "--proto", "sctp"], "possible values: tcp, udp"),
         (
             &["watch", "--event", "open"],
-            "possible values: bind, listen, connect, accept, close",
+            "possible values: bind, listen, connect, connect-result, accept, close",
         ),
         (
             &["watch", "--comm", "0123456789abcdefg"],
@@ -124,7 +124,8 @@ fn watch_json_matches_the_schema_and_ends_cleanly_on_sigterm() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while seen.len() < 4 && Instant::now() < deadline {
+    let closes = |seen: &[serde_json::Value]| seen.iter().filter(|v| v["event"] == "close").count();
+    while closes(&seen) < 2 && seen.len() < 16 && Instant::now() < deadline {
         let line = lines.next().expect("stdout open").unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
         let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
@@ -231,7 +232,17 @@ fn human_view_shows_one_aligned_line_and_the_errno_of_a_failed_connect() {
     assert!(line.contains("  connect  tcp  127.0.0.1:"), "{line}");
     assert!(line.contains(&format!("→ 127.0.0.1:{port} ")), "{line}");
     assert!(line.contains(&format!("  pid {pid} ")), "{line}");
-    assert!(line.ends_with("uid 0  ECONNREFUSED"), "{line}");
+    // The attempt (in the socket attach mode it carries no errno), then its
+    // outcome, with the errno and how long the refusal took.
+    let outcome = lines.next().unwrap().unwrap();
+    assert!(outcome.contains("  outcome  tcp  127.0.0.1:"), "{outcome}");
+    assert!(
+        outcome.contains(&format!("→ 127.0.0.1:{port} ")),
+        "{outcome}"
+    );
+    assert!(outcome.contains(&format!("  pid {pid} ")), "{outcome}");
+    assert!(outcome.contains("uid 0  ECONNREFUSED after "), "{outcome}");
+    assert!(outcome.ends_with(" ms"), "{outcome}");
     signal(&child, libc::SIGTERM);
     assert_eq!(
         wait_exit(&mut child, Duration::from_secs(3)).code(),

@@ -209,7 +209,7 @@ fn after_kill_9_nothing_stays_loaded_and_a_new_daemon_starts() {
         let s = std::os::unix::net::UnixStream::connect(&second.socket).ok()?;
         let mut s = s;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        Some(request_on(&mut s, r#"{"op":"status"}"#))
+        support::try_request_on(&mut s, r#"{"op":"status"}"#)
     });
     assert_eq!(v["ok"], true);
     // Its table (from its own snapshot) equals what ss says.

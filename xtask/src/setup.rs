@@ -23,7 +23,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),          // the systemd test lists loaded programs
     ("systemd", "systemd-analyze"),  // the real-systemd test boots it in a namespace
     ("python3", "/usr/bin/python3"), // network-namespace tests hold sockets with it
-    ("nftables", "nft"),             // flows tests: random loss in a namespace
+    ("nftables", "nft"),             // random loss, dropped SYNs in test namespaces
 ];
 
 pub fn all() -> anyhow::Result<()> {

@@ -68,6 +68,20 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         test.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
     }
     exec(&mut test)?;
+    // The real-kernel layer once more per pure attach mode (the run above
+    // used `auto`), with the same assertions; documented differences between
+    // modes are asserted as such inside the tests.
+    for mode in ["socket", "syscalls"] {
+        let mut kernel = cargo();
+        kernel
+            .args(["test", "--package", "sockmon", "--test", "kernel"])
+            .env("SOCKMON_TEST_ATTACH", mode);
+        if !is_root() {
+            kernel.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
+        }
+        eprintln!("xtask: real-kernel tests in the `{mode}` attach mode");
+        exec(&mut kernel)?;
+    }
     // The benchmarks' quick mode proves the harness works (no values checked).
     if args.no_bench {
         return Ok(());

@@ -3,7 +3,9 @@
 //! The passive side's `TCP_ESTABLISHED` transition runs in softirq, where
 //! `current` is whoever was interrupted; the owner of an accepted socket is
 //! the task that gets its descriptor back from accept. Only the exit is
-//! needed: the returned descriptor is resolved in that task's table. Failed
+//! needed: the returned descriptor is resolved in that task's table. A
+//! connection its peer reset before the accept keeps its tuple (the released
+//! local port comes from `inet_sport`). Failed
 //! accepts (mostly `EAGAIN` of non-blocking loops) are not reported.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
@@ -12,7 +14,7 @@ use sockmon_common::EventKind;
 use super::syscall::ret;
 use crate::{
     emit::{new_event, submit},
-    sock::{fill_from_sk, inet_sock_of_fd},
+    sock::{fill_from_sk_keep_port, inet_sock_of_fd},
 };
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept")]
@@ -37,7 +39,8 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     };
     let mut ev = new_event(EventKind::Accept, 0);
     ev.inode = sock.inode;
-    fill_from_sk(&mut ev, sock.sk)?;
+    // A connection reset before the accept has its port released already.
+    fill_from_sk_keep_port(&mut ev, sock.sk)?;
     submit(&ev);
     Ok(())
 }

@@ -27,19 +27,10 @@ pub fn sock_release(ctx: SockContext) -> i32 {
     1
 }
 
-/// Reads one field of the context (a volatile load, so the compiler keeps
-/// it the width the verifier expects).
-macro_rules! field {
-    ($ctx:expr, $f:ident) => {
-        // SAFETY: the context pointer is valid for the program's run.
-        unsafe { core::ptr::read_volatile(&raw const (*$ctx).$f) }
-    };
-}
-
 fn try_release(ctx: &SockContext) -> Result<(), ()> {
     let s: *const bpf_sock = ctx.sock;
-    let family = field!(s, family) as u16;
-    let protocol = field!(s, protocol) as u8;
+    let family = ctx_field!(s, family) as u16;
+    let protocol = ctx_field!(s, protocol) as u8;
     if (family != AF_INET && family != AF_INET6)
         || (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
     {

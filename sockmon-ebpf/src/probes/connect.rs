@@ -49,7 +49,10 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
     if rc < 0 {
         ev.error = rc as i32;
     }
-    if rc < 0 && rc != -EINPROGRESS {
+    // A failed connect, or a non-blocking one refused before it returned
+    // (on loopback the RST is handled inside the connect): the kernel has
+    // released the port, so the tuple comes from the state change.
+    if (rc < 0 && rc != -EINPROGRESS) || ev.src_port == 0 {
         recover_failed_tuple(&mut ev, pending.sk, &pending.addr)?;
     }
     submit(&ev);

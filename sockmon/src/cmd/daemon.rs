@@ -46,6 +46,9 @@ pub fn build_config(
     if let Some(v) = args.max_clients {
         c.api.max_clients = v;
     }
+    if let Some(v) = args.attach {
+        c.kernel.attach = v.name().into();
+    }
     if let Some(v) = args.ring_kib {
         c.kernel.ring_kib = v;
     }

@@ -55,6 +55,23 @@ pub fn human(s: &Status) -> String {
             "NOT attached"
         }
     );
+    let kinds: Vec<String> = s
+        .attach
+        .kinds
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "attach:    {} ({}){}",
+        s.attach.mode,
+        kinds.join(" "),
+        s.attach
+            .fallback
+            .as_deref()
+            .map(|f| format!("; auto fell back: {f}"))
+            .unwrap_or_default()
+    );
     let _ = writeln!(
         o,
         "table:     {} sockets, {} processes (cap {}, {} evicted)",

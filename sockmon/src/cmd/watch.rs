@@ -43,12 +43,19 @@ fn from_daemon(mut client: Client, cfg: &WatchConfig) -> ExitCode {
             .map(|k| crate::event::kind_name(*k))
             .collect::<Vec<_>>()
     );
+    let attach = match client.request(&json!({"op": "status"})) {
+        Ok(r) => r.status.map(|s| s.attach).unwrap_or_default(),
+        Err(e) => return fail(&e, 1),
+    };
     if let Err(e) = client.request(&json!({"op": "subscribe", "filter": filter})) {
         return fail(&e, 1);
     }
     // A signal shuts the socket down, which ends the blocking read below.
     signals::shutdown_on_stop(client.as_raw_fd());
-    eprintln!("sockmon: watching through the daemon. Ctrl-C to stop.");
+    eprintln!(
+        "sockmon: watching through the daemon; {}. Ctrl-C to stop.",
+        attach_line(&attach)
+    );
     loop {
         let line = match client.next_line() {
             _ if signals::requested() => return ExitCode::SUCCESS,
@@ -97,6 +104,7 @@ fn alone(cfg: WatchConfig) -> ExitCode {
     // Subscribed before the first event is applied: nothing is missed; if
     // we fall behind, the misses are counted and said, and we go on.
     let sub = prepared.subscribe_with(cfg.filter.clone(), OnLag::Resume("watch_lagged"));
+    let attach = prepared.attach();
     let rt = match crate::cmd::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -106,13 +114,29 @@ fn alone(cfg: WatchConfig) -> ExitCode {
             Ok(e) => e,
             Err(e) => return fail_chain(&e, 1),
         };
-        let code = stream(sub, &cfg, &engine).await;
+        let code = stream(sub, &cfg, &engine, &attach).await;
         engine.shutdown().await;
         code
     })
 }
 
-async fn stream(mut sub: Subscription, cfg: &WatchConfig, engine: &Engine) -> ExitCode {
+/// `attach mode socket (bind=socket, ...)`: which hooks report what.
+fn attach_line(a: &crate::engine::stats::AttachStatus) -> String {
+    let kinds: Vec<String> = a.kinds.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let fallback = a
+        .fallback
+        .as_deref()
+        .map(|f| format!("; auto fell back from socket: {f}"))
+        .unwrap_or_default();
+    format!("attach mode {} ({}){fallback}", a.mode, kinds.join(" "))
+}
+
+async fn stream(
+    mut sub: Subscription,
+    cfg: &WatchConfig,
+    engine: &Engine,
+    attach: &crate::engine::stats::AttachStatus,
+) -> ExitCode {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -123,7 +147,8 @@ async fn stream(mut sub: Subscription, cfg: &WatchConfig, engine: &Engine) -> Ex
         return ExitCode::SUCCESS;
     }
     eprintln!(
-        "sockmon: probes attached; watching bind, listen, connect, accept and close (TCP/UDP, IPv4/IPv6). Ctrl-C to stop."
+        "sockmon: probes attached, {}; watching bind, listen, connect, accept and close (TCP/UDP, IPv4/IPv6). Ctrl-C to stop.",
+        attach_line(attach)
     );
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {

@@ -71,6 +71,9 @@ pub struct ApiConfig {
 pub struct KernelConfig {
     /// Ring buffer size in KiB (power of two). Restart to change.
     pub ring_kib: u32,
+    /// Which hooks report bind, listen, connect and accept: `auto`,
+    /// `socket` or `syscalls`. Restart to change.
+    pub attach: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -161,6 +164,7 @@ impl Default for KernelConfig {
     fn default() -> Self {
         Self {
             ring_kib: sockmon_common::DEFAULT_RING_BYTES / 1024,
+            attach: "auto".into(),
         }
     }
 }
@@ -240,6 +244,15 @@ impl Config {
             return bad(
                 "kernel.ring_kib",
                 format!("{k} is not a power of two between 4 and 1048576"),
+            );
+        }
+        if crate::kernel::AttachMode::from_name(&self.kernel.attach).is_none() {
+            return bad(
+                "kernel.attach",
+                format!(
+                    "`{}` is not one of auto, socket, syscalls",
+                    self.kernel.attach
+                ),
             );
         }
         if self.table.cap == 0 {

@@ -138,6 +138,13 @@ struct CauseLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttachLabel {
+    mode: String,
+    kind: String,
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UnitLabel {
     unit: String,
 }
@@ -193,6 +200,21 @@ fn register_units(registry: &mut Registry, s: &Status) {
 /// The OpenMetrics exposition of `s`.
 pub fn render(s: &Status) -> String {
     let mut registry = Registry::default();
+    let attach = Family::<AttachLabel, Gauge>::default();
+    for (k, v) in &s.attach.kinds {
+        attach
+            .get_or_create(&AttachLabel {
+                mode: s.attach.mode.clone(),
+                kind: k.clone(),
+                source: v.clone(),
+            })
+            .set(1);
+    }
+    registry.register(
+        "sockmon_attach_info",
+        "The hook family that reports each event kind (1), and the attach mode loaded",
+        attach,
+    );
     let events = Family::<KindLabel, Counter>::default();
     for (k, v) in &s.events_total {
         events
@@ -293,6 +315,11 @@ mod tests {
             version: "0".into(),
             uptime_s: 3.5,
             probes_attached: true,
+            attach: crate::engine::stats::AttachStatus {
+                mode: "socket".into(),
+                fallback: None,
+                kinds: BTreeMap::from([("bind".into(), "socket".into())]),
+            },
             events_total: BTreeMap::from([("connect".into(), 4), ("close".into(), 2)]),
             events_per_s: BTreeMap::new(),
             dropped: BTreeMap::from([("ring_full".into(), 1)]),
@@ -338,6 +365,12 @@ mod tests {
         assert!(text.contains("sockmon_snapshot_duration_seconds 0.0125\n"));
         assert!(text.contains("# TYPE sockmon_uptime_seconds gauge\n"));
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains(
+                "sockmon_attach_info{mode=\"socket\",kind=\"bind\",source=\"socket\"} 1\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("sockmon_unit_bytes_sent_total{unit=\"user@1000:a\\\"b.service\"} 100\n"),
             "{text}"

@@ -28,7 +28,7 @@ use crate::{
     api::server::{self, Limits},
     cmd::{EXIT_USAGE, fail, fail_chain, signals},
     engine::{Engine, EngineOptions, Prepared},
-    kernel::{LoadOptions, privileges},
+    kernel::{AttachMode, LoadOptions, privileges},
     logging::LogHandle,
 };
 
@@ -71,6 +71,8 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
         load: LoadOptions {
             ring_bytes,
             wakeup_bytes: u64::from(ring_bytes / 8),
+            // Validated with the configuration.
+            attach: AttachMode::from_name(&setup.config.kernel.attach).unwrap_or_default(),
         },
         table_cap: setup.config.table.cap,
         snapshot: true,

@@ -415,5 +415,6 @@ pub fn record(
             interval_ms: Some(round.interval.as_millis() as u64),
         })),
         ctx: None,
+        aux: 0,
     })
 }

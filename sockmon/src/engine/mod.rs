@@ -243,6 +243,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Which hooks report what, as loaded.
+    pub fn attach(&self) -> stats::AttachStatus {
+        stats::AttachStatus::of(&self.probes)
+    }
+
     /// A subscription that will see every event since the probes were
     /// attached (one made later through the handle starts when it is made).
     pub fn subscribe(&mut self, filter: Filter) -> Subscription {

@@ -581,9 +581,12 @@ impl State {
             cap: self.table.cap(),
             evictions: self.table.evictions(),
         };
-        let mut status = self
-            .stats
-            .status(&self.probes.counters(), table, &self.shared);
+        let mut status = self.stats.status(
+            &self.probes.counters(),
+            table,
+            &self.shared,
+            super::stats::AttachStatus::of(&self.probes),
+        );
         status
             .dropped
             .insert("close_stats_unmatched".into(), self.lives.unmatched);

@@ -53,12 +53,40 @@ pub struct TableStatus {
     pub evictions: u64,
 }
 
+/// Which hooks report what (`status.attach`; docs/api.md).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttachStatus {
+    /// The mode loaded: `socket` or `syscalls`.
+    pub mode: String,
+    /// Why `auto` did not choose `socket`, when it fell back.
+    pub fallback: Option<String>,
+    /// The hook family (`socket`, `syscalls`) that reports each event kind.
+    pub kinds: BTreeMap<String, String>,
+}
+
+impl AttachStatus {
+    pub fn of(probes: &crate::kernel::Probes) -> Self {
+        Self {
+            mode: probes.mode().name().to_string(),
+            fallback: probes.fallback_reason().map(str::to_string),
+            kinds: probes
+                .kind_sources()
+                .into_iter()
+                .map(|k| (k.kind.to_string(), k.source.to_string()))
+                .collect(),
+        }
+    }
+}
+
 /// The `status` answer (docs/api.md).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
     pub uptime_s: f64,
     pub probes_attached: bool,
+    /// Which hooks report what.
+    #[serde(default)]
+    pub attach: AttachStatus,
     pub events_total: BTreeMap<String, u64>,
     pub events_per_s: BTreeMap<String, f64>,
     pub dropped: BTreeMap<String, u64>,
@@ -143,6 +171,7 @@ impl Stats {
         kernel: &[u64; KernelCounter::ALL.len()],
         table: TableStatus,
         shared: &Shared,
+        attach: AttachStatus,
     ) -> Status {
         let mut events_total = BTreeMap::new();
         let mut events_per_s = BTreeMap::new();
@@ -173,6 +202,7 @@ impl Stats {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_s: self.started.elapsed().as_secs_f64(),
             probes_attached: true,
+            attach,
             events_total,
             events_per_s,
             dropped,
@@ -212,7 +242,12 @@ mod tests {
         s.count(EventKind::Close);
         s.tick();
         s.tick();
-        let st = s.status(&[0; KernelCounter::ALL.len()], table(), &Shared::default());
+        let st = s.status(
+            &[0; KernelCounter::ALL.len()],
+            table(),
+            &Shared::default(),
+            AttachStatus::default(),
+        );
         assert_eq!(st.events_total["connect"], 10);
         assert_eq!(st.events_total["close"], 1);
         assert_eq!(st.events_total["bind"], 0);
@@ -225,10 +260,15 @@ mod tests {
         let s = Stats::default();
         let shared = Shared::default();
         shared.subscriber_lagged.store(7, Ordering::Relaxed);
-        let st = s.status(&[1, 2, 3, 4, 5], table(), &shared);
+        let st = s.status(
+            &[1, 2, 3, 4, 5, 6],
+            table(),
+            &shared,
+            AttachStatus::default(),
+        );
         assert_eq!(st.dropped["ring_full"], 1);
         assert_eq!(st.dropped["read_user_failed"], 5);
         assert_eq!(st.dropped["subscriber_lagged"], 7);
-        assert_eq!(st.dropped.len(), 10);
+        assert_eq!(st.dropped.len(), 11);
     }
 }

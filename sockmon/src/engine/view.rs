@@ -292,6 +292,7 @@ mod tests {
             flags: 0,
             life: None,
             ctx: None,
+            aux: 0,
         });
         t.set_process_details(
             10,

@@ -117,6 +117,7 @@ pub fn from_raw(r: &SockEvent, clock: &Clock) -> Result<Event, DecodeError> {
         flags: r.header.flags,
         life: None,
         ctx: None,
+        aux: r.aux,
     })
 }
 
@@ -183,6 +184,7 @@ mod tests {
             comm,
             leader_comm: *b"server\0\0\0\0\0\0\0\0\0\0",
             start_ns: 123_456_789_000,
+            aux: 0,
         }
     }
 

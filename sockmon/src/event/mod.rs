@@ -54,6 +54,7 @@ pub const fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Connect => "connect",
         EventKind::Accept => "accept",
         EventKind::Close => "close",
+        EventKind::ConnectResult => "connect_result",
         EventKind::Fork => "fork",
         EventKind::Exec => "exec",
         EventKind::Exit => "exit",
@@ -69,13 +70,56 @@ pub fn kind_from_name(name: &str) -> Option<EventKind> {
 }
 
 /// The kinds of socket events, in lifecycle order.
-pub const SOCKET_KINDS: [EventKind; 5] = [
+pub const SOCKET_KINDS: [EventKind; 6] = [
     EventKind::Bind,
     EventKind::Listen,
     EventKind::Connect,
+    EventKind::ConnectResult,
     EventKind::Accept,
     EventKind::Close,
 ];
+
+/// How exactly an event names who acted (JSON `attribution`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attribution {
+    /// The acting thread is exact.
+    Thread,
+    /// The process is exact, the thread is not known.
+    Process,
+    /// A process found holding the descriptor (not seen acting).
+    Holder,
+    /// The task that released the socket.
+    Closer,
+}
+
+impl Attribution {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Thread => "thread",
+            Self::Process => "process",
+            Self::Holder => "holder",
+            Self::Closer => "closer",
+        }
+    }
+}
+
+/// Which family of hooks produced an event (JSON `attach`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookSource {
+    Syscalls,
+    Socket,
+    Kfunc,
+}
+
+impl HookSource {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Syscalls => "syscalls",
+            Self::Socket => "socket",
+            Self::Kfunc => "kfunc",
+        }
+    }
+}
 
 /// A task's `comm`: up to 16 raw bytes, untrusted.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -141,6 +185,8 @@ pub struct Event {
     pub life: Option<Box<flow::Life>>,
     /// The acting process's exe, args, parent, unit and container (engine-filled).
     pub ctx: Option<std::sync::Arc<flow::ProcCtx>>,
+    /// `connect_result`: nanoseconds since the connect attempt; else 0.
+    pub aux: u64,
 }
 
 /// A process lifecycle change (fork, exec, exit).
@@ -186,6 +232,36 @@ impl Event {
     /// Whether the local address was assigned by a send, without `bind(2)`.
     pub fn is_implicit(&self) -> bool {
         self.flags & sockmon_common::event::FLAG_IMPLICIT != 0
+    }
+
+    /// Whether the local address of this UDP connect was still to be chosen.
+    pub fn local_pending(&self) -> bool {
+        self.flags & sockmon_common::event::FLAG_LOCAL_PENDING != 0
+    }
+
+    /// Which hooks produced the record.
+    pub fn source(&self) -> HookSource {
+        use sockmon_common::event::{FLAG_KFUNC, FLAG_SOCKET_LAYER};
+        if self.flags & FLAG_KFUNC != 0 {
+            HookSource::Kfunc
+        } else if self.flags & FLAG_SOCKET_LAYER != 0 {
+            HookSource::Socket
+        } else {
+            HookSource::Syscalls
+        }
+    }
+
+    /// How exactly the record names who acted.
+    pub fn attribution(&self) -> Attribution {
+        match self.kind {
+            EventKind::Close => Attribution::Closer,
+            _ => Attribution::Thread,
+        }
+    }
+
+    /// `connect_result`: microseconds since the attempt.
+    pub fn duration_us(&self) -> Option<u64> {
+        (self.kind == EventKind::ConnectResult).then_some(self.aux / 1000)
     }
 
     /// Whether either side uses `port`.

@@ -39,5 +39,6 @@ pub fn event(kind: EventKind, inode: u64, pid: u32, src: &str, dst: &str) -> Eve
         flags: 0,
         life: None,
         ctx: None,
+        aux: 0,
     }
 }

@@ -191,7 +191,7 @@ impl Layout {
 }
 
 /// Resolves every offset the programs use.
-pub fn resolve(btf_path: &str, tracefs: &Path) -> Result<KernelOffsets, BtfError> {
+pub fn resolve(btf_path: &str, tracefs: Option<&Path>) -> Result<KernelOffsets, BtfError> {
     let offsets = resolve_all(btf_path, tracefs)?;
     check_sock_head(&offsets)?;
     Ok(offsets)
@@ -222,10 +222,17 @@ fn check_sock_head(o: &KernelOffsets) -> Result<(), BtfError> {
     Ok(())
 }
 
-fn resolve_all(btf_path: &str, tracefs: &Path) -> Result<KernelOffsets, BtfError> {
+fn resolve_all(btf_path: &str, tracefs: Option<&Path>) -> Result<KernelOffsets, BtfError> {
     let l = Layout::from_file(btf_path)?;
-    let enter = Format::read(tracefs, "syscalls", "sys_enter_bind")?;
-    let exit = Format::read(tracefs, "syscalls", "sys_exit_bind")?;
+    // The syscall tracepoints' record layout: only the `syscalls` mode needs
+    // it (0 when tracefs is missing; that mode then does not load).
+    let (tp_sys_enter_args, tp_sys_exit_ret) = match tracefs {
+        Some(t) => (
+            Format::read(t, "syscalls", "sys_enter_bind")?.offset("fd")?,
+            Format::read(t, "syscalls", "sys_exit_bind")?.offset("ret")?,
+        ),
+        None => (0, 0),
+    };
     Ok(KernelOffsets {
         task_files: l.offset("task_struct", "files", 8)?,
         files_fdt: l.offset("files_struct", "fdt", 8)?,
@@ -260,8 +267,19 @@ fn resolve_all(btf_path: &str, tracefs: &Path) -> Result<KernelOffsets, BtfError
         task_pid: l.offset("task_struct", "pid", 4)?,
         task_signal: l.offset("task_struct", "signal", 8)?,
         signal_live: l.offset("signal_struct", "live", 4)?,
-        tp_sys_enter_args: enter.offset("fd")?,
-        tp_sys_exit_ret: exit.offset("ret")?,
+        sk_err: l.offset("sock", "sk_err", 4)?,
+        task_cred: l.offset("task_struct", "cred", 8)?,
+        cred_uid: l.offset("cred", "uid", 4)?,
+        task_cgroups: l.offset("task_struct", "cgroups", 8)?,
+        css_set_dfl_cgrp: l.offset("css_set", "dfl_cgrp", 8)?,
+        cgroup_kn: l.offset("cgroup", "kn", 8)?,
+        kernfs_node_id: l.offset("kernfs_node", "id", 8)?,
+        // x86-64 keeps the syscall number in `orig_ax`, arm64 in `syscallno`.
+        pt_regs_syscall_nr: l
+            .offset("pt_regs", "orig_ax", 8)
+            .or_else(|_| l.offset("pt_regs", "syscallno", 8))?,
+        tp_sys_enter_args,
+        tp_sys_exit_ret,
     })
 }
 

@@ -11,12 +11,12 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, Program, ProgramError,
-        TracePoint,
+        SockOps, TracePoint,
     },
 };
 use sockmon_common::{
     COUNTERS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP, KernelCounter, OFFSETS_GLOBAL,
-    WAKEUP_BYTES_GLOBAL, flow::FLOW_OFFSETS_GLOBAL,
+    SYSCALLS_MODE_GLOBAL, WAKEUP_BYTES_GLOBAL, flow::FLOW_OFFSETS_GLOBAL,
 };
 use thiserror::Error;
 
@@ -30,28 +30,165 @@ use super::{
 /// The compiled kernel programs (built by `build.rs`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockmon"));
 
-/// Every tracepoint program: (category, tracepoint = program name).
-pub const TRACEPOINTS: [(&str, &str); 10] = [
-    ("syscalls", "sys_enter_bind"),
-    ("syscalls", "sys_exit_bind"),
-    ("syscalls", "sys_enter_listen"),
-    ("syscalls", "sys_exit_listen"),
-    ("syscalls", "sys_enter_connect"),
-    ("syscalls", "sys_exit_connect"),
-    ("syscalls", "sys_exit_accept"),
-    ("syscalls", "sys_exit_accept4"),
-    ("sched", "sched_process_exec"),
-    ("sched", "sched_process_exit"),
+/// Which hooks report bind, listen, connect and accept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AttachMode {
+    /// The best mode this kernel allows, found by trying: `socket`, else `syscalls`.
+    #[default]
+    Auto,
+    /// Socket-layer hooks (cgroup `post_bind`, `sock_ops`, `getpeername`,
+    /// `connect`): no tax on unrelated syscalls.
+    Socket,
+    /// Syscall tracepoints (every syscall of the machine takes the tracing
+    /// slow path), plus the socket-layer hooks for what never enters those
+    /// syscalls (io_uring, TCP Fast Open).
+    Syscalls,
+}
+
+impl AttachMode {
+    pub const ALL: [AttachMode; 3] = [Self::Auto, Self::Socket, Self::Syscalls];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Socket => "socket",
+            Self::Syscalls => "syscalls",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// The source of one event kind's records in a loaded mode (`status`,
+/// metrics, `watch`'s first line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KindSource {
+    pub kind: &'static str,
+    /// `socket` or `syscalls`.
+    pub source: &'static str,
+}
+
+/// How a kind is hooked in each concrete mode: (kind, in `socket`, in `syscalls`).
+const KIND_SOURCES: [(&str, &str, &str); 7] = [
+    ("bind", "socket", "syscalls"),
+    ("listen", "socket", "syscalls"),
+    ("connect", "socket", "syscalls"),
+    ("connect_result", "socket", "socket"),
+    ("accept", "socket", "syscalls"),
+    ("close", "socket", "socket"),
+    ("udp_implicit_bind", "socket", "socket"),
 ];
-/// BTF tracepoints: (tracepoint, program name).
-pub const BTF_TRACEPOINTS: [(&str, &str); 2] = [
-    ("sched_process_fork", "sched_process_fork"),
-    ("inet_sock_set_state", "inet_sock_set_state"),
+
+/// How a program attaches.
+#[derive(Clone, Copy, Debug)]
+enum Hook {
+    /// A classic tracepoint: (category, name = the program's name).
+    Tracepoint(&'static str),
+    /// A BTF tracepoint of this name.
+    BtfTracepoint(&'static str),
+    /// A cgroup socket program (`cgroup/post_bind*`, `cgroup/sock_release`).
+    CgroupSock,
+    /// A cgroup sock_addr program (`cgroup/connect*`, `getpeername*`, `sendmsg*`).
+    CgroupSockAddr,
+    /// A cgroup `sock_ops` program.
+    SockOps,
+}
+
+/// Which modes attach a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    /// Attached in every mode.
+    Common,
+    /// Only in the `syscalls` mode.
+    Syscalls,
+    /// In every mode: in `syscalls` it reports only what bypasses the syscalls.
+    SocketLayer,
+}
+
+/// Every program of the object. A program in the object but not here fails
+/// the load (a probe that is never attached is a bug, not a choice).
+const PROGRAMS: [(&str, Hook, Family); 22] = [
+    (
+        "sys_enter_bind",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_exit_bind",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_enter_listen",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_exit_listen",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_enter_connect",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_exit_connect",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_exit_accept",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sys_exit_accept4",
+        Hook::Tracepoint("syscalls"),
+        Family::Syscalls,
+    ),
+    (
+        "sched_process_exec",
+        Hook::Tracepoint("sched"),
+        Family::Common,
+    ),
+    (
+        "sched_process_exit",
+        Hook::Tracepoint("sched"),
+        Family::Common,
+    ),
+    (
+        "sched_process_fork",
+        Hook::BtfTracepoint("sched_process_fork"),
+        Family::Common,
+    ),
+    (
+        "inet_sock_set_state",
+        Hook::BtfTracepoint("inet_sock_set_state"),
+        Family::Common,
+    ),
+    ("sock_release", Hook::CgroupSock, Family::Common),
+    ("udp_sendmsg4", Hook::CgroupSockAddr, Family::Common),
+    ("udp_sendmsg6", Hook::CgroupSockAddr, Family::Common),
+    ("post_bind4", Hook::CgroupSock, Family::SocketLayer),
+    ("post_bind6", Hook::CgroupSock, Family::SocketLayer),
+    ("sock_ops", Hook::SockOps, Family::SocketLayer),
+    (
+        "accept_getpeername4",
+        Hook::CgroupSockAddr,
+        Family::SocketLayer,
+    ),
+    (
+        "accept_getpeername6",
+        Hook::CgroupSockAddr,
+        Family::SocketLayer,
+    ),
+    ("udp_connect4", Hook::CgroupSockAddr, Family::SocketLayer),
+    ("udp_connect6", Hook::CgroupSockAddr, Family::SocketLayer),
 ];
-/// The cgroup program that reports a socket's end.
-pub const RELEASE_PROGRAM: &str = "sock_release";
-/// The cgroup programs that report a UDP socket's implicit bind.
-pub const SENDMSG_PROGRAMS: [&str; 2] = ["udp_sendmsg4", "udp_sendmsg6"];
 
 #[derive(Debug, Error)]
 pub enum LoadError {
@@ -79,6 +216,14 @@ pub enum LoadError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error(
+        "the eBPF object has program `{0}`, which the loader does not know: add it to `PROGRAMS` in kernel/loader.rs"
+    )]
+    UnregisteredProgram(String),
+    #[error("program `{0}` is registered in the loader but missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("the `{mode}` attach mode cannot load on this kernel: {reason}")]
+    ModeUnavailable { mode: &'static str, reason: String },
     #[error("cannot open cgroup {path}: {source}")]
     OpenCgroup {
         path: PathBuf,
@@ -101,6 +246,8 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Backlog in bytes at which a submit wakes the reader.
     pub wakeup_bytes: u64,
+    /// Which hooks report bind, listen, connect and accept.
+    pub attach: AttachMode,
 }
 
 impl Default for LoadOptions {
@@ -108,6 +255,7 @@ impl Default for LoadOptions {
         Self {
             ring_bytes: DEFAULT_RING_BYTES,
             wakeup_bytes: (DEFAULT_RING_BYTES / 8) as u64,
+            attach: AttachMode::Auto,
         }
     }
 }
@@ -117,29 +265,64 @@ pub struct Probes {
     ebpf: Ebpf,
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     counters: PerCpuArray<MapData, u64>,
+    mode: AttachMode,
+    /// Why `auto` did not choose `socket`, when it fell back.
+    fallback: Option<String>,
 }
 
 impl Probes {
-    /// Checks privileges, resolves offsets, loads and attaches everything.
+    /// Checks privileges, resolves offsets, loads and attaches everything the
+    /// mode needs. `auto` tries `socket` first and falls back to `syscalls`.
     pub fn load(opts: LoadOptions) -> Result<Self, LoadError> {
         let missing = privileges::missing(privileges::effective(), &privileges::REQUIRED);
         if !missing.is_empty() {
             return Err(LoadError::Privileges(privileges::explain(&missing)));
         }
         raise_memlock_limit();
+        match opts.attach {
+            AttachMode::Auto => match Self::load_mode(&opts, AttachMode::Socket) {
+                Ok(p) => Ok(p),
+                Err(e) if !e.is_privileges() => {
+                    let mut p = Self::load_mode(&opts, AttachMode::Syscalls).map_err(|e2| {
+                        LoadError::ModeUnavailable {
+                            mode: "auto",
+                            reason: format!("socket: {e}; syscalls: {e2}"),
+                        }
+                    })?;
+                    p.fallback = Some(e.to_string());
+                    Ok(p)
+                }
+                Err(e) => Err(e),
+            },
+            mode => Self::load_mode(&opts, mode),
+        }
+    }
+
+    fn load_mode(opts: &LoadOptions, mode: AttachMode) -> Result<Self, LoadError> {
+        let syscalls = mode == AttachMode::Syscalls;
+        // Every mode attaches the sched tracepoints, which need tracefs.
         let tracefs = tracefs::ensure_mounted()?;
-        let offsets = btf::resolve(btf::VMLINUX_BTF, &tracefs)?;
+        let offsets = btf::resolve(btf::VMLINUX_BTF, Some(&tracefs))?;
         let flow_offsets = btf::resolve_flow(btf::VMLINUX_BTF, &tracefs)?; // flows (issue 13)
+        let syscalls_flag: u64 = syscalls.into();
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &offsets, true)
             .override_global(FLOW_OFFSETS_GLOBAL, &flow_offsets, true) // flows (issue 13)
             .override_global(WAKEUP_BYTES_GLOBAL, &opts.wakeup_bytes, true)
+            .override_global(SYSCALLS_MODE_GLOBAL, &syscalls_flag, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .load(OBJECT)?;
         // Programs log only at debug level; without log statements the object
         // has no log map and there is nothing to forward.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
-        attach_all(&mut ebpf)?;
+        check_registry(&ebpf)?;
+        attach_mode(&mut ebpf, mode).map_err(|e| match e {
+            LoadError::Program { program, source } => LoadError::ModeUnavailable {
+                mode: mode.name(),
+                reason: format!("program `{program}`: {source}"),
+            },
+            other => other,
+        })?;
         let counters = PerCpuArray::try_from(
             ebpf.take_map(COUNTERS_MAP)
                 .ok_or(LoadError::MissingMap(COUNTERS_MAP))?,
@@ -152,7 +335,24 @@ impl Probes {
             ebpf,
             _logger: logger,
             counters,
+            mode,
+            fallback: None,
         })
+    }
+
+    /// The concrete mode loaded (`socket` or `syscalls`, never `auto`).
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    /// Why `auto` fell back from `socket`, if it did.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    /// The source of each event kind's records in the loaded mode.
+    pub fn kind_sources(&self) -> Vec<KindSource> {
+        kind_sources(self.mode)
     }
 
     /// Takes the event ring buffer (once) for a reader task.
@@ -179,22 +379,44 @@ impl Probes {
     }
 }
 
-/// Loads and attaches every program of the object.
-fn attach_all(ebpf: &mut Ebpf) -> Result<(), LoadError> {
-    for (category, name) in TRACEPOINTS {
-        let tp: &mut TracePoint = program(ebpf, name)?;
-        tp.load().map_err(fail(name))?;
-        tp.attach(category, name).map_err(fail(name))?;
+/// The source of each event kind's records in `mode` (`auto` as `socket`).
+pub fn kind_sources(mode: AttachMode) -> Vec<KindSource> {
+    KIND_SOURCES
+        .iter()
+        .map(|&(kind, socket, syscalls)| KindSource {
+            kind,
+            source: if mode == AttachMode::Syscalls {
+                syscalls
+            } else {
+                socket
+            },
+        })
+        .collect()
+}
+
+/// Every program of the object must be registered in [`PROGRAMS`], and
+/// every registered program must be in the object.
+fn check_registry(ebpf: &Ebpf) -> Result<(), LoadError> {
+    for (name, _) in ebpf.programs() {
+        if !PROGRAMS.iter().any(|(n, _, _)| *n == name) {
+            return Err(LoadError::UnregisteredProgram(name.to_string()));
+        }
     }
+    for (name, _, _) in PROGRAMS {
+        if ebpf.program(name).is_none() {
+            return Err(LoadError::MissingProgram(name));
+        }
+    }
+    Ok(())
+}
+
+/// Loads and attaches the programs of `mode`; the others stay unloaded on purpose.
+fn attach_mode(ebpf: &mut Ebpf, mode: AttachMode) -> Result<(), LoadError> {
+    let wanted = |f: Family| f != Family::Syscalls || mode == AttachMode::Syscalls;
     let btf = Btf::from_sys_fs().map_err(|e| BtfError::Open {
         path: btf::VMLINUX_BTF.to_string(),
         reason: e.to_string(),
     })?;
-    for (tracepoint, name) in BTF_TRACEPOINTS {
-        let tp: &mut BtfTracePoint = program(ebpf, name)?;
-        tp.load(tracepoint, &btf).map_err(fail(name))?;
-        tp.attach().map_err(fail(name))?;
-    }
     // On 5.7+ aya attaches cgroup programs through a bpf_link, which always
     // coexists with other programs on the cgroup and takes no mode flags (the
     // kernel rejects any with EINVAL): `Single` is what passes flags = 0.
@@ -205,16 +427,40 @@ fn attach_all(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             source,
         })
     };
-    let release: &mut CgroupSock = program(ebpf, RELEASE_PROGRAM)?;
-    release.load().map_err(fail(RELEASE_PROGRAM))?;
-    release
-        .attach(open()?, CgroupAttachMode::Single)
-        .map_err(fail(RELEASE_PROGRAM))?;
-    for name in SENDMSG_PROGRAMS {
-        let p: &mut CgroupSockAddr = program(ebpf, name)?;
-        p.load().map_err(fail(name))?;
-        p.attach(open()?, CgroupAttachMode::Single)
-            .map_err(fail(name))?;
+    for (name, hook, family) in PROGRAMS {
+        if !wanted(family) {
+            continue;
+        }
+        match hook {
+            Hook::Tracepoint(category) => {
+                let tp: &mut TracePoint = program(ebpf, name)?;
+                tp.load().map_err(fail(name))?;
+                tp.attach(category, name).map_err(fail(name))?;
+            }
+            Hook::BtfTracepoint(tracepoint) => {
+                let tp: &mut BtfTracePoint = program(ebpf, name)?;
+                tp.load(tracepoint, &btf).map_err(fail(name))?;
+                tp.attach().map_err(fail(name))?;
+            }
+            Hook::CgroupSock => {
+                let p: &mut CgroupSock = program(ebpf, name)?;
+                p.load().map_err(fail(name))?;
+                p.attach(open()?, CgroupAttachMode::Single)
+                    .map_err(fail(name))?;
+            }
+            Hook::CgroupSockAddr => {
+                let p: &mut CgroupSockAddr = program(ebpf, name)?;
+                p.load().map_err(fail(name))?;
+                p.attach(open()?, CgroupAttachMode::Single)
+                    .map_err(fail(name))?;
+            }
+            Hook::SockOps => {
+                let p: &mut SockOps = program(ebpf, name)?;
+                p.load().map_err(fail(name))?;
+                p.attach(open()?, CgroupAttachMode::Single)
+                    .map_err(fail(name))?;
+            }
+        }
     }
     Ok(())
 }

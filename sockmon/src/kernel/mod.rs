@@ -9,4 +9,4 @@ pub mod privileges;
 pub mod reader;
 pub mod tracefs;
 
-pub use loader::{LoadError, LoadOptions, Probes};
+pub use loader::{AttachMode, KindSource, LoadError, LoadOptions, Probes};

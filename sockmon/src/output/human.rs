@@ -23,7 +23,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event) {
         out,
         "{}  {:<7}  {}  {:<w$} {:<rw$}  pid {}",
         e.time.local_hms_millis(),
-        kind_name(e.kind),
+        label(e.kind),
         e.proto.name(),
         local,
         remote,
@@ -40,13 +40,34 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event) {
         escape::for_terminal(e.comm.as_bytes()),
         e.uid
     );
-    if let Some(err) = e.error {
-        let _ = write!(out, "  {}", errno::name(err));
+    match (e.error, e.duration_us()) {
+        (None, Some(us)) => {
+            let _ = write!(out, "  established after {}", millis(us));
+        }
+        (Some(err), Some(us)) => {
+            let _ = write!(out, "  {} after {}", errno::name(err), millis(us));
+        }
+        (Some(err), None) => {
+            let _ = write!(out, "  {}", errno::name(err));
+        }
+        (None, None) => {}
     }
     if let Some(life) = e.life.as_deref() {
         write_life(out, life);
     }
     out.push(b'\n');
+}
+
+/// The kind as the human view names it (seven columns at most).
+fn label(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::ConnectResult => "outcome",
+        k => kind_name(k),
+    }
+}
+
+fn millis(us: u64) -> String {
+    format!("{}.{:03} ms", us / 1000, us % 1000)
 }
 
 /// Flows (issue 13): a close's (or flow record's) duration and bytes,
@@ -96,6 +117,29 @@ fn human_bytes(b: u64) -> String {
 mod tests {
     use super::*;
     use crate::output::json::tests::sample;
+
+    #[test]
+    fn connect_outcome_lines_say_how_long_it_took() {
+        let mut e = sample(b"curl");
+        e.kind = EventKind::ConnectResult;
+        e.aux = 1_234_567;
+        let mut out = Vec::new();
+        write_event(&mut out, &e);
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.contains("  outcome  tcp  10.0.0.5:40312"), "{line:?}");
+        assert!(
+            line.ends_with("uid 1000  ECONNREFUSED after 1.234 ms\n"),
+            "{line:?}"
+        );
+        e.error = None;
+        let mut out = Vec::new();
+        write_event(&mut out, &e);
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.ends_with("uid 1000  established after 1.234 ms\n"),
+            "{line:?}"
+        );
+    }
 
     #[test]
     fn failed_connect_line() {

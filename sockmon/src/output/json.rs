@@ -47,6 +47,15 @@ struct JsonEvent<'a> {
     /// Flows (issue 13): the acting process's context.
     #[serde(flatten)]
     ctx: JsonCtx<'a>,
+    /// How exactly pid/tid name who acted.
+    attribution: &'static str,
+    /// Which family of hooks produced the record.
+    attach: &'static str,
+    /// `connect_result` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_us: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    local_pending: bool,
 }
 
 /// The acting process at the time of the event (schema v2).
@@ -169,6 +178,10 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event) {
         community_id: crate::event::flow::community_id(e.proto, e.src, e.dst),
         life: e.life.as_deref().map(JsonLife::new),
         ctx: JsonCtx::new(e.ctx.as_deref()),
+        attribution: e.attribution().name(),
+        attach: e.source().name(),
+        duration_us: e.duration_us(),
+        local_pending: e.local_pending(),
     };
     // Serializing plain strings and integers into a Vec cannot fail.
     if serde_json::to_writer(&mut *out, &j).is_ok() {
@@ -208,6 +221,7 @@ pub(crate) mod tests {
             flags: 0,
             life: None,
             ctx: None,
+            aux: 0,
         }
     }
 
@@ -360,9 +374,15 @@ struct ReadEvent {
     error: Option<String>,
     #[serde(default)]
     implicit: bool,
+    #[serde(default)]
+    attach: String,
+    #[serde(default)]
+    duration_us: Option<u64>,
+    #[serde(default)]
+    local_pending: bool,
 }
 
-/// Parses one line of the stream (schema v1). `None` if it is not one.
+/// Parses one line of the stream (schema v2; v1 lines parse too). `None` if it is not one.
 pub fn parse_line(line: &str) -> Option<Line> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     if v["event"] == "lost" {
@@ -408,13 +428,27 @@ pub fn parse_line(line: &str) -> Option<Line> {
         cgroup_id: r.cgroup_id,
         error: r.error.as_deref().and_then(crate::event::errno::number),
         state: 0,
-        flags: if r.implicit {
-            sockmon_common::event::FLAG_IMPLICIT
-        } else {
-            0
+        flags: {
+            use sockmon_common::event::{
+                FLAG_IMPLICIT, FLAG_KFUNC, FLAG_LOCAL_PENDING, FLAG_SOCKET_LAYER,
+            };
+            let mut f = 0;
+            if r.implicit {
+                f |= FLAG_IMPLICIT;
+            }
+            if r.local_pending {
+                f |= FLAG_LOCAL_PENDING;
+            }
+            f |= match r.attach.as_str() {
+                "socket" => FLAG_SOCKET_LAYER,
+                "kfunc" => FLAG_KFUNC,
+                _ => 0,
+            };
+            f
         },
         life: None,
         ctx: None,
+        aux: r.duration_us.unwrap_or(0) * 1000,
     })))
 }
 

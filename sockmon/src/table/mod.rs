@@ -41,6 +41,9 @@ pub use reconcile::Reconciled;
 
 use crate::event::{Comm, Event, EventKind, Family, Proto, start_ticks};
 
+/// `TCP_SYN_SENT` as the kernel numbers TCP states.
+const TCP_SYN_SENT: u8 = 2;
+
 /// Default maximum number of sockets in the table.
 pub const DEFAULT_CAP: usize = 1 << 20;
 
@@ -330,7 +333,8 @@ impl SocketTable {
         self.processes.len()
     }
 
-    /// Applies one socket event.
+    /// Applies one socket event (a `connect_result` that failed changes
+    /// nothing: the socket stays its owner's until it is released).
     pub fn apply(&mut self, e: &Event) -> Change {
         self.clock += 1;
         if e.inode == 0 {
@@ -342,8 +346,15 @@ impl SocketTable {
             EventKind::Bind => SockState::Bound,
             EventKind::Listen => SockState::Listening,
             EventKind::Accept => SockState::Connected,
-            EventKind::Connect if e.error == Some(libc::EINPROGRESS) => SockState::Connecting,
-            EventKind::Connect => SockState::Connected,
+            // `EINPROGRESS` (syscalls), or a TCP socket still in SYN_SENT (the
+            // socket layer reports the attempt before the SYN leaves).
+            EventKind::Connect
+                if e.error == Some(libc::EINPROGRESS)
+                    || (e.proto == Proto::Tcp && e.state == TCP_SYN_SENT) =>
+            {
+                SockState::Connecting
+            }
+            EventKind::Connect | EventKind::ConnectResult => SockState::Connected,
             EventKind::Fork
             | EventKind::Exec
             | EventKind::Exit

@@ -71,6 +71,11 @@ fn connect_from_a_forked_child_is_the_childs_with_the_kernel_chosen_source_port(
     assert_eq!(e.src, SocketAddr::from(([127, 0, 0, 1], src_port)));
     assert_eq!(e.dst, SocketAddr::V4(server));
     assert_eq!((e.proto, e.error), (Proto::Tcp, None));
+    let r = h.expect("the child's connect result", child, |e| {
+        e.kind == EventKind::ConnectResult && e.inode == inode
+    });
+    assert_eq!((r.pid, r.tid, r.error), (child, child, None));
+    assert_eq!(r.src, SocketAddr::from(([127, 0, 0, 1], src_port)));
     drop(listener);
 }
 
@@ -103,9 +108,23 @@ fn refused_connect_reports_econnrefused_with_the_full_tuple() {
         e.kind == EventKind::Connect && e.inode == inode
     });
     assert_mine(&e, inode);
-    assert_eq!(e.error, Some(libc::ECONNREFUSED));
+    // The syscall knows the syscall's result; the socket layer reports the
+    // attempt, and the outcome in `connect_result` (both modes).
+    let attempt_error = if h.syscalls() {
+        Some(libc::ECONNREFUSED)
+    } else {
+        None
+    };
+    assert_eq!(e.error, attempt_error);
     assert_eq!(e.dst, SocketAddr::V4(target));
     assert_eq!(e.src, SocketAddr::from(([127, 0, 0, 1], src_port)));
+    let r = h.expect("refused connect's result", std::process::id(), |e| {
+        e.kind == EventKind::ConnectResult && e.inode == inode
+    });
+    assert_mine(&r, inode);
+    assert_eq!(r.error, Some(libc::ECONNREFUSED));
+    assert_eq!(r.dst, SocketAddr::V4(target));
+    assert_eq!(r.src, SocketAddr::from(([127, 0, 0, 1], src_port)));
     sys::close(fd);
     sys::close(closed);
 }
@@ -129,9 +148,15 @@ fn non_blocking_connect_reports_its_result_and_source_port() {
         e.kind == EventKind::Connect && e.inode == inode
     });
     assert_mine(&e, inode);
-    assert_eq!(e.error, result.err());
+    let attempt_error = if h.syscalls() { result.err() } else { None };
+    assert_eq!(e.error, attempt_error);
     assert_eq!(e.src, src);
     assert_eq!(e.dst, SocketAddr::V4(server));
+    let r = h.expect("non-blocking connect's result", std::process::id(), |e| {
+        e.kind == EventKind::ConnectResult && e.inode == inode
+    });
+    assert_mine(&r, inode);
+    assert_eq!((r.error, r.src, r.dst), (None, src, SocketAddr::V4(server)));
     let _ = listener.as_raw_fd();
     sys::close(fd);
 }

@@ -1,10 +1,17 @@
 //! One loaded copy of the real probes for the whole test binary.
 //!
+//! The attach mode comes from `SOCKMON_TEST_ATTACH` (`auto`, `socket`,
+//! `syscalls`; default `auto`): `cargo xtask test` runs this binary once per
+//! mode the kernel allows, and tests that assert a documented difference
+//! between modes ask [`Harness::mode`].
+//!
 //! The first test to call [`harness`] loads and attaches the programs; a
 //! background thread drains the ring buffer into a shared log and a
 //! [`SocketTable`]. Tests make real sockets and wait for the events they
-//! expect with [`Harness::expect`], which checks pid, tid, addresses and
-//! ports exactly and, on failure, dumps every event the process produced.
+//! expect with [`Harness::expect`], which returns the first event matching
+//! the test's predicate (the test then asserts pid, tid, addresses, ports
+//! and inode exactly) and, when none comes, fails with every event the
+//! process produced.
 
 use std::{
     net::SocketAddr,
@@ -18,7 +25,7 @@ use sockmon::{
         Event, ProcChange, Record,
         flow::{CloseStats, ExecCtx},
     },
-    kernel::{LoadOptions, Probes, reader},
+    kernel::{AttachMode, LoadOptions, Probes, reader},
     table::SocketTable,
 };
 
@@ -31,12 +38,13 @@ pub struct Harness {
     pub execs: Mutex<Vec<ExecCtx>>,
     arrived: Condvar,
     pub table: Mutex<SocketTable>,
+    mode: OnceLock<AttachMode>,
 }
 
 static HARNESS: OnceLock<Harness> = OnceLock::new();
 
 /// How long an expected event may take to arrive.
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(10);
 
 pub fn harness() -> &'static Harness {
     let h = HARNESS.get_or_init(|| Harness {
@@ -46,6 +54,7 @@ pub fn harness() -> &'static Harness {
         execs: Mutex::new(Vec::new()),
         arrived: Condvar::new(),
         table: Mutex::new(SocketTable::new(1 << 16)),
+        mode: OnceLock::new(),
     });
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| start(h));
@@ -67,13 +76,22 @@ fn start(h: &'static Harness) {
                 .build()
                 .expect("tokio runtime");
             rt.block_on(async move {
-                let mut probes = match Probes::load(LoadOptions::default()) {
+                let attach = std::env::var("SOCKMON_TEST_ATTACH").unwrap_or_else(|_| "auto".into());
+                let attach = AttachMode::from_name(&attach)
+                    .unwrap_or_else(|| panic!("SOCKMON_TEST_ATTACH={attach}: not a mode"));
+                let opts = LoadOptions {
+                    attach,
+                    ..LoadOptions::default()
+                };
+                let mut probes = match Probes::load(opts) {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("{e:?}")));
                         return;
                     }
                 };
+                let _ = h.mode.set(probes.mode());
+                eprintln!("kernel tests: attach mode {}", probes.mode().name());
                 let ring = probes.take_ring().expect("ring buffer");
                 let (tx, mut rx) = tokio::sync::mpsc::channel(64);
                 tokio::spawn(reader::run(ring, tx, Duration::from_millis(5)));
@@ -111,9 +129,31 @@ fn start(h: &'static Harness) {
 }
 
 impl Harness {
+    /// The concrete attach mode loaded (`socket` or `syscalls`).
+    pub fn mode(&self) -> AttachMode {
+        *self.mode.get().expect("the probes are loaded")
+    }
+
+    /// Whether the syscall tracepoints report bind, listen, connect, accept.
+    pub fn syscalls(&self) -> bool {
+        self.mode() == AttachMode::Syscalls
+    }
+
     /// Waits for an event matching `pred`; panics with every event of `pid` if none comes.
     pub fn expect(&self, what: &str, pid: u32, pred: impl Fn(&Event) -> bool) -> Event {
-        let deadline = Instant::now() + WAIT;
+        self.expect_within(what, pid, WAIT, pred)
+    }
+
+    /// [`Harness::expect`] with a deadline of its own (for outcomes the
+    /// kernel decides by a timer).
+    pub fn expect_within(
+        &self,
+        what: &str,
+        pid: u32,
+        wait: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
+        let deadline = Instant::now() + wait;
         let mut events = self.events.lock().unwrap();
         loop {
             if let Some(e) = events.iter().find(|e| pred(e)) {
@@ -127,7 +167,7 @@ impl Harness {
                     .map(|e| format!("{e:?}"))
                     .collect();
                 panic!(
-                    "no {what} event within {WAIT:?}; events of pid {pid}:\n{}",
+                    "no {what} event within {wait:?}; events of pid {pid}:\n{}",
                     mine.join("\n")
                 );
             }

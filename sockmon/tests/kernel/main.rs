@@ -9,6 +9,7 @@ mod connect;
 mod flows;
 mod harness;
 mod ipv6;
+mod outcomes;
 mod process;
 mod shared;
 mod sys;

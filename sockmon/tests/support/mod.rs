@@ -265,6 +265,28 @@ pub fn request_on(s: &mut std::os::unix::net::UnixStream, line: &str) -> serde_j
     read_json_line(s)
 }
 
+/// [`request_on`], or `None` when the daemon does not answer within the
+/// stream's read timeout (it may still be loading its probes).
+pub fn try_request_on(
+    s: &mut std::os::unix::net::UnixStream,
+    line: &str,
+) -> Option<serde_json::Value> {
+    use std::io::{Read as _, Write as _};
+    s.write_all(line.as_bytes()).ok()?;
+    s.write_all(b"\n").ok()?;
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) if b[0] == b'\n' => break,
+            Ok(_) => out.push(b[0]),
+            Err(_) => return None,
+        }
+    }
+    serde_json::from_slice(&out).ok()
+}
+
 /// Reads one line from `s` (byte by byte: the stream may carry more after it).
 pub fn read_json_line(s: &mut std::os::unix::net::UnixStream) -> serde_json::Value {
     use std::io::Read as _;

@@ -89,7 +89,12 @@ struct Workload {
     job: Job,
 }
 
-const TRACERS: [Tracer; 3] = [Tracer::Bare, Tracer::Sockmon, Tracer::Bpftrace];
+const TRACERS: [Tracer; 4] = [
+    Tracer::Bare,
+    Tracer::Sockmon,
+    Tracer::SockmonSyscalls,
+    Tracer::Bpftrace,
+];
 
 fn workloads(plan: &Plan, cores: usize) -> Vec<Workload> {
     let conn = |threads: usize| Workload {

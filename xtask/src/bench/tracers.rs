@@ -59,7 +59,11 @@ impl SockmonMode {
 #[serde(rename_all = "lowercase")]
 pub enum Tracer {
     Bare,
+    /// sockmon in its default attach mode on this kernel (`socket`).
     Sockmon,
+    /// sockmon with `--attach syscalls` (syscall tracepoints), side by side.
+    #[serde(rename = "sockmon-syscalls")]
+    SockmonSyscalls,
     Bpftrace,
 }
 
@@ -67,8 +71,10 @@ impl Tracer {
     pub fn label(self, mode: SockmonMode) -> &'static str {
         match (self, mode) {
             (Self::Bare, _) => "nothing attached",
-            (Self::Sockmon, SockmonMode::Daemon) => "sockmon daemon",
-            (Self::Sockmon, SockmonMode::Watch) => "sockmon watch --json",
+            (Self::Sockmon, SockmonMode::Daemon) => "sockmon daemon --attach socket",
+            (Self::Sockmon, SockmonMode::Watch) => "sockmon watch --json --attach socket",
+            (Self::SockmonSyscalls, SockmonMode::Daemon) => "sockmon daemon --attach syscalls",
+            (Self::SockmonSyscalls, SockmonMode::Watch) => "sockmon watch --json --attach syscalls",
             (Self::Bpftrace, _) => "bpftrace",
         }
     }
@@ -115,8 +121,14 @@ impl Attached {
                 attach_time: Duration::ZERO,
                 stdout: None,
             }),
-            (Tracer::Sockmon, SockmonMode::Daemon) => start_daemon(&sockmon.bin, opts),
-            (Tracer::Sockmon, SockmonMode::Watch) => start_watch(&sockmon.bin, opts),
+            (Tracer::Sockmon, SockmonMode::Daemon) => start_daemon(&sockmon.bin, opts, "socket"),
+            (Tracer::Sockmon, SockmonMode::Watch) => start_watch(&sockmon.bin, opts, "socket"),
+            (Tracer::SockmonSyscalls, SockmonMode::Daemon) => {
+                start_daemon(&sockmon.bin, opts, "syscalls")
+            }
+            (Tracer::SockmonSyscalls, SockmonMode::Watch) => {
+                start_watch(&sockmon.bin, opts, "syscalls")
+            }
             (Tracer::Bpftrace, _) => start_bpftrace(),
         }
     }
@@ -172,11 +184,11 @@ fn log_tail(path: &Path) -> String {
     format!("last lines of {}:\n{tail}", path.display())
 }
 
-fn start_watch(bin: &Path, opts: StartOptions) -> anyhow::Result<Attached> {
+fn start_watch(bin: &Path, opts: StartOptions, attach: &str) -> anyhow::Result<Attached> {
     let dir = TempDir::new("watch")?;
     let (log, stderr) = stderr_file(&dir)?;
     let mut cmd = Command::new(bin);
-    cmd.args(["watch", "--json"]);
+    cmd.args(["watch", "--json", "--attach", attach]);
     if let Some(k) = opts.ring_kib {
         cmd.arg("--ring-kib").arg(k.to_string());
     }
@@ -292,7 +304,7 @@ fn start_bpftrace() -> anyhow::Result<Attached> {
     })
 }
 
-fn start_daemon(bin: &Path, opts: StartOptions) -> anyhow::Result<Attached> {
+fn start_daemon(bin: &Path, opts: StartOptions, attach: &str) -> anyhow::Result<Attached> {
     let dir = TempDir::new("daemon")?;
     let (log, stderr) = stderr_file(&dir)?;
     let socket = dir.path().join("sockmon.sock");
@@ -300,7 +312,8 @@ fn start_daemon(bin: &Path, opts: StartOptions) -> anyhow::Result<Attached> {
     let notify = UnixDatagram::bind(&notify_path)
         .with_context(|| format!("binding {}", notify_path.display()))?;
     let mut cmd = Command::new(bin);
-    cmd.args(["daemon", "--no-config", "--socket"]).arg(&socket);
+    cmd.args(["daemon", "--no-config", "--attach", attach, "--socket"])
+        .arg(&socket);
     if let Some(k) = opts.ring_kib {
         cmd.arg("--ring-kib").arg(k.to_string());
     }
