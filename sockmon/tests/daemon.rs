@@ -517,3 +517,174 @@ fn a_request_that_never_finishes_is_dropped() {
     );
     assert_eq!(d.request(r#"{"op":"status"}"#)["ok"], true);
 }
+
+/// Set to `1` by the guest runner of `cargo xtask test` where the guest's
+/// kernel refuses sock_diag's modules (xtask/src/guest/run.sh).
+fn diag_blocked() -> bool {
+    std::env::var_os("SOCKMON_TEST_DIAG_BLOCKED").is_some_and(|v| v == "1")
+}
+
+/// `sockmon ls --json` with `args`, and `env` for it.
+fn ls_json(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(bin())
+        .args(args)
+        .args(["ls", "--json"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A forked child that only pauses (holding copies of every descriptor of
+/// this process); killed and reaped on drop.
+struct Forked(libc::pid_t);
+
+impl Forked {
+    fn new() -> Self {
+        // SAFETY: the child only calls pause, which is async-signal-safe,
+        // until it is killed; it never returns into the test harness.
+        match unsafe { libc::fork() } {
+            0 => loop {
+                // SAFETY: pause has no preconditions.
+                unsafe { libc::pause() };
+            },
+            pid if pid > 0 => Self(pid),
+            _ => panic!("fork: {}", std::io::Error::last_os_error()),
+        }
+    }
+}
+
+impl Drop for Forked {
+    fn drop(&mut self) {
+        // SAFETY: signalling and reaping our own child by its pid.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// Sockets from before the daemon's start (also held by a forked child) and
+/// after it; the daemon started with `env`; asserts that its table, and a
+/// daemon-less `ls`, name the same owners as `ss -tunap` for every socket of
+/// ours, and that the listener from before the start is known with its
+/// exact inode and both holders from the snapshot. Returns the daemon's
+/// `status` answer.
+fn daemon_agrees_with_ss(name: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    use std::{collections::BTreeSet, net::UdpSocket};
+    use support::holders::{assert_agree, ls_owners, ss_owners};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let udp = UdpSocket::bind("[::1]:0").unwrap();
+    // Connected: `ss` names an unconnected one's peer differently when it
+    // reads /proc/net (`*:*`) than over sock_diag (`[::]:*`).
+    udp.connect(("::1", 53)).unwrap();
+    let child = Forked::new();
+    let d = Daemon::start_with_env(name, &["--no-config"], env);
+    // (`ss` names IPv4-mapped sockets differently: kept out of the comparison.)
+    let later = TcpListener::bind("127.0.0.1:0").unwrap();
+    let later_client = TcpStream::connect(later.local_addr().unwrap()).unwrap();
+    let (later_server, _) = later.accept().unwrap();
+    let pids = BTreeSet::from([std::process::id(), child.0 as u32]);
+    let sock = d.socket.to_str().unwrap().to_string();
+    let compared = eventually("agreement with ss", || {
+        let ss = ss_owners();
+        let ls = ls_owners(&ls_json(&["--socket", &sock], &[]));
+        std::panic::catch_unwind(|| assert_agree(&ss, &ls, &pids)).ok()
+    });
+    // Four from before (each held by us and the child), three after.
+    assert!(compared >= 7, "compared only {compared} sockets");
+    let n = assert_agree(
+        &ss_owners(),
+        &ls_owners(&ls_json(&["--no-daemon"], env)),
+        &pids,
+    );
+    assert_eq!(n, compared);
+    let status = d.request(r#"{"op":"status"}"#);
+    let local = listener.local_addr().unwrap();
+    let found = d.request(&format!(
+        r#"{{"op":"lookup","src":"{local}","dst":"0.0.0.0:0","proto":"tcp"}}"#
+    ));
+    let sockets = found["sockets"].as_array().unwrap();
+    assert_eq!(sockets.len(), 1, "{found}");
+    assert_eq!(sockets[0]["inode"], inode_of(&listener));
+    assert_eq!(sockets[0]["state"], "listen");
+    let owners: BTreeSet<u32> = sockets[0]["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            assert_eq!(o["source"], "snapshot", "{found}");
+            o["pid"].as_u64().unwrap() as u32
+        })
+        .collect();
+    assert_eq!(owners, pids, "{found}");
+    // The human view names the source.
+    let out = Command::new(bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let source = status["status"]["snapshot"]["source"]
+        .as_str()
+        .unwrap_or("?");
+    assert!(text.contains(&format!("(from {source})")), "{text}");
+    let fallback = !status["status"]["snapshot"]["fallback"].is_null();
+    assert_eq!(text.contains("sock_diag not used: "), fallback, "{text}");
+    drop((
+        client,
+        server,
+        udp,
+        later_client,
+        later_server,
+        later,
+        child,
+    ));
+    status
+}
+
+/// A daemon whose snapshot cannot use sock_diag (forced here with
+/// `SOCKMON_SNAPSHOT_NO_SOCK_DIAG=1`; for real in the guest of
+/// `cargo xtask test` that refuses the diag modules) starts, fills its table
+/// from `/proc/net`, agrees with `ss -tunap` and says so in `status`.
+#[test]
+fn without_sock_diag_the_daemon_starts_from_proc_net_agrees_with_ss_and_says_so() {
+    let _g = exclusive();
+    let blocked = diag_blocked();
+    let env: &[(&str, &str)] = if blocked {
+        &[]
+    } else {
+        &[("SOCKMON_SNAPSHOT_NO_SOCK_DIAG", "1")]
+    };
+    let v = daemon_agrees_with_ss("no-diag", env);
+    let snap = &v["status"]["snapshot"];
+    assert_eq!(snap["source"], "proc_net", "{v}");
+    let why = snap["fallback"].as_str().unwrap_or_default();
+    if blocked {
+        assert!(why.contains("the kernel refused the sock_diag dump"), "{v}");
+    } else {
+        assert_eq!(why, "sock_diag skipped: SOCKMON_SNAPSHOT_NO_SOCK_DIAG=1");
+    }
+}
+
+/// With sock_diag (the normal case), the same agreement; the status says
+/// sock_diag answered.
+#[test]
+fn the_daemon_and_ss_agree_on_sockets_from_before_and_after_its_start() {
+    let _g = exclusive();
+    let v = daemon_agrees_with_ss("agree-ss", &[]);
+    assert_eq!(v["status"]["snapshot"]["source"], "sock_diag", "{v}");
+    assert_eq!(
+        v["status"]["snapshot"]["fallback"],
+        serde_json::Value::Null,
+        "{v}"
+    );
+}

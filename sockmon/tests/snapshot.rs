@@ -563,3 +563,161 @@ fn measure_sock_diag_vs_proc_net_and_take() {
         drop(helpers);
     }
 }
+
+// ---- The /proc/net fallback ------------------------------------------------
+
+/// Set to `1` by the guest runner of `cargo xtask test` (xtask/src/guest/)
+/// in a guest whose kernel refuses to load sock_diag's modules: there the
+/// fallback must happen by itself. Elsewhere the test forces it with
+/// `Options { sock_diag: false }` (what `SOCKMON_SNAPSHOT_NO_SOCK_DIAG=1`
+/// does for the daemon).
+const DIAG_BLOCKED_ENV: &str = "SOCKMON_TEST_DIAG_BLOCKED";
+
+#[test]
+fn without_sock_diag_the_snapshot_comes_from_proc_net_with_exact_rows() {
+    use sockmon::snapshot::{Options, Source, take_with};
+    let _g = exclusive();
+    let blocked = std::env::var_os(DIAG_BLOCKED_ENV).is_some_and(|v| v == "1");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let cport = client.local_addr().unwrap().port();
+    let (server, _) = listener.accept().unwrap();
+    let dual = TcpListener::bind("[::]:0").unwrap();
+    let dport = dual.local_addr().unwrap().port();
+    let mapped = TcpStream::connect(("127.0.0.1", dport)).unwrap();
+    let mport = mapped.local_addr().unwrap().port();
+    let (mapped_server, _) = dual.accept().unwrap();
+    let udp6 = UdpSocket::bind("[::1]:0").unwrap();
+    udp6.connect(("::1", 53)).unwrap();
+    let uport = udp6.local_addr().unwrap().port();
+    // A listener in a namespace of its own, held by a child.
+    let script = "import os, socket, sys\n\
+                  s = socket.socket()\n\
+                  s.bind(('127.0.0.1', 0))\n\
+                  s.listen()\n\
+                  print(s.getsockname()[1], os.fstat(s.fileno()).st_ino, flush=True)\n\
+                  sys.stdin.read()\n";
+    let mut child = Reaped(
+        Command::new("unshare")
+            .args(["--net", "python3", "-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("unshare --net python3 (util-linux, python3)"),
+    );
+    let ready = first_line(child.0.stdout.take().unwrap());
+    let (child_port, child_inode): (u16, u64) = match ready.split_whitespace().collect::<Vec<_>>()[..]
+    {
+        [p, i] => (p.parse().unwrap(), i.parse().unwrap()),
+        _ => panic!("the child in a new namespace did not start: {ready:?}"),
+    };
+    let child_pid = child.0.id();
+    let (ours, theirs) = (netns_of("self"), netns_of(&child_pid.to_string()));
+    assert_ne!(ours, theirs);
+
+    if blocked {
+        // The kernel really cannot answer: its diag modules were refused.
+        let err = DiagSocket::open()
+            .and_then(|mut d| d.dump_all(ours, &mut Vec::new()))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                sockmon::snapshot::diag::DiagError::Kernel(libc::ENOENT)
+            ),
+            "{err:?}"
+        );
+    }
+    let snap = take_with(Options { sock_diag: blocked }).unwrap();
+
+    assert_eq!(
+        snap.sources.keys().copied().collect::<Vec<_>>(),
+        [Source::ProcNet],
+        "{:?}",
+        snap.sources
+    );
+    assert!(snap.sources[&Source::ProcNet] >= 2, "{:?}", snap.sources);
+    assert_eq!(snap.source_names(), "proc_net");
+    let why = snap.fallback.clone().unwrap_or_default();
+    if blocked {
+        assert!(
+            why.contains("the kernel refused the sock_diag dump"),
+            "{why}"
+        );
+    } else {
+        assert_eq!(why, "sock_diag skipped: SOCKMON_SNAPSHOT_NO_SOCK_DIAG=1");
+    }
+    let me = std::process::id();
+    let local = format!("127.0.0.1:{port}");
+    let remote = format!("127.0.0.1:{cport}");
+    let (l, c, s) = (inode_of(&listener), inode_of(&client), inode_of(&server));
+    assert_eq!(
+        *row(&snap, l),
+        expect(ours, l, Proto::Tcp, &local, "0.0.0.0:0", 10)
+    );
+    assert_eq!(
+        *row(&snap, c),
+        expect(ours, c, Proto::Tcp, &remote, &local, 1)
+    );
+    assert_eq!(
+        *row(&snap, s),
+        expect(ours, s, Proto::Tcp, &local, &remote, 1)
+    );
+    let (d, ms) = (inode_of(&dual), inode_of(&mapped_server));
+    assert_eq!(
+        *row(&snap, d),
+        expect(ours, d, Proto::Tcp, &format!("[::]:{dport}"), "[::]:0", 10)
+    );
+    assert_eq!(
+        *row(&snap, ms),
+        expect(
+            ours,
+            ms,
+            Proto::Tcp,
+            &format!("127.0.0.1:{dport}"),
+            &format!("127.0.0.1:{mport}"),
+            1
+        )
+    );
+    let u6 = inode_of(&udp6);
+    assert_eq!(
+        *row(&snap, u6),
+        expect(
+            ours,
+            u6,
+            Proto::Udp,
+            &format!("[::1]:{uport}"),
+            "[::1]:53",
+            1
+        )
+    );
+    for inode in [l, c, s, d, ms, u6] {
+        assert_eq!(snap.holders[&inode], [me], "holders of {inode}");
+    }
+    assert_eq!(
+        *row(&snap, child_inode),
+        expect(
+            theirs,
+            child_inode,
+            Proto::Tcp,
+            &format!("127.0.0.1:{child_port}"),
+            "0.0.0.0:0",
+            10
+        )
+    );
+    assert_eq!(snap.holders[&child_inode], [child_pid]);
+    assert_eq!(snap.processes[&child_pid].comm.as_bytes(), b"python3");
+    assert_eq!(snap.processes[&me].start_ticks, start_ticks_of(me));
+
+    if !blocked {
+        // Where both sources answer, they give the same rows.
+        let diag = take_with(Options { sock_diag: true }).unwrap();
+        assert_eq!(diag.source_names(), "sock_diag");
+        assert_eq!(diag.fallback, None);
+        for inode in [l, c, s, d, ms, u6, child_inode] {
+            assert_eq!(row(&diag, inode), row(&snap, inode));
+        }
+    }
+    drop((client, mapped));
+}

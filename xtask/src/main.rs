@@ -3,12 +3,14 @@
 //! - `setup`: install what building and testing need and is missing (the
 //!   nightly `rust-src` component, `bpf-linker` built against the nightly's
 //!   own LLVM and cached, Debian packages used by tests);
-//! - `test`: setup, then fmt, clippy and every test layer (as root);
+//! - `test`: setup, then fmt, clippy and every test layer (as root), on this
+//!   machine's kernel and inside Debian's kernels under qemu (`guest/`);
 //! - `watch`: setup, build, run `sockmon watch` as root;
 //! - `bench`: benchmarks against bare runs, bpftrace, `ss` and `lsof` (see `bench/`);
 //! - `install`: build in release mode, install the binary, the systemd unit and the config.
 
 mod bench;
+mod guest;
 mod install;
 mod run;
 mod setup;

@@ -24,6 +24,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("systemd", "systemd-analyze"),  // the real-systemd test boots it in a namespace
     ("python3", "/usr/bin/python3"), // network-namespace tests hold sockets with it
     ("nftables", "nft"),             // random loss, dropped SYNs in test namespaces
+    // Guests with Debian's kernels (xtask/src/guest/): emulator, initramfs, modules.
+    ("qemu-system-x86", "qemu-system-x86_64"),
+    ("busybox-static", "/bin/busybox"),
+    ("kmod", "depmod"),
+    ("xz-utils", "xz"),
 ];
 
 pub fn all() -> anyhow::Result<()> {

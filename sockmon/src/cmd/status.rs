@@ -80,9 +80,12 @@ pub fn human(s: &Status) -> String {
     if let Some(snap) = &s.snapshot {
         let _ = writeln!(
             o,
-            "snapshot:  {} sockets in {:.1} ms at {}",
-            snap.sockets, snap.duration_ms, snap.time
+            "snapshot:  {} sockets in {:.1} ms at {} (from {})",
+            snap.sockets, snap.duration_ms, snap.time, snap.source
         );
+        if let Some(why) = &snap.fallback {
+            let _ = writeln!(o, "           sock_diag not used: {why}");
+        }
     }
     let _ = writeln!(
         o,

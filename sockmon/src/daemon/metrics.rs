@@ -30,7 +30,10 @@ use tokio::{
     sync::{Semaphore, watch},
 };
 
-use crate::engine::{EngineHandle, stats::Status};
+use crate::{
+    engine::{EngineHandle, stats::Status},
+    snapshot::Source,
+};
 
 /// Default bound on simultaneous metrics connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
@@ -145,6 +148,11 @@ struct AttachLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UnitLabel {
     unit: String,
 }
@@ -252,6 +260,24 @@ pub fn render(s: &Status) -> String {
         c.inc_by(v);
         registry.register(name, help, c);
     }
+    // 1 for each source the start-up snapshot used (bounded: two names).
+    let sources = Family::<SourceLabel, Gauge>::default();
+    for source in [Source::SockDiag, Source::ProcNet] {
+        let used = s
+            .snapshot
+            .as_ref()
+            .is_some_and(|x| x.source.split('+').any(|n| n == source.name()));
+        sources
+            .get_or_create(&SourceLabel {
+                source: source.name().to_string(),
+            })
+            .set(i64::from(used));
+    }
+    registry.register(
+        "sockmon_snapshot_source",
+        "Sources the start-up snapshot read sockets from (sock_diag, proc_net): 1 if used",
+        sources,
+    );
     let snapshot_s = s.snapshot.as_ref().map_or(0.0, |x| x.duration_ms / 1e3);
     let gauges: [(&str, &str, f64); 7] = [
         (
@@ -333,6 +359,8 @@ mod tests {
                 sockets: 8,
                 duration_ms: 12.5,
                 time: String::new(),
+                source: "proc_net".into(),
+                fallback: Some("sock_diag: the kernel refused the sock_diag dump".into()),
             }),
             reconciliations: 0,
             clients: 1,
@@ -363,6 +391,8 @@ mod tests {
         );
         assert!(text.contains("sockmon_table_sockets 10.0\n"), "{text}");
         assert!(text.contains("sockmon_snapshot_duration_seconds 0.0125\n"));
+        assert!(text.contains("sockmon_snapshot_source{source=\"proc_net\"} 1\n"));
+        assert!(text.contains("sockmon_snapshot_source{source=\"sock_diag\"} 0\n"));
         assert!(text.contains("# TYPE sockmon_uptime_seconds gauge\n"));
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(

@@ -200,7 +200,8 @@ impl Engine {
             let started = Instant::now();
             let snap = snapshot::take()?;
             table.apply_snapshot(&snap);
-            snapshot = Some((snap.sockets.len(), started.elapsed()));
+            let source = (snap.source_names(), snap.fallback.clone());
+            snapshot = Some((snap.sockets.len(), started.elapsed(), source));
         }
         Ok(Prepared {
             probes,
@@ -237,7 +238,8 @@ impl Engine {
 pub struct Prepared {
     probes: Probes,
     table: SocketTable,
-    snapshot: Option<(usize, Duration)>,
+    /// Sockets, time taken, and (source names, why sock_diag was not used).
+    snapshot: Option<(usize, Duration, (String, Option<String>))>,
     opts: EngineOptions,
     early: Vec<state::Subscriber>,
 }
@@ -279,8 +281,8 @@ impl Prepared {
         let (jobs, found) = worker::spawn()?;
         let shared = Arc::new(Shared::default());
         let mut state = State::new(table, probes, early, jobs, shared.clone());
-        if let Some((sockets, took)) = snapshot {
-            state.stats.record_snapshot(sockets, took);
+        if let Some((sockets, took, source)) = snapshot {
+            state.stats.record_snapshot(sockets, took, source);
             state
                 .lives
                 .seed_from_snapshot(&state.table, WallTime::now());

@@ -43,6 +43,14 @@ pub struct SnapshotStatus {
     pub sockets: usize,
     pub duration_ms: f64,
     pub time: String,
+    /// Where the sockets were read from: `sock_diag`, `proc_net`, or both
+    /// joined with `+` (`snapshot::Snapshot::source_names`).
+    #[serde(default)]
+    pub source: String,
+    /// Why sock_diag was not used where it was not (e.g. its kernel modules
+    /// could not load); null when it answered everywhere.
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,11 +165,18 @@ impl Stats {
         self.current = [0; SOCKET_KINDS.len()];
     }
 
-    pub fn record_snapshot(&mut self, sockets: usize, duration: Duration) {
+    pub fn record_snapshot(
+        &mut self,
+        sockets: usize,
+        duration: Duration,
+        (source, fallback): (String, Option<String>),
+    ) {
         self.snapshot = Some(SnapshotStatus {
             sockets,
             duration_ms: duration.as_secs_f64() * 1e3,
             time: WallTime::now().rfc3339(),
+            source,
+            fallback,
         });
     }
 

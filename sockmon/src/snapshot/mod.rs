@@ -14,15 +14,25 @@
 //! live events are (IPv4-mapped IPv6 addresses become IPv4), so a snapshot
 //! row and an event about the same socket compare equal.
 //!
+//! Where sock_diag cannot answer (its TCP/UDP handlers are modules on most
+//! distribution kernels, and a machine may be unable to load them), the
+//! sockets of a namespace come from `/proc/net` instead ([`procnet`]); the
+//! snapshot says which source it used ([`Snapshot::sources`],
+//! [`Snapshot::fallback`]), and so do `status` and the metrics. One missing
+//! source never stops the daemon. `SOCKMON_SNAPSHOT_NO_SOCK_DIAG=1` in the
+//! environment skips sock_diag on purpose ([`NO_SOCK_DIAG_ENV`]: for tests,
+//! and for a kernel whose sock_diag misbehaves).
+//!
 //! A snapshot is not atomic: a socket opened or closed while it is taken may
 //! be missing, or have no holder. Live events cover that window.
 
 pub mod diag;
 mod netns;
+pub mod procnet;
 
 use crate::procfs;
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     io,
     net::SocketAddr,
     time::{Duration, Instant},
@@ -78,14 +88,68 @@ pub struct Snapshot {
     /// Namespaces that could not be read, with the reason. A namespace may
     /// vanish mid-snapshot: that is recorded here, not an error.
     pub skipped_netns: Vec<(u32, String)>,
+    /// How many namespaces each source answered for.
+    pub sources: BTreeMap<Source, usize>,
+    /// Why sock_diag was not used where it was not (the first reason seen),
+    /// or `None` when it answered for every namespace.
+    pub fallback: Option<String>,
+}
+
+/// Where the sockets of a namespace were read from, in order of preference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// The kernel's socket diagnostics over netlink ([`diag`]).
+    SockDiag,
+    /// The text tables `/proc/net/{tcp,tcp6,udp,udp6}` ([`procnet`]).
+    ProcNet,
+}
+
+impl Source {
+    /// The name shown in `status` and the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::SockDiag => "sock_diag",
+            Source::ProcNet => "proc_net",
+        }
+    }
+}
+
+impl Snapshot {
+    /// The sources used, by name, joined with `+` in order of preference
+    /// (`sock_diag`, `proc_net`, or `sock_diag+proc_net`).
+    pub fn source_names(&self) -> String {
+        let names: Vec<&str> = self.sources.keys().map(|s| s.name()).collect();
+        names.join("+")
+    }
+}
+
+/// Environment variable that, set to `1`, makes every snapshot skip
+/// sock_diag and read `/proc/net` (what a kernel without the diag modules
+/// gets). Read by [`Options::from_env`].
+pub const NO_SOCK_DIAG_ENV: &str = "SOCKMON_SNAPSHOT_NO_SOCK_DIAG";
+
+/// Which sources a snapshot may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Try sock_diag first (else go straight to `/proc/net`).
+    pub sock_diag: bool,
+}
+
+impl Options {
+    /// Every source, unless [`NO_SOCK_DIAG_ENV`] is `1`.
+    pub fn from_env() -> Self {
+        Self {
+            sock_diag: std::env::var_os(NO_SOCK_DIAG_ENV).is_none_or(|v| v != "1"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("cannot read /proc: {0}")]
     Proc(#[source] io::Error),
-    #[error("cannot list the sockets of our own network namespace: {0}")]
-    Diag(#[source] diag::DiagError),
+    #[error("cannot list the sockets of our own network namespace from any source: {0}")]
+    NoSource(String),
     #[error("snapshot worker thread: {0}")]
     Worker(#[source] io::Error),
 }
@@ -95,6 +159,11 @@ pub enum SnapshotError {
 /// see other users' descriptors and enter other namespaces. What cannot be
 /// read without them is left out, not an error.
 pub fn take() -> Result<Snapshot, SnapshotError> {
+    take_with(Options::from_env())
+}
+
+/// [`take`], with the sources given by `opts`.
+pub fn take_with(opts: Options) -> Result<Snapshot, SnapshotError> {
     let started = Instant::now();
     let pids = procfs::pids().map_err(SnapshotError::Proc)?;
     let own = netns::current().map_err(SnapshotError::Proc)?;
@@ -106,7 +175,7 @@ pub fn take() -> Result<Snapshot, SnapshotError> {
             .name("sockmon-fdscan".into())
             .spawn_scoped(s, || procfs::socket_fds(&pids))
             .map_err(SnapshotError::Worker)?;
-        read_sockets(own.1, &targets, &mut snap)?;
+        read_sockets(own.1, &targets, opts, &mut snap)?;
         scan.join()
             .map_err(|_| SnapshotError::Worker(io::Error::other("the fd scan panicked")))
     })?;
@@ -117,31 +186,80 @@ pub fn take() -> Result<Snapshot, SnapshotError> {
 }
 
 /// Fills `snap.sockets` from our own namespace (`own`, read where we are)
-/// and from each of `targets` (entered one by one), and `snap.skipped_netns`
-/// with those that could not be read.
+/// and from each of `targets` (entered one by one), `snap.skipped_netns`
+/// with those that could not be read, and `snap.sources`/`snap.fallback`
+/// with where the rows came from. When sock_diag fails in our own
+/// namespace it is not tried in the others (its modules are missing for
+/// the whole machine; each try would spawn a module request).
 fn read_sockets(
     own: u32,
     targets: &[netns::Target],
+    opts: Options,
     snap: &mut Snapshot,
 ) -> Result<(), SnapshotError> {
-    diag::DiagSocket::open()
-        .and_then(|mut d| d.dump_all(own, &mut snap.sockets))
-        .map_err(SnapshotError::Diag)?;
-    let outcomes = netns::in_each(targets, |ino| {
-        let mut rows = Vec::new();
-        diag::DiagSocket::open()
-            .and_then(|mut d| d.dump_all(ino, &mut rows))
-            .map(|()| rows)
-            .map_err(|e| e.to_string())
-    })
-    .map_err(SnapshotError::Worker)?;
+    if !opts.sock_diag {
+        snap.fallback = Some(format!("sock_diag skipped: {NO_SOCK_DIAG_ENV}=1"));
+    }
+    let first = read_namespace(own, opts.sock_diag).map_err(SnapshotError::NoSource)?;
+    let use_diag = first.source == Source::SockDiag;
+    fn note(read: Read, snap: &mut Snapshot) {
+        *snap.sources.entry(read.source).or_default() += 1;
+        if snap.fallback.is_none() {
+            snap.fallback = read.diag_error;
+        }
+        snap.sockets.extend(read.rows);
+    }
+    note(first, snap);
+    let outcomes = netns::in_each(targets, |ino| read_namespace(ino, use_diag))
+        .map_err(SnapshotError::Worker)?;
     for outcome in outcomes {
         match outcome {
-            netns::Outcome::Done(rows) => snap.sockets.extend(rows),
+            netns::Outcome::Done(read) => note(read, snap),
             netns::Outcome::Skipped(ino, reason) => snap.skipped_netns.push((ino, reason)),
         }
     }
     Ok(())
+}
+
+/// The sockets of the calling thread's namespace (inode `ino`).
+struct Read {
+    rows: Vec<SockRow>,
+    source: Source,
+    /// Why sock_diag did not answer, when it was tried and failed.
+    diag_error: Option<String>,
+}
+
+/// Reads the calling thread's namespace from sock_diag (if `use_diag`),
+/// else, or if that fails, from `/proc/net`. Fails only if no source answers.
+fn read_namespace(ino: u32, use_diag: bool) -> Result<Read, String> {
+    let mut rows = Vec::new();
+    let mut diag_error = None;
+    if use_diag {
+        match diag::DiagSocket::open().and_then(|mut d| d.dump_all(ino, &mut rows)) {
+            Ok(()) => {
+                return Ok(Read {
+                    rows,
+                    source: Source::SockDiag,
+                    diag_error: None,
+                });
+            }
+            Err(e) => {
+                rows.clear();
+                diag_error = Some(format!("sock_diag: {e}"));
+            }
+        }
+    }
+    match procnet::read_all(ino, &mut rows) {
+        Ok(()) => Ok(Read {
+            rows,
+            source: Source::ProcNet,
+            diag_error,
+        }),
+        Err(e) => Err(match diag_error {
+            Some(d) => format!("{d}; /proc/net: {e}"),
+            None => format!("/proc/net: {e}"),
+        }),
+    }
 }
 
 /// Groups `(inode, pid)` pairs by inode, keeping only the inodes of

@@ -11,9 +11,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Polls `f` every 25 ms until it returns `Some`, for at most `limit`;
-/// panics naming `what` when time runs out.
+/// `d` times `SOCKMON_TEST_TIME_SCALE` (a whole number, default 1): the
+/// guests of `cargo xtask test` run these tests under software emulation,
+/// many times slower, and set it there. Only deadlines are scaled.
+pub fn scaled(d: Duration) -> Duration {
+    let scale = std::env::var("SOCKMON_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    d * scale
+}
+
+/// Polls `f` every 25 ms until it returns `Some`, for at most `limit`
+/// ([`scaled`]); panics naming `what` when time runs out.
 pub fn eventually_within<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let limit = scaled(limit);
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
@@ -54,7 +67,7 @@ pub fn wait_attached(stderr: ChildStderr) -> mpsc::Receiver<String> {
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
     let mut seen = Vec::new();
     while Instant::now() < deadline {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -152,7 +165,14 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon with `args` and waits for READY=1 on NOTIFY_SOCKET.
     pub fn start(name: &str, args: &[&str]) -> Daemon {
-        Self::start_with(name, args, |_| {})
+        Self::start_with_env(name, args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables for the daemon.
+    pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::start_with(name, args, |c| {
+            c.envs(env.iter().copied());
+        })
     }
 
     /// [`Daemon::start`], with `prepare` applied to the command first (an
@@ -165,7 +185,7 @@ impl Daemon {
         let notify_path = dir.join("notify.sock");
         let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
         notify
-            .set_read_timeout(Some(Duration::from_secs(30)))
+            .set_read_timeout(Some(scaled(Duration::from_secs(30))))
             .unwrap();
         let mut command = Command::new(bin());
         command
@@ -222,7 +242,8 @@ impl Daemon {
 
     pub fn connect(&self) -> std::os::unix::net::UnixStream {
         let s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_read_timeout(Some(scaled(Duration::from_secs(10))))
+            .unwrap();
         s
     }
 
