@@ -206,6 +206,21 @@ pub struct DaemonArgs {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Most simultaneous API clients of one uid other than root.
+    #[arg(long, value_name = "N")]
+    pub max_clients_per_uid: Option<usize>,
+    /// Time a client has to take each write of a response, in ms.
+    #[arg(long, value_name = "MS")]
+    pub write_timeout_ms: Option<u64>,
+    /// Most values in one API filter list.
+    #[arg(long, value_name = "N")]
+    pub max_filter_values: Option<usize>,
+    /// Allow --metrics-listen on an address other than loopback.
+    #[arg(long)]
+    pub metrics_allow_remote: bool,
+    /// Most metrics connections at once.
+    #[arg(long, value_name = "N")]
+    pub metrics_max_connections: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -465,7 +465,9 @@ fn a_thousand_clients_at_once_are_answered_and_the_rest_still_served() {
 #[test]
 fn a_subscriber_that_stops_reading_is_cut_off_with_a_lost_notice() {
     let _g = exclusive();
-    let d = Daemon::start("slowsub", &["--no-config"]);
+    // The write deadline is not what this test is about: long enough for
+    // the burst below on a loaded machine.
+    let d = Daemon::start("slowsub", &["--no-config", "--write-timeout-ms", "30000"]);
     let mut slow = d.connect();
     assert_eq!(
         request_on(&mut slow, r#"{"op":"subscribe"}"#)["subscribed"],

@@ -7,6 +7,9 @@
 //! | `packaging/systemd/sockmon.service`, `ExecStart=` pointed at that binary | `$DESTDIR/etc/systemd/system/sockmon.service` |
 //! | `packaging/config.toml` (every setting, commented out) | `$DESTDIR/etc/sockmon/config.toml`, or `config.toml.new` beside an existing one, which is never overwritten |
 //!
+//! Under `sudo`, the build runs as the invoking user (`SUDO_USER`, through
+//! `setpriv`) and only the copying runs as root.
+//!
 //! Installing into the running system (no `--destdir`, as root) also creates
 //! the system group `sockmon` (members may use the API socket) and, when
 //! systemd is PID 1, runs `systemctl daemon-reload`; otherwise it says what
@@ -28,6 +31,55 @@ use crate::{
     run::{cargo, exec, is_root, root},
     setup,
 };
+
+/// Under `sudo`, runs `cmd` as the user who ran sudo (`SUDO_UID`,
+/// `SUDO_GID`, `SUDO_USER`), so that compiling, build scripts included,
+/// never runs as root: root only copies the result. Without sudo, as is.
+fn as_invoking_user(cmd: &mut Command) -> anyhow::Result<&mut Command> {
+    let (Ok(uid), Ok(gid), Ok(user)) = (
+        std::env::var("SUDO_UID"),
+        std::env::var("SUDO_GID"),
+        std::env::var("SUDO_USER"),
+    ) else {
+        return Ok(cmd);
+    };
+    if !is_root() || uid == "0" {
+        return Ok(cmd);
+    }
+    let target = root().join("target");
+    if let Ok(meta) = fs::metadata(&target) {
+        use std::os::unix::fs::MetadataExt as _;
+        ensure!(
+            meta.uid().to_string() == uid,
+            "{} belongs to uid {}, not to {user} (uid {uid}) who ran sudo; the build runs as {user}: \
+             `sudo chown -R {user}: {}` (or remove it) and run again",
+            target.display(),
+            meta.uid(),
+            target.display()
+        );
+    }
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
+    let mut wrapped = Command::new("setpriv");
+    wrapped
+        .args([
+            format!("--reuid={uid}"),
+            format!("--regid={gid}"),
+            "--init-groups".to_string(),
+            "--reset-env".to_string(),
+            "--".to_string(),
+        ])
+        .arg(program)
+        .args(args)
+        .current_dir(root());
+    // --reset-env sets HOME, USER, PATH for that user; keep the PATH that
+    // found cargo (sudo -E) so the user's toolchain is the one used.
+    if let Some(path) = std::env::var_os("PATH") {
+        wrapped.env("PATH", path);
+    }
+    *cmd = wrapped;
+    Ok(cmd)
+}
 
 /// The group whose members may use the daemon's API socket (docs/api.md, Access).
 const GROUP: &str = "sockmon";
@@ -58,7 +110,9 @@ pub fn run(args: &InstallArgs) -> anyhow::Result<()> {
     let under = |p: &Path| staged(destdir, p);
 
     setup::all()?;
-    exec(cargo().args(["build", "--release", "--package", "sockmon"]))?;
+    let mut build = cargo();
+    build.args(["build", "--release", "--package", "sockmon"]);
+    exec(as_invoking_user(&mut build)?)?;
 
     let bin_path = prefix.join("bin/sockmon");
     let built = root().join("target/release/sockmon");

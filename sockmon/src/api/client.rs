@@ -73,6 +73,12 @@ impl Client {
         Ok(r)
     }
 
+    /// The connection's descriptor (to shut it down from a signal handler).
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd as _;
+        self.writer.as_raw_fd()
+    }
+
     /// After a `subscribe`, the next line of the stream (`None` at its end).
     pub fn next_line(&mut self) -> Result<Option<String>, ClientError> {
         self.reader.get_ref().set_read_timeout(None)?;

@@ -158,24 +158,50 @@ fn filter_of(w: WireFilter) -> Result<Filter, ApiError> {
             c.escape_debug()
         )));
     }
+    let mut events = Vec::new();
+    for e in &w.event {
+        let kind = crate::event::kind_from_name(e).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`event`: `{}` is not one of bind, listen, connect, accept, close",
+                e.escape_debug()
+            ))
+        })?;
+        if !events.contains(&kind) {
+            events.push(kind);
+        }
+    }
+    // Repeated values are alternatives that add nothing: each is kept once,
+    // so the length a server bounds is the number of distinct values.
+    let (mut pids, mut comms, mut ports) = (w.pid, w.comm, w.port);
+    pids.sort_unstable();
+    pids.dedup();
+    comms.sort_unstable();
+    comms.dedup();
+    ports.sort_unstable();
+    ports.dedup();
     Ok(Filter {
-        pids: w.pid,
-        comms: w.comm,
-        ports: w.port,
+        pids,
+        comms,
+        ports,
         proto: w.proto.map(proto_of),
-        events: w
-            .event
-            .iter()
-            .map(|e| {
-                crate::event::kind_from_name(e).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "`event`: `{}` is not one of bind, listen, connect, accept, close",
-                        e.escape_debug()
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?,
+        events,
     })
+}
+
+/// Refuses a filter with a list of more than `max` distinct values.
+pub fn check_filter_len(f: &Filter, max: usize) -> Result<(), ApiError> {
+    let lists = [
+        ("pid", f.pids.len()),
+        ("comm", f.comms.len()),
+        ("port", f.ports.len()),
+        ("event", f.events.len()),
+    ];
+    match lists.iter().find(|(_, n)| *n > max) {
+        Some((name, n)) => Err(ApiError::bad_request(format!(
+            "`{name}`: {n} distinct values; at most {max} are accepted (api.max_filter_values)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Responses, as they go on the wire.
@@ -324,6 +350,31 @@ mod tests {
             e.message,
             "`event`: `exec` is not one of bind, listen, connect, accept, close"
         );
+    }
+
+    #[test]
+    fn filter_lists_are_deduplicated_and_bounded() {
+        let Ok(Request::List(f)) =
+            parse(br#"{"op":"list","filter":{"pid":[3,1,3,3],"port":[80,80],"comm":["a","a"]}}"#)
+        else {
+            panic!("not a list");
+        };
+        assert_eq!(
+            (f.pids, f.ports, f.comms),
+            (vec![1, 3], vec![80], vec!["a".to_string()])
+        );
+        let f = Filter {
+            ports: (1..=300).collect(),
+            ..Default::default()
+        };
+        let e = check_filter_len(&f, 256).unwrap_err();
+        assert_eq!(e.code, "bad_request");
+        assert!(
+            e.message.contains("`port`: 300 distinct values"),
+            "{}",
+            e.message
+        );
+        assert!(check_filter_len(&f, 300).is_ok());
     }
 
     #[test]

@@ -73,6 +73,21 @@ pub fn build_config(
     if let Some(v) = &args.log_level {
         c.log.level = v.clone();
     }
+    if let Some(v) = args.max_clients_per_uid {
+        c.api.max_clients_per_uid = v;
+    }
+    if let Some(v) = args.write_timeout_ms {
+        c.api.write_timeout_ms = v;
+    }
+    if let Some(v) = args.max_filter_values {
+        c.api.max_filter_values = v;
+    }
+    if args.metrics_allow_remote {
+        c.metrics.allow_remote = true;
+    }
+    if let Some(v) = args.metrics_max_connections {
+        c.metrics.max_connections = v;
+    }
     c.validate().map_err(|e| format!("invalid setting: {e}"))?;
     Ok(c)
 }

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod lookup;
 pub mod ls;
 pub mod modes;
+pub mod signals;
 pub mod status;
 pub mod watch;
 

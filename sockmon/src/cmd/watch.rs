@@ -4,23 +4,28 @@
 //! are never loaded twice); otherwise it starts its own engine (no
 //! snapshot). Output is written and flushed once per batch of events read
 //! together, so no event waits in a buffer. Ctrl-C and SIGTERM end it with
-//! status 0; a closed stdout (`| head`) ends it quietly.
+//! status 0 on either path, even when SIGINT was inherited ignored
+//! ([`signals`]); a closed stdout (`| head`) ends it quietly.
 
-use std::{path::Path, process::ExitCode, sync::atomic::Ordering};
+use std::{path::Path, process::ExitCode};
 
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{Backend, EXIT_USAGE, backend, fail, fail_chain, ls, print};
+use super::{Backend, EXIT_USAGE, backend, fail, fail_chain, ls, print, signals};
 use crate::{
     api::client::Client,
     cli::WatchConfig,
     clock::WallTime,
-    engine::{Engine, EngineOptions, StreamItem, Subscription},
+    engine::{Engine, EngineOptions, OnLag, StreamItem, Subscription},
     output::{self, Format, json},
 };
 
 pub fn run(cfg: WatchConfig, socket: &Path, no_daemon: bool) -> ExitCode {
+    // First thing, whichever path follows: SIGINT may arrive ignored.
+    if let Err(e) = signals::install() {
+        return fail(&format!("cannot install signal handlers: {e}"), 1);
+    }
     match backend(socket, no_daemon) {
         Err(code) => code,
         Ok(Backend::Daemon(client)) => from_daemon(client, &cfg),
@@ -45,12 +50,15 @@ fn from_daemon(mut client: Client, cfg: &WatchConfig) -> ExitCode {
     if let Err(e) = client.request(&json!({"op": "subscribe", "filter": filter})) {
         return fail(&e, 1);
     }
+    // A signal shuts the socket down, which ends the blocking read below.
+    signals::shutdown_on_stop(client.as_raw_fd());
     eprintln!(
         "sockmon: watching through the daemon; {}. Ctrl-C to stop.",
         attach_line(&attach)
     );
     loop {
         let line = match client.next_line() {
+            _ if signals::requested() => return ExitCode::SUCCESS,
             Ok(Some(l)) => l,
             Ok(None) => return fail(&"the daemon closed the stream", 1),
             Err(e) => return fail(&e, 1),
@@ -90,8 +98,12 @@ fn alone(cfg: WatchConfig) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail_chain(&e, if e.is_privileges() { EXIT_USAGE } else { 1 }),
     };
-    // Subscribed before the first event is applied: nothing is missed.
-    let sub = prepared.subscribe(cfg.filter.clone());
+    if signals::requested() {
+        return ExitCode::SUCCESS; // stopped while the probes were loading
+    }
+    // Subscribed before the first event is applied: nothing is missed; if
+    // we fall behind, the misses are counted and said, and we go on.
+    let sub = prepared.subscribe_with(cfg.filter.clone(), OnLag::Resume("watch_lagged"));
     let attach = prepared.attach();
     let rt = match crate::cmd::runtime() {
         Ok(rt) => rt,
@@ -131,6 +143,9 @@ async fn stream(
     ) else {
         return fail(&"cannot install signal handlers", 1);
     };
+    if signals::requested() {
+        return ExitCode::SUCCESS;
+    }
     eprintln!(
         "sockmon: probes attached, {}; watching bind, listen, connect, accept and close (TCP/UDP, IPv4/IPv6). Ctrl-C to stop.",
         attach_line(attach)
@@ -151,19 +166,7 @@ async fn stream(
         };
         match item {
             Some(item) => render(&item, cfg.format, &mut buf),
-            None => {
-                // We fell behind and were cut off: say so and carry on.
-                lost(
-                    cfg.format,
-                    "watch_lagged",
-                    sub.lost.load(Ordering::Relaxed),
-                    &mut buf,
-                );
-                match engine.handle.subscribe(cfg.filter.clone(), None).await {
-                    Ok(s) => sub = s,
-                    Err(_) => return fail(&"the event pipeline stopped", 1),
-                }
-            }
+            None => return fail(&"the event pipeline stopped", 1),
         }
         while buf.len() < 256 * 1024 {
             match sub.rx.try_recv() {

@@ -14,7 +14,10 @@ use std::{
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::api::server::{DEFAULT_MAX_CLIENTS, DEFAULT_SOCKET};
+use crate::api::server::{
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_FILTER_VALUES, DEFAULT_SOCKET,
+    DEFAULT_WRITE_TIMEOUT_MS,
+};
 
 pub const DEFAULT_CONFIG: &str = "/etc/sockmon/config.toml";
 
@@ -55,6 +58,12 @@ pub struct ApiConfig {
     pub socket: PathBuf,
     /// Most simultaneous clients. Reloadable.
     pub max_clients: usize,
+    /// Most simultaneous clients of one uid other than root. Reloadable.
+    pub max_clients_per_uid: usize,
+    /// Time a client has to take each write of a response, in ms. Reloadable.
+    pub write_timeout_ms: u64,
+    /// Most values in one filter list (`pid`, `comm`, `port`, `event`). Reloadable.
+    pub max_filter_values: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -74,11 +83,23 @@ pub struct TableConfig {
     pub cap: usize,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SinksConfig {
     pub stdout: StdoutSinkConfig,
     pub file: FileSinkConfig,
+    /// Events the sinks may fall behind by before they miss some (counted). Reloadable.
+    pub queue: usize,
+}
+
+impl Default for SinksConfig {
+    fn default() -> Self {
+        Self {
+            stdout: StdoutSinkConfig::default(),
+            file: FileSinkConfig::default(),
+            queue: crate::daemon::sinks::SINK_QUEUE,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -99,11 +120,15 @@ pub struct FileSinkConfig {
     pub keep: u32,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Serve Prometheus text metrics here (e.g. "127.0.0.1:9464"); unset = off. Reloadable.
     pub listen: Option<SocketAddr>,
+    /// Allow `listen` on an address other than loopback. Reloadable.
+    pub allow_remote: bool,
+    /// Most metrics connections at once. Reloadable (with `listen`).
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -118,6 +143,19 @@ impl Default for ApiConfig {
         Self {
             socket: PathBuf::from(DEFAULT_SOCKET),
             max_clients: DEFAULT_MAX_CLIENTS,
+            max_clients_per_uid: DEFAULT_MAX_CLIENTS_PER_UID,
+            write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
+            max_filter_values: DEFAULT_MAX_FILTER_VALUES,
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            allow_remote: false,
+            max_connections: crate::daemon::metrics::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -226,6 +264,50 @@ impl Config {
                 format!("{} is not between 1 and 65536", self.api.max_clients),
             );
         }
+        if !(1..=65_536).contains(&self.api.max_clients_per_uid) {
+            return bad(
+                "api.max_clients_per_uid",
+                format!(
+                    "{} is not between 1 and 65536",
+                    self.api.max_clients_per_uid
+                ),
+            );
+        }
+        if !(100..=600_000).contains(&self.api.write_timeout_ms) {
+            return bad(
+                "api.write_timeout_ms",
+                format!(
+                    "{} is not between 100 and 600000",
+                    self.api.write_timeout_ms
+                ),
+            );
+        }
+        if !(1..=65_536).contains(&self.api.max_filter_values) {
+            return bad(
+                "api.max_filter_values",
+                format!("{} is not between 1 and 65536", self.api.max_filter_values),
+            );
+        }
+        if !(1..=65_536).contains(&self.metrics.max_connections) {
+            return bad(
+                "metrics.max_connections",
+                format!(
+                    "{} is not between 1 and 65536",
+                    self.metrics.max_connections
+                ),
+            );
+        }
+        if let Some(addr) = self.metrics.listen
+            && !addr.ip().is_loopback()
+            && !self.metrics.allow_remote
+        {
+            return bad(
+                "metrics.listen",
+                format!(
+                    "{addr} is not a loopback address; set metrics.allow_remote = true to serve metrics beyond this machine"
+                ),
+            );
+        }
         if !self.api.socket.is_absolute() {
             return bad(
                 "api.socket",
@@ -236,6 +318,12 @@ impl Config {
             return bad(
                 "sinks.file.max_bytes",
                 format!("{} is below the minimum of 4096", self.sinks.file.max_bytes),
+            );
+        }
+        if !(16..=1 << 24).contains(&self.sinks.queue) {
+            return bad(
+                "sinks.queue",
+                format!("{} is not between 16 and 16777216", self.sinks.queue),
             );
         }
         if !(1..=1000).contains(&self.sinks.file.keep) {
@@ -379,6 +467,14 @@ level = "debug"
             "{e}"
         );
         assert!(parse("[sinks.file]\nkeep = 0\n").is_err());
+        let e = parse("[metrics]\nlisten = \"0.0.0.0:9464\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.allow_remote"), "{e}");
+        assert!(parse("[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\n").is_ok());
+        assert!(parse("[metrics]\nlisten = \"[::1]:9464\"\n").is_ok());
+        assert!(parse("[api]\nwrite_timeout_ms = 0\n").is_err());
+        assert!(parse("[api]\nmax_filter_values = 0\n").is_err());
         assert!(parse("[table]\ncap = 0\n").is_err());
         assert!(parse("not toml at all").is_err());
     }

@@ -8,13 +8,14 @@
 //! socket, flush the sinks, detach every program and exit 0.
 
 pub mod config;
+pub mod limits;
 pub mod metrics;
 pub mod sinks;
 
 use std::{
     path::PathBuf,
     process::ExitCode,
-    sync::{Arc, atomic::AtomicUsize, atomic::Ordering},
+    sync::{Arc, atomic::Ordering},
 };
 
 use config::Config;
@@ -25,7 +26,7 @@ use tokio::{
 
 use crate::{
     api::server::{self, Limits},
-    cmd::{EXIT_USAGE, fail, fail_chain},
+    cmd::{EXIT_USAGE, fail, fail_chain, signals},
     engine::{Engine, EngineOptions, Prepared},
     kernel::{AttachMode, LoadOptions, privileges},
     logging::LogHandle,
@@ -40,6 +41,23 @@ pub struct DaemonSetup {
 
 pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
     log.set_level(&setup.config.log.level);
+    // Before the slow start-up: SIGINT may arrive ignored, and SIGTERM
+    // during the load must still end the daemon cleanly.
+    if let Err(e) = signals::install() {
+        return fail(&format!("cannot install signal handlers: {e}"), 1);
+    }
+    let nofile = match limits::raise_nofile() {
+        Ok(n) => {
+            if let Err(e) = limits::check_descriptors(&setup.config, n) {
+                return fail(&e, EXIT_USAGE);
+            }
+            n
+        }
+        Err(e) => {
+            tracing::warn!("cannot read or raise RLIMIT_NOFILE: {e}");
+            1024
+        }
+    };
     // The privileged part runs on this, the only, thread: capabilities are
     // per thread, so once they are dropped here every thread started later
     // (the runtime's, the /proc worker's) has only what is kept.
@@ -67,14 +85,26 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
             return fail_chain(&e, if e.is_privileges() { EXIT_USAGE } else { 1 });
         }
     };
+    // Going on with full root after a failed drop would make every parser
+    // bug a root bug: a failed drop is fatal.
     if let Err(e) = privileges::drop_all_but(&privileges::KEPT_AFTER_LOAD) {
-        tracing::warn!("could not drop capabilities after loading: {e}");
+        let _ = std::fs::remove_file(&socket);
+        return fail(
+            &format!("cannot drop capabilities after loading, refusing to go on: {e}"),
+            1,
+        );
+    }
+    if signals::requested() {
+        let _ = std::fs::remove_file(&socket);
+        tracing::info!("stopped during start-up");
+        return ExitCode::SUCCESS;
     }
     let rt = match crate::cmd::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    rt.block_on(daemon(setup, log, listener, prepared))
+    let refusals = limits::refusals(&setup.config, nofile);
+    rt.block_on(daemon(setup, log, listener, prepared, refusals))
 }
 
 async fn daemon(
@@ -82,6 +112,7 @@ async fn daemon(
     log: LogHandle,
     listener: std::os::unix::net::UnixListener,
     prepared: Prepared,
+    refusals: usize,
 ) -> ExitCode {
     let DaemonSetup { mut config, reload } = setup;
     // Handlers first: a SIGHUP or SIGTERM that arrives during start-up (or
@@ -110,9 +141,9 @@ async fn daemon(
     };
     let handle = engine.handle.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let limits = Arc::new(Limits {
-        max_clients: AtomicUsize::new(config.api.max_clients),
-    });
+    let limits = Arc::new(Limits::default());
+    set_limits(&limits, &config);
+    limits.max_refusals.store(refusals, Ordering::Relaxed);
     let api = tokio::spawn(server::serve(
         listener,
         handle.clone(),
@@ -147,14 +178,22 @@ async fn daemon(
 
     let mut watchdog = tokio::time::interval(std::time::Duration::from_millis(500));
     let code = loop {
+        if signals::requested() {
+            break ExitCode::SUCCESS; // arrived before tokio's handlers were in
+        }
         tokio::select! {
             _ = term.recv() => break ExitCode::SUCCESS,
             _ = int.recv() => break ExitCode::SUCCESS,
             _ = hup.recv() => {
                 match reload() {
                     Ok(new) => {
+                        let nofile = limits::raise_nofile().unwrap_or(u64::MAX);
+                        if let Err(e) = limits::check_descriptors(&new, nofile) {
+                            tracing::error!("configuration not reloaded: {e}");
+                            continue;
+                        }
                         apply_reload(&config, &new, &limits, &sink_tx, &log).await;
-                        if new.metrics.listen != config.metrics.listen {
+                        if new.metrics != config.metrics {
                             if let Some((tx, task)) = metrics.take() {
                                 let _ = tx.send(true);
                                 let _ = task.await;
@@ -210,7 +249,12 @@ async fn start_metrics(
             tracing::info!("metrics on http://{addr}/metrics");
             Some((
                 tx,
-                tokio::spawn(metrics::serve(listener, handle.clone(), rx)),
+                tokio::spawn(metrics::serve(
+                    listener,
+                    handle.clone(),
+                    config.metrics.max_connections,
+                    rx,
+                )),
             ))
         }
         Err(e) => {
@@ -227,9 +271,7 @@ async fn apply_reload(
     sinks: &mpsc::Sender<sinks::SinkControl>,
     log: &LogHandle,
 ) {
-    limits
-        .max_clients
-        .store(new.api.max_clients, Ordering::Relaxed);
+    set_limits(limits, new);
     log.set_level(&new.log.level);
     if new.sinks != old.sinks {
         let _ = sinks
@@ -249,6 +291,20 @@ async fn apply_reload(
             tracing::warn!("{name} changed; it takes effect at the next restart");
         }
     }
+}
+
+fn set_limits(limits: &Limits, config: &Config) {
+    let api = &config.api;
+    limits.max_clients.store(api.max_clients, Ordering::Relaxed);
+    limits
+        .max_clients_per_uid
+        .store(api.max_clients_per_uid, Ordering::Relaxed);
+    limits
+        .write_timeout_ms
+        .store(api.write_timeout_ms, Ordering::Relaxed);
+    limits
+        .max_filter_values
+        .store(api.max_filter_values, Ordering::Relaxed);
 }
 
 /// The default config path if it exists, for `--config` left unset.

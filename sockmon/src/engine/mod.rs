@@ -34,6 +34,7 @@ use tokio::{
 };
 
 pub use cgroup_unit::{Placement, from_proc_cgroup};
+pub use state::OnLag;
 use state::State;
 use stats::{Shared, Status};
 use view::{Lookup, SocketView, Viewer};
@@ -79,10 +80,28 @@ pub enum Command {
         viewer: Viewer,
         reply: oneshot::Sender<Vec<SocketView>>,
     },
+    /// The (netns, inode) of every socket passing the filter, for a `list`
+    /// written step by step ([`Command::ListRows`]).
+    ListKeys {
+        filter: Filter,
+        viewer: Viewer,
+        reply: oneshot::Sender<Vec<(u32, u64)>>,
+    },
+    /// One step of a `list`: rows of `keys[from..]`, about `budget` bytes.
+    ListRows {
+        keys: Arc<[(u32, u64)]>,
+        from: usize,
+        filter: Arc<Filter>,
+        viewer: Viewer,
+        budget: usize,
+        reply: oneshot::Sender<(Vec<u8>, usize)>,
+    },
     Status(oneshot::Sender<Status>),
     Subscribe {
         filter: Filter,
         queue: usize,
+        viewer: Viewer,
+        on_lag: OnLag,
         reply: oneshot::Sender<Subscription>,
     },
     Shutdown(oneshot::Sender<()>),
@@ -90,8 +109,9 @@ pub enum Command {
 
 /// A subscriber's end of the live stream: events that pass its filter (and
 /// every `Lost` notice), in a queue of its own. A subscriber that lets its
-/// queue fill is cut off: its channel closes and `lost` says how many events
-/// it missed, so it can say so and go.
+/// queue fill is cut off ([`OnLag::CutOff`]: its channel closes once drained
+/// and `lost` counts every event it wanted from then until it drops this)
+/// or resumes with an exact `lost` item ([`OnLag::Resume`]).
 #[derive(Debug)]
 pub struct Subscription {
     pub rx: mpsc::Receiver<Arc<StreamItem>>,
@@ -238,6 +258,14 @@ impl Prepared {
         subscription
     }
 
+    /// Like [`Prepared::subscribe`], with a policy for falling behind.
+    pub fn subscribe_with(&mut self, filter: Filter, on_lag: OnLag) -> Subscription {
+        let (sub, subscription) =
+            state::Subscriber::with(filter, self.opts.stream_queue, Viewer::ROOT, on_lag);
+        self.early.push(sub);
+        subscription
+    }
+
     /// Starts the reader, the `/proc` worker and the state task.
     pub async fn run(self) -> Result<Engine, EngineError> {
         let Prepared {
@@ -315,6 +343,40 @@ impl EngineHandle {
         .await
     }
 
+    /// The sorted (netns, inode) keys of the sockets passing `filter`.
+    pub async fn list_keys(
+        &self,
+        filter: Filter,
+        viewer: Viewer,
+    ) -> Result<Vec<(u32, u64)>, EngineGone> {
+        self.ask(|reply| Command::ListKeys {
+            filter,
+            viewer,
+            reply,
+        })
+        .await
+    }
+
+    /// One step of a listing: see [`Command::ListRows`].
+    pub async fn list_rows(
+        &self,
+        keys: Arc<[(u32, u64)]>,
+        from: usize,
+        filter: Arc<Filter>,
+        viewer: Viewer,
+        budget: usize,
+    ) -> Result<(Vec<u8>, usize), EngineGone> {
+        self.ask(|reply| Command::ListRows {
+            keys,
+            from,
+            filter,
+            viewer,
+            budget,
+            reply,
+        })
+        .await
+    }
+
     pub async fn status(&self) -> Result<Status, EngineGone> {
         self.ask(Command::Status).await
     }
@@ -326,10 +388,25 @@ impl EngineHandle {
         filter: Filter,
         queue: Option<usize>,
     ) -> Result<Subscription, EngineGone> {
+        self.subscribe_with(filter, queue, Viewer::ROOT, OnLag::CutOff)
+            .await
+    }
+
+    /// A subscription for `viewer` (events it may not see names of are
+    /// never matched by a `comm` filter), with a policy for falling behind.
+    pub async fn subscribe_with(
+        &self,
+        filter: Filter,
+        queue: Option<usize>,
+        viewer: Viewer,
+        on_lag: OnLag,
+    ) -> Result<Subscription, EngineGone> {
         let queue = queue.unwrap_or(self.queue);
         self.ask(|reply| Command::Subscribe {
             filter,
             queue,
+            viewer,
+            on_lag,
             reply,
         })
         .await

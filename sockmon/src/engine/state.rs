@@ -24,7 +24,7 @@ use super::{
     life::Lives,
     proc_ctx::ProcContexts,
     stats::{Shared, Stats, TableStatus},
-    view::{self, BootClock},
+    view::{self, BootClock, Viewer},
     worker::{Found, Job},
 };
 use crate::{
@@ -40,30 +40,121 @@ use crate::{
 #[derive(Debug)]
 pub struct Subscriber {
     filter: Filter,
-    tx: mpsc::Sender<Arc<StreamItem>>,
+    viewer: Viewer,
+    on_lag: OnLag,
+    /// `None` once cut off: its queue drains, then closes.
+    tx: Option<mpsc::Sender<Arc<StreamItem>>>,
     lost: Arc<AtomicU64>,
+    /// Events missed since the last `lost` item it was given (`Resume`).
+    pending_lost: u64,
 }
 
 impl Subscriber {
     pub fn new(filter: Filter, queue: usize) -> (Subscriber, Subscription) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
+        Self::with(filter, queue, Viewer::ROOT, OnLag::CutOff)
+    }
+
+    pub fn with(
+        filter: Filter,
+        queue: usize,
+        viewer: Viewer,
+        on_lag: OnLag,
+    ) -> (Subscriber, Subscription) {
+        let (tx, rx) = mpsc::channel(queue.max(2));
         let lost = Arc::new(AtomicU64::new(0));
         (
             Subscriber {
                 filter,
-                tx,
+                viewer,
+                on_lag,
+                tx: Some(tx),
                 lost: lost.clone(),
+                pending_lost: 0,
             },
             Subscription { rx, lost },
         )
     }
 
+    /// Whether `item` passes its filter, as this viewer may see it: a
+    /// `comm` filter never matches a name the viewer may not see (it would
+    /// be an oracle for hidden names).
     fn wants(&self, item: &StreamItem) -> bool {
         match item {
-            StreamItem::Event(e) => self.filter.matches(e),
+            StreamItem::Event(e) => {
+                self.filter.matches(e)
+                    && (self.filter.comms.is_empty() || self.viewer.sees_names_of(Some(e.uid)))
+            }
             StreamItem::Lost { .. } => true,
         }
     }
+
+    /// Whether anyone still holds the other end.
+    fn alive(&self) -> bool {
+        match &self.tx {
+            Some(tx) => !tx.is_closed(),
+            None => Arc::strong_count(&self.lost) > 1,
+        }
+    }
+
+    /// Queues `item` (wanted by this subscriber). Returns the number of
+    /// events it missed by this call (0 or 1), and whether to keep it.
+    fn offer(&mut self, item: &Arc<StreamItem>) -> (u64, bool) {
+        let is_event = matches!(**item, StreamItem::Event(_));
+        let Some(tx) = &self.tx else {
+            // Cut off: every event it wanted until it is gone is counted.
+            if !self.alive() {
+                return (0, false);
+            }
+            if is_event {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                return (1, true);
+            }
+            return (0, true);
+        };
+        if self.pending_lost > 0 {
+            // Resuming after losses: the `lost` notice goes first, in order.
+            if tx.capacity() < 2 {
+                return self.missed(is_event);
+            }
+            if let OnLag::Resume(cause) = self.on_lag {
+                let notice = StreamItem::Lost {
+                    time: WallTime::now(),
+                    cause,
+                    count: self.pending_lost,
+                };
+                if tx.try_send(Arc::new(notice)).is_err() {
+                    return self.missed(is_event);
+                }
+                self.pending_lost = 0;
+            }
+        }
+        match tx.try_send(item.clone()) {
+            Ok(()) => (0, true),
+            Err(TrySendError::Full(_)) => self.missed(is_event),
+            Err(TrySendError::Closed(_)) => (0, false),
+        }
+    }
+
+    fn missed(&mut self, is_event: bool) -> (u64, bool) {
+        let n = u64::from(is_event);
+        self.lost.fetch_add(n, Ordering::Relaxed);
+        match self.on_lag {
+            OnLag::CutOff => self.tx = None,
+            OnLag::Resume(_) => self.pending_lost += n,
+        }
+        (n, true)
+    }
+}
+
+/// What happens to a subscriber whose queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnLag {
+    /// Cut off: it gets what was queued, then its queue closes; `lost`
+    /// counts every event it wanted from the overflow until it lets go.
+    CutOff,
+    /// Kept: the events it misses are counted, and once its queue has room
+    /// a `lost` item with this cause and the exact count goes first.
+    Resume(&'static str),
 }
 
 /// How often sockets left without owners are checked against the kernel.
@@ -169,6 +260,7 @@ impl State {
                 Some(snap) = reconciled.recv() => self.finish_reconcile(snap),
                 Some(round) = super::flows::next(&mut flows_rx) => self.on_flow_round(round),
                 _ = tick.tick() => {
+                    self.shared.table_sockets.store(self.table.len(), Ordering::Relaxed);
                     self.stats.tick();
                     self.report_losses();
                     self.check_ownerless();
@@ -182,6 +274,9 @@ impl State {
 
     pub fn on_batch(&mut self, batch: Batch) {
         self.stats.decode_errors += batch.decode_errors;
+        self.shared
+            .table_sockets
+            .store(self.table.len(), Ordering::Relaxed);
         for record in batch.events {
             match record {
                 Record::Sock(mut e) => {
@@ -215,24 +310,25 @@ impl State {
         }
     }
 
-    /// Queues `item` for every subscriber that wants it; a subscriber whose
-    /// queue is full is cut off (its queue closes; `lost` says how many).
+    /// Queues `item` for every subscriber that wants it. A full queue cuts
+    /// its subscriber off or makes it resume with a `lost` notice
+    /// ([`OnLag`]); either way every missed event is counted.
     fn publish(&mut self, item: StreamItem) {
         let item = Arc::new(item);
-        let lagged = &self.shared.subscriber_lagged;
-        self.subscribers.retain(|s| {
+        let shared = &self.shared;
+        self.subscribers.retain_mut(|s| {
             if !s.wants(&item) {
-                return !s.tx.is_closed();
+                return s.alive();
             }
-            match s.tx.try_send(item.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    s.lost.fetch_add(1, Ordering::Relaxed);
-                    lagged.fetch_add(1, Ordering::Relaxed);
-                    false
-                }
-                Err(TrySendError::Closed(_)) => false,
+            let (missed, keep) = s.offer(&item);
+            if missed > 0 {
+                let counter = match s.on_lag {
+                    OnLag::CutOff => &shared.subscriber_lagged,
+                    OnLag::Resume(_) => &shared.sink_lagged,
+                };
+                counter.fetch_add(missed, Ordering::Relaxed);
             }
+            keep
         });
     }
 
@@ -403,21 +499,79 @@ impl State {
             } => {
                 let _ = reply.send(view::list(&self.table, &filter, viewer, &self.boot));
             }
+            Command::ListKeys {
+                filter,
+                viewer,
+                reply,
+            } => {
+                let keys: Vec<(u32, u64)> = self
+                    .table
+                    .iter()
+                    .filter(|e| view::matches_for(&filter, e, &self.table, viewer))
+                    .map(|e| (e.key.netns, e.inode))
+                    .collect();
+                let _ = reply.send(keys);
+            }
+            Command::ListRows {
+                keys,
+                from,
+                filter,
+                viewer,
+                budget,
+                reply,
+            } => {
+                let _ = reply.send(self.list_rows(&keys, from, &filter, viewer, budget));
+            }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
             Command::Subscribe {
                 filter,
                 queue,
+                viewer,
+                on_lag,
                 reply,
             } => {
-                let (sub, subscription) = Subscriber::new(filter, queue);
+                let (sub, subscription) = Subscriber::with(filter, queue, viewer, on_lag);
                 if reply.send(subscription).is_ok() {
                     self.subscribers.push(sub);
                 }
             }
             Command::Shutdown(_) => {}
         }
+    }
+
+    /// Encodes the rows of `keys[from..]` that still exist and match, as
+    /// JSON objects separated by commas, until about `budget` bytes; returns
+    /// them and where the next step starts.
+    fn list_rows(
+        &self,
+        keys: &[(u32, u64)],
+        from: usize,
+        filter: &Filter,
+        viewer: Viewer,
+        budget: usize,
+    ) -> (Vec<u8>, usize) {
+        let mut buf = Vec::with_capacity(budget.min(1 << 20) + 1024);
+        let mut i = from;
+        while i < keys.len() && buf.len() < budget {
+            let (netns, inode) = keys[i];
+            i += 1;
+            let Some(e) = self.table.get(inode) else {
+                continue;
+            };
+            if e.key.netns != netns || !view::matches_for(filter, e, &self.table, viewer) {
+                continue;
+            }
+            if !buf.is_empty() {
+                buf.push(b',');
+            }
+            let row = view::socket(e, &self.table, viewer, &self.boot);
+            if serde_json::to_writer(&mut buf, &row).is_err() {
+                tracing::warn!("cannot encode socket {inode}");
+            }
+        }
+        (buf, i)
     }
 
     pub fn status(&self) -> super::stats::Status {

@@ -23,9 +23,18 @@ const RATE_WINDOW: usize = 5;
 #[derive(Debug, Default)]
 pub struct Shared {
     pub clients: AtomicUsize,
+    /// Sockets in the table (as of the last batch), for budgeting listings.
+    pub table_sockets: AtomicUsize,
     pub subscribers: AtomicUsize,
-    /// Events slow subscribers or sinks lost (their queue overflowed).
+    /// Events slow API subscribers lost (their queue overflowed).
     pub subscriber_lagged: AtomicU64,
+    /// Events the sinks missed because their queue overflowed.
+    pub sink_lagged: AtomicU64,
+    /// Events a sink could not write (disk full, I/O error, not open).
+    pub sink_write_failed: AtomicU64,
+    /// Failed sink writes and opens (each retry that failed counts).
+    pub sink_write_failures: AtomicU64,
+    pub sink_open_failures: AtomicU64,
 }
 
 /// Facts about the start-up snapshot.
@@ -99,6 +108,16 @@ pub struct Status {
     /// (the first units seen; later ones under `other`).
     #[serde(default)]
     pub units: BTreeMap<String, super::totals::UnitTotals>,
+    /// Failures of the sinks (the events they cost are in `dropped`).
+    #[serde(default)]
+    pub sinks: SinkStatus,
+}
+
+/// Sink failures: opens (at start, on SIGHUP, on each retry) and writes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SinkStatus {
+    pub open_failures: u64,
+    pub write_failures: u64,
 }
 
 #[derive(Debug)]
@@ -186,6 +205,12 @@ impl Stats {
             "subscriber_lagged".into(),
             shared.subscriber_lagged.load(Ordering::Relaxed),
         );
+        for (name, v) in [
+            ("sink_lagged", &shared.sink_lagged),
+            ("sink_write_failed", &shared.sink_write_failed),
+        ] {
+            dropped.insert(name.into(), v.load(Ordering::Relaxed));
+        }
         dropped.insert("decode_error".into(), self.decode_errors);
         dropped.insert("worker_queue_full".into(), self.worker_dropped);
         Status {
@@ -202,6 +227,10 @@ impl Stats {
             clients: shared.clients.load(Ordering::Relaxed),
             subscribers: shared.subscribers.load(Ordering::Relaxed),
             units: BTreeMap::new(),
+            sinks: SinkStatus {
+                open_failures: shared.sink_open_failures.load(Ordering::Relaxed),
+                write_failures: shared.sink_write_failures.load(Ordering::Relaxed),
+            },
         }
     }
 }
@@ -255,6 +284,6 @@ mod tests {
         assert_eq!(st.dropped["ring_full"], 1);
         assert_eq!(st.dropped["read_user_failed"], 5);
         assert_eq!(st.dropped["subscriber_lagged"], 7);
-        assert_eq!(st.dropped.len(), 9);
+        assert_eq!(st.dropped.len(), 11);
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::WallTime,
-    event::Proto,
+    event::{Event, Proto},
     filter::Filter,
     output::escape,
     table::{SocketEntry, SocketTable},
@@ -73,6 +73,48 @@ impl Viewer {
             None => true,
             Some(me) => owner_uid == Some(me),
         }
+    }
+
+    /// Whether names (`comm`) of a process of `owner_uid` may be shown.
+    pub fn sees_names_of(&self, owner_uid: Option<u32>) -> bool {
+        !self.hide_names || self.sees_details_of(owner_uid)
+    }
+
+    /// `e` as this viewer may see it on the stream, by the rule of
+    /// [`socket`]: `None` when nothing needs hiding, else a copy with the
+    /// acting process's names emptied (when `/proc` hides them from this
+    /// viewer) and its executable, arguments (with the names), unit and
+    /// container removed (when the process is not the viewer's).
+    pub fn redact_event(&self, e: &Event) -> Option<Event> {
+        let details = self.sees_details_of(Some(e.uid));
+        let names = self.sees_names_of(Some(e.uid));
+        let ctx_hides = !details
+            && e.ctx.as_deref().is_some_and(|c| {
+                c.exe.is_some()
+                    || c.unit.is_some()
+                    || c.container.is_some()
+                    || (!names && c.args.is_some())
+            });
+        if names && !ctx_hides {
+            return None;
+        }
+        let mut r = e.clone();
+        if !names {
+            r.comm = Default::default();
+            r.process_comm = Default::default();
+        }
+        if ctx_hides && let Some(c) = e.ctx.as_deref() {
+            let mut c = c.clone();
+            c.exe = None;
+            c.unit = None;
+            c.container = None;
+            if !names {
+                c.args = None;
+                c.args_truncated = false;
+            }
+            r.ctx = Some(std::sync::Arc::new(c));
+        }
+        Some(r)
     }
 }
 
@@ -160,7 +202,7 @@ pub fn list(
 ) -> Vec<SocketView> {
     let mut rows: Vec<_> = table
         .iter()
-        .filter(|e| matches(filter, e, table))
+        .filter(|e| matches_for(filter, e, table, viewer))
         .map(|e| socket(e, table, viewer, boot))
         .collect();
     rows.sort_by_key(|r| (r.netns, r.inode));
@@ -193,13 +235,19 @@ pub fn lookup(
 
 /// Whether socket `e` passes `f` (`pid`, `comm`: any owner; `port`: either side).
 pub fn matches(f: &Filter, e: &SocketEntry, table: &SocketTable) -> bool {
+    matches_for(f, e, table, Viewer::ROOT)
+}
+
+/// [`matches`] as `viewer` may ask: a `comm` criterion only matches owners
+/// whose names the viewer may see, so it is no oracle for hidden names.
+pub fn matches_for(f: &Filter, e: &SocketEntry, table: &SocketTable, viewer: Viewer) -> bool {
     let owner_pid = |pid: &u32| e.owners.iter().any(|o| o.pid == *pid);
     let owner_comm = |c: &String| {
         e.owners.iter().any(|o| {
-            o.comm.as_bytes() == c.as_bytes()
-                || table
-                    .process(o.pid)
-                    .is_some_and(|p| p.comm.as_bytes() == c.as_bytes())
+            let p = table.process(o.pid);
+            viewer.sees_names_of(p.map(|p| p.uid))
+                && (o.comm.as_bytes() == c.as_bytes()
+                    || p.is_some_and(|p| p.comm.as_bytes() == c.as_bytes()))
         })
     };
     (f.pids.is_empty() || f.pids.iter().any(owner_pid))
@@ -294,6 +342,48 @@ mod tests {
         };
         let o = &socket(t.get(99).unwrap(), &t, same, &BootClock::sample()).owners[0];
         assert_eq!(o.exe.as_deref(), Some("/usr/sbin/nginx"));
+    }
+
+    #[test]
+    fn stream_events_are_redacted_as_rows_are() {
+        use crate::event::{flow::ProcCtx, testing};
+        let mut e = testing::event(EventKind::Connect, 1, 10, "10.0.0.1:5000", "1.1.1.1:443");
+        e.uid = 33;
+        e.comm = testing::comm(b"nginx");
+        e.ctx = Some(std::sync::Arc::new(ProcCtx {
+            exe: Some((
+                b"/usr/sbin/nginx".to_vec(),
+                crate::event::flow::ExeSource::ProcExe,
+            )),
+            args: Some(vec![b"nginx".to_vec()]),
+            unit: Some("nginx.service".into()),
+            ..Default::default()
+        }));
+        assert_eq!(Viewer::ROOT.redact_event(&e), None);
+        let owner = Viewer {
+            uid: Some(33),
+            hide_names: true,
+        };
+        assert_eq!(owner.redact_event(&e), None);
+        let stranger = Viewer {
+            uid: Some(1000),
+            hide_names: false,
+        };
+        let r = stranger.redact_event(&e).unwrap();
+        assert_eq!(r.comm.as_bytes(), b"nginx");
+        let c = r.ctx.as_deref().unwrap();
+        assert_eq!((&c.exe, &c.unit), (&None, &None));
+        assert_eq!(c.args.as_deref(), Some(&[b"nginx".to_vec()][..]));
+        let hidden = Viewer {
+            uid: Some(1000),
+            hide_names: true,
+        };
+        let r = hidden.redact_event(&e).unwrap();
+        assert_eq!(
+            (r.comm.as_bytes(), r.process_comm.as_bytes()),
+            (&b""[..], &b""[..])
+        );
+        assert_eq!(r.ctx.as_deref().unwrap().args, None);
     }
 
     #[test]

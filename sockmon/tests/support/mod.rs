@@ -170,6 +170,14 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra environment variables for the daemon.
     pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::start_with(name, args, |c| {
+            c.envs(env.iter().copied());
+        })
+    }
+
+    /// [`Daemon::start`], with `prepare` applied to the command first (an
+    /// environment, a `pre_exec` hook...).
+    pub fn start_with(name: &str, args: &[&str], prepare: impl FnOnce(&mut Command)) -> Daemon {
         let dir = std::env::temp_dir().join(format!("sockmon-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -179,18 +187,18 @@ impl Daemon {
         notify
             .set_read_timeout(Some(scaled(Duration::from_secs(30))))
             .unwrap();
-        let mut child = Command::new(bin())
+        let mut command = Command::new(bin());
+        command
             .arg("--socket")
             .arg(&socket)
             .arg("daemon")
             .args(args)
             .env("NOTIFY_SOCKET", &notify_path)
-            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sockmon daemon");
+            .stderr(Stdio::piped());
+        prepare(&mut command);
+        let mut child = command.spawn().expect("spawn sockmon daemon");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
