@@ -76,15 +76,40 @@ impl Rates {
     }
 }
 
-#[derive(Debug)]
-struct Proc {
-    comm: Comm,
-    unit: Option<String>,
+/// Counters, their rates over the last second, and the last event counted.
+#[derive(Debug, Default)]
+struct Meter {
     counts: Counts,
     prev: Counts,
     rates: Rates,
-    /// Last event passing the filter (`None`: none yet).
-    last_active: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Meter {
+    fn tick(&mut self, dt: f64) {
+        let per_s = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+        self.rates = Rates {
+            connects: per_s(self.counts.connects, self.prev.connects),
+            failed: per_s(self.counts.failed, self.prev.failed),
+            sent: per_s(self.counts.sent, self.prev.sent),
+            received: per_s(self.counts.received, self.prev.received),
+        };
+        self.prev = self.counts;
+    }
+
+    fn recent(&self, now: Instant) -> bool {
+        self.last.is_some_and(|t| now.duration_since(t) < IDLE_FOR)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Proc {
+    comm: Comm,
+    unit: Option<String>,
+    /// Every event of the process since `top` started.
+    all: Meter,
+    /// Events passing a filter on sockets (port, proto, state) since it was set.
+    matched: Meter,
 }
 
 /// One socket as `top` keeps it.
@@ -113,8 +138,9 @@ pub struct Model {
     socks: HashMap<(u32, u64), Sock>,
     events: VecDeque<Event>,
     filter: TopFilter,
-    /// Counters count events passing the filter since this moment.
-    pub counting_since: Instant,
+    started: Instant,
+    /// When the filter was set.
+    filter_set: Instant,
     /// A `flow` record was seen: byte counts are real.
     pub flows_on: bool,
     /// Events lost on the way (the daemon's `lost` records, our own lags).
@@ -159,7 +185,8 @@ impl Model {
             socks: HashMap::new(),
             events: VecDeque::with_capacity(EVENTS_KEPT),
             filter: TopFilter::default(),
-            counting_since: now,
+            started: now,
+            filter_set: now,
             flows_on: false,
             lost: 0,
             events_seen: 0,
@@ -178,13 +205,30 @@ impl Model {
     /// A new filter: counters restart (they count what passes it).
     pub fn set_filter(&mut self, f: TopFilter, now: Instant) {
         self.filter = f;
-        self.counting_since = now;
+        self.filter_set = now;
         for p in self.procs.values_mut() {
-            p.counts = Counts::default();
-            p.prev = Counts::default();
-            p.rates = Rates::default();
-            p.last_active = None;
+            p.matched = Meter::default();
         }
+    }
+
+    /// Whether the filter only picks processes (pid, comm, unit): then the
+    /// counters since start apply; a filter on sockets needs its own.
+    fn per_process(&self) -> bool {
+        self.filter.ports.is_empty() && self.filter.proto.is_empty() && self.filter.states.is_empty()
+    }
+
+    /// Since when the counters shown count: start, or when a filter on
+    /// sockets was set.
+    pub fn counting_since(&self) -> Instant {
+        if self.per_process() {
+            self.started
+        } else {
+            self.filter_set
+        }
+    }
+
+    fn meter<'a>(&self, p: &'a Proc) -> &'a Meter {
+        if self.per_process() { &p.all } else { &p.matched }
     }
 
     pub fn apply(&mut self, u: Update, now: Instant) {
@@ -207,15 +251,18 @@ impl Model {
                     }
                     None => self.filter.is_empty(),
                 };
-                if let Some(p) = self.procs.get_mut(&pid).filter(|_| pass) {
-                    p.counts.sent += sent;
-                    p.counts.received += received;
-                    p.last_active = Some(now);
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    for m in [&mut p.all].into_iter().chain(pass.then_some(&mut p.matched)) {
+                        m.counts.sent += sent;
+                        m.counts.received += received;
+                        m.last = Some(now);
+                    }
                 }
             }
             Update::ConnectResult { pid, failed } => {
                 if let Some(p) = self.procs.get_mut(&pid).filter(|_| failed) {
-                    p.counts.failed += 1;
+                    p.all.counts.failed += 1;
+                    p.matched.counts.failed += 1;
                 }
             }
             Update::Lost { count, .. } => self.lost += count,
@@ -225,14 +272,7 @@ impl Model {
     fn event(&mut self, e: Event, now: Instant) {
         self.events_seen += 1;
         let comm = leader_comm(&e);
-        let p = self.procs.entry(e.pid).or_insert_with(|| Proc {
-            comm,
-            unit: None,
-            counts: Counts::default(),
-            prev: Counts::default(),
-            rates: Rates::default(),
-            last_active: None,
-        });
+        let p = self.procs.entry(e.pid).or_default();
         p.comm = comm;
         let subject = Subject {
             pid: e.pid,
@@ -243,18 +283,19 @@ impl Model {
             unit: p.unit.as_deref(),
             state: event_state(&e),
         };
-        if self.filter.matches(&subject) {
-            p.last_active = Some(now);
+        let matched = self.filter.matches(&subject);
+        for m in [&mut p.all].into_iter().chain(matched.then_some(&mut p.matched)) {
+            m.last = Some(now);
             match e.kind {
                 EventKind::Connect => {
-                    p.counts.connects += 1;
+                    m.counts.connects += 1;
                     if connect_failed(&e) {
-                        p.counts.failed += 1;
+                        m.counts.failed += 1;
                     } else {
-                        p.counts.opened += 1;
+                        m.counts.opened += 1;
                     }
                 }
-                EventKind::Accept if e.error.is_none() => p.counts.opened += 1,
+                EventKind::Accept if e.error.is_none() => m.counts.opened += 1,
                 _ => {}
             }
         }
@@ -331,14 +372,7 @@ impl Model {
             let key = (v.netns, v.inode);
             present.insert(key);
             for o in &v.owners {
-                let p = self.procs.entry(o.pid).or_insert_with(|| Proc {
-                    comm: Comm::default(),
-                    unit: None,
-                    counts: Counts::default(),
-                    prev: Counts::default(),
-                    rates: Rates::default(),
-                    last_active: None,
-                });
+                let p = self.procs.entry(o.pid).or_default();
                 if let Some(c) = o.comm.as_deref() {
                     p.comm = super::decode::comm_of(c);
                 }
@@ -393,17 +427,11 @@ impl Model {
             return;
         }
         self.last_tick = now;
-        let per_s = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
         for p in self.procs.values_mut() {
-            p.rates = Rates {
-                connects: per_s(p.counts.connects, p.prev.connects),
-                failed: per_s(p.counts.failed, p.prev.failed),
-                sent: per_s(p.counts.sent, p.prev.sent),
-                received: per_s(p.counts.received, p.prev.received),
-            };
-            p.prev = p.counts;
+            p.all.tick(dt);
+            p.matched.tick(dt);
         }
-        self.events_per_s = per_s(self.events_seen, self.events_prev);
+        self.events_per_s = self.events_seen.saturating_sub(self.events_prev) as f64 / dt;
         self.events_prev = self.events_seen;
         self.socks
             .retain(|_, s| s.closed_at.is_none_or(|t| now.duration_since(t) < GREY_FOR));
@@ -413,7 +441,7 @@ impl Model {
             .flat_map(|s| s.owners.iter().map(|(pid, _)| *pid))
             .collect();
         self.procs.retain(|pid, p| {
-            holders.contains(pid) || p.last_active.is_some_and(|t| now.duration_since(t) < IDLE_FOR)
+            holders.contains(pid) || p.all.recent(now)
         });
     }
 
@@ -476,7 +504,21 @@ impl Model {
                 .clone()
         };
         for (pid, p) in &self.procs {
-            if p.last_active.is_some_and(|t| now.duration_since(t) < IDLE_FOR) {
+            let shown = if self.per_process() {
+                p.all.recent(now)
+                    && self.filter.matches(&Subject {
+                        pid: *pid,
+                        comm: p.comm.as_bytes(),
+                        src_port: 0,
+                        dst_port: 0,
+                        proto: Proto::Tcp,
+                        unit: p.unit.as_deref(),
+                        state: "",
+                    })
+            } else {
+                p.matched.recent(now)
+            };
+            if shown {
                 row_of(&mut rows, *pid);
             }
         }
@@ -501,8 +543,9 @@ impl Model {
                 continue;
             };
             r.pids.push(*pid);
-            r.rates.add(&p.rates);
-            r.total += p.counts.opened;
+            let m = self.meter(p);
+            r.rates.add(&m.rates);
+            r.total += m.counts.opened;
         }
         rows.into_values()
             .map(|mut r| {
@@ -542,10 +585,19 @@ impl Model {
                     source,
                     closed: s.closed_at.is_some(),
                     first_seen: s.first_seen,
+                    closed_at: s.closed_at,
                 })
             })
             .collect();
-        rows.sort_by_key(|r| (r.first_seen, r.inode));
+        // Open ones first, oldest first (new ones go to the bottom of them);
+        // then the closed ones, most recently closed first.
+        rows.sort_by_key(|r| {
+            (
+                r.closed_at.map(|t| std::cmp::Reverse(t)),
+                r.first_seen,
+                r.inode,
+            )
+        });
         rows
     }
 
@@ -665,6 +717,7 @@ pub struct ConnRow {
     pub source: &'static str,
     pub closed: bool,
     first_seen: Instant,
+    closed_at: Option<Instant>,
 }
 
 /// One row of the Listeners view.

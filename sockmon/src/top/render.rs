@@ -252,7 +252,11 @@ fn tab_line(s: &Screen, ui: &Ui) -> Line<'static> {
     ];
     match &s.body {
         Body::Connections { title, rows } => {
-            spans.push(Span::raw(format!(" › connections of {title}: {}", rows.len())))
+            let closed = rows.iter().filter(|r| r.closed).count();
+            spans.push(Span::raw(format!(
+                " › connections of {title}: {} open, {closed} closed",
+                rows.len() - closed
+            )))
         }
         Body::Events { title, .. } => spans.push(Span::raw(format!(" › {title}"))),
         _ => {}

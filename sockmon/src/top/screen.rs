@@ -112,7 +112,7 @@ pub fn build(
         events_per_s: model.events_per_s,
         lost: model.lost,
         flows_on: model.flows_on,
-        counting_for: now.duration_since(model.counting_since),
+        counting_for: now.duration_since(model.counting_since()),
         ..Header::default()
     };
     for r in &procs {

@@ -142,7 +142,7 @@ fn the_table_replaces_what_the_stream_guessed_but_not_what_came_after() {
     let states: Vec<(u64, &str, bool)> = c.iter().map(|c| (c.inode, c.state, c.closed)).collect();
     assert_eq!(
         states,
-        vec![(1, "listen", false), (2, "closed", true), (3, "connected", false)]
+        vec![(1, "listen", false), (3, "connected", false), (2, "closed", true)]
     );
     let l = m.listeners();
     assert_eq!(l.len(), 1);
@@ -198,11 +198,18 @@ fn the_filter_narrows_rows_counters_and_events() {
     assert_eq!((rows[0].key.clone(), rows[0].conns, rows[0].total), (RowKey::Pid(42), 1, 1));
     let events = m.events(None, 10);
     assert_eq!(events.iter().map(|e| e.pid).collect::<Vec<_>>(), vec![42]);
-    // A new filter restarts the counters.
+    // A filter on processes picks rows; their counters count since start.
     m.set_filter(TopFilter::parse("pid:43").unwrap(), t0);
     let rows = m.process_rows(Group::Process, t0);
     assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].key.clone(), rows[0].conns, rows[0].total), (RowKey::Pid(43), 1, 1));
+    assert_eq!(m.counting_since(), t0);
+    // A new filter on sockets restarts the counters.
+    let t1 = t0 + Duration::from_secs(1);
+    m.set_filter(TopFilter::parse("port:9090").unwrap(), t1);
+    let rows = m.process_rows(Group::Process, t1);
     assert_eq!((rows[0].key.clone(), rows[0].conns, rows[0].total), (RowKey::Pid(43), 1, 0));
+    assert_eq!(m.counting_since(), t1);
     // Events of one row only.
     m.set_filter(TopFilter::default(), t0);
     assert_eq!(m.events(Some(&RowKey::Pid(42)), 10).len(), 1);
