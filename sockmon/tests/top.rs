@@ -110,7 +110,9 @@ impl Tmux {
         eventually_within("top on the alternate screen", WAIT, || {
             self.alternate_screen().then_some(())
         });
-        self.wait_for("top's header", |s| s.contains("sockmon top · daemon").then_some(()));
+        self.wait_for("top's header", |s| {
+            s.contains("sockmon top · daemon").then_some(())
+        });
     }
 
     /// After `top` ended: the shell is back, `top` exited with `rc`, and the
@@ -128,7 +130,9 @@ impl Tmux {
         });
         assert!(s.contains(&format!("{mark} rc={rc}")), "exit status:\n{s}");
         let words: Vec<&str> = s.split_whitespace().collect();
-        for on in ["icanon", "echo", "isig", "icrnl", "opost", "onlcr", "iexten"] {
+        for on in [
+            "icanon", "echo", "isig", "icrnl", "opost", "onlcr", "iexten",
+        ] {
             assert!(words.contains(&on), "`{on}` is off after top:\n{s}");
             assert!(
                 !words.contains(&format!("-{on}").as_str()),
@@ -228,8 +232,7 @@ fn top_in_a_real_terminal_finds_a_known_process_and_restores_the_terminal() {
     tmux.start_top(&top);
     // Subscribed before the connections are made, so they are counted.
     eventually_within("top subscribed", WAIT, || {
-        (d.request(r#"{"op":"status"}"#)["status"]["subscribers"].as_u64() >= Some(1))
-            .then_some(())
+        (d.request(r#"{"op":"status"}"#)["status"]["subscribers"].as_u64() >= Some(1)).then_some(())
     });
     let c = connector(&dir, port, closed);
     let pid = c.child.id();
@@ -294,7 +297,11 @@ fn top_in_a_real_terminal_finds_a_known_process_and_restores_the_terminal() {
 
     // Listeners: the test's listener, with its class.
     tmux.keys(&["2"]);
-    let class = if port < 49152 { "registered" } else { "dynamic" };
+    let class = if port < 49152 {
+        "registered"
+    } else {
+        "dynamic"
+    };
     let want = [
         "tcp".to_string(),
         "127.0.0.1".to_string(),

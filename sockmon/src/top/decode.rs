@@ -30,9 +30,15 @@ pub enum Update {
         received: u64,
     },
     /// The result of a non-blocking connect (`connect_result`), when the stream has it.
-    ConnectResult { pid: u32, failed: bool },
+    ConnectResult {
+        pid: u32,
+        failed: bool,
+    },
     /// `count` events were lost for `cause`.
-    Lost { cause: String, count: u64 },
+    Lost {
+        cause: String,
+        count: u64,
+    },
 }
 
 #[derive(Deserialize)]
@@ -193,7 +199,9 @@ mod tests {
             })
         );
         assert_eq!(
-            line(r#"{"v":2,"event":"flow","pid":9,"netns":1,"inode":5,"interval_ms":1000,"bytes_sent":100,"bytes_received":7}"#),
+            line(
+                r#"{"v":2,"event":"flow","pid":9,"netns":1,"inode":5,"interval_ms":1000,"bytes_sent":100,"bytes_received":7}"#
+            ),
             Some(Update::Flow {
                 pid: 9,
                 netns: 1,
@@ -218,7 +226,9 @@ mod tests {
     fn unknown_errno_names_still_count_as_errors() {
         let mut out = Vec::new();
         json::write_event(&mut out, &json::tests::sample(b"x"));
-        let s = String::from_utf8(out).unwrap().replace("ECONNREFUSED", "EWEIRD");
+        let s = String::from_utf8(out)
+            .unwrap()
+            .replace("ECONNREFUSED", "EWEIRD");
         let Some(Update::Event(e)) = line(&s) else {
             panic!("not an event")
         };

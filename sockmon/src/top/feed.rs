@@ -112,9 +112,7 @@ fn subscribe(socket: &Path, tx: &SyncSender<Input>) -> Result<(), String> {
         }
         if (n == 0 || reader.buffer().is_empty() || batch.len() >= BATCH)
             && !batch.is_empty()
-            && tx
-                .send(Input::Updates(std::mem::take(&mut batch)))
-                .is_err()
+            && tx.send(Input::Updates(std::mem::take(&mut batch))).is_err()
         {
             return Ok(());
         }

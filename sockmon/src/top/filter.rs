@@ -71,9 +71,7 @@ impl TopFilter {
                 "state" if STATES.contains(&value) => f.states.push(value.into()),
                 "state" => return Err(bad(&format!("state is one of {}", STATES.join(" ")))),
                 _ => {
-                    return Err(bad(
-                        "unknown key (keys: port pid comm proto unit state)",
-                    ));
+                    return Err(bad("unknown key (keys: port pid comm proto unit state)"));
                 }
             }
         }
@@ -94,7 +92,8 @@ impl TopFilter {
                     .any(|p| *p == s.src_port || *p == s.dst_port))
             && (self.proto.is_empty() || self.proto.contains(&s.proto))
             && (self.units.is_empty()
-                || s.unit.is_some_and(|u| self.units.iter().any(|w| unit_matches(w, u))))
+                || s.unit
+                    .is_some_and(|u| self.units.iter().any(|w| unit_matches(w, u))))
             && (self.states.is_empty() || self.states.iter().any(|w| w == s.state))
     }
 }
@@ -122,8 +121,10 @@ mod tests {
 
     #[test]
     fn words_parse_into_alternatives_and_conjunctions() {
-        let f = TopFilter::parse("port:80 port:443  comm:nginx proto:tcp unit:nginx state:connected pid:42")
-            .unwrap();
+        let f = TopFilter::parse(
+            "port:80 port:443  comm:nginx proto:tcp unit:nginx state:connected pid:42",
+        )
+        .unwrap();
         assert_eq!(f.ports, vec![80, 443]);
         assert_eq!(f.comms, vec!["nginx".to_string()]);
         assert_eq!(f.pids, vec![42]);
@@ -132,8 +133,16 @@ mod tests {
         assert!(TopFilter::parse("port:51000").unwrap().matches(&subject()));
         assert!(!TopFilter::parse("pid:41").unwrap().matches(&subject()));
         assert!(!TopFilter::parse("proto:udp").unwrap().matches(&subject()));
-        assert!(!TopFilter::parse("state:listen").unwrap().matches(&subject()));
-        assert!(TopFilter::parse("unit:nginx.service").unwrap().matches(&subject()));
+        assert!(
+            !TopFilter::parse("state:listen")
+                .unwrap()
+                .matches(&subject())
+        );
+        assert!(
+            TopFilter::parse("unit:nginx.service")
+                .unwrap()
+                .matches(&subject())
+        );
         assert!(!TopFilter::parse("unit:ngin").unwrap().matches(&subject()));
         let no_unit = Subject {
             unit: None,

@@ -185,7 +185,9 @@ impl Ui {
                 }
                 None => Action::None,
             },
-            KeyCode::Down | KeyCode::Char('j') => self.select(self.selected.saturating_add(1), rows),
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.select(self.selected.saturating_add(1), rows)
+            }
             KeyCode::Up | KeyCode::Char('k') => self.select(self.selected.saturating_sub(1), rows),
             KeyCode::PageDown => self.select(self.selected.saturating_add(10), rows),
             KeyCode::PageUp => self.select(self.selected.saturating_sub(10), rows),

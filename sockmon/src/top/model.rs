@@ -214,7 +214,9 @@ impl Model {
     /// Whether the filter only picks processes (pid, comm, unit): then the
     /// counters since start apply; a filter on sockets needs its own.
     fn per_process(&self) -> bool {
-        self.filter.ports.is_empty() && self.filter.proto.is_empty() && self.filter.states.is_empty()
+        self.filter.ports.is_empty()
+            && self.filter.proto.is_empty()
+            && self.filter.states.is_empty()
     }
 
     /// Since when the counters shown count: start, or when a filter on
@@ -228,7 +230,11 @@ impl Model {
     }
 
     fn meter<'a>(&self, p: &'a Proc) -> &'a Meter {
-        if self.per_process() { &p.all } else { &p.matched }
+        if self.per_process() {
+            &p.all
+        } else {
+            &p.matched
+        }
     }
 
     pub fn apply(&mut self, u: Update, now: Instant) {
@@ -252,7 +258,10 @@ impl Model {
                     None => self.filter.is_empty(),
                 };
                 if let Some(p) = self.procs.get_mut(&pid) {
-                    for m in [&mut p.all].into_iter().chain(pass.then_some(&mut p.matched)) {
+                    for m in [&mut p.all]
+                        .into_iter()
+                        .chain(pass.then_some(&mut p.matched))
+                    {
                         m.counts.sent += sent;
                         m.counts.received += received;
                         m.last = Some(now);
@@ -284,7 +293,10 @@ impl Model {
             state: event_state(&e),
         };
         let matched = self.filter.matches(&subject);
-        for m in [&mut p.all].into_iter().chain(matched.then_some(&mut p.matched)) {
+        for m in [&mut p.all]
+            .into_iter()
+            .chain(matched.then_some(&mut p.matched))
+        {
             m.last = Some(now);
             match e.kind {
                 EventKind::Connect => {
@@ -440,9 +452,8 @@ impl Model {
             .values()
             .flat_map(|s| s.owners.iter().map(|(pid, _)| *pid))
             .collect();
-        self.procs.retain(|pid, p| {
-            holders.contains(pid) || p.all.recent(now)
-        });
+        self.procs
+            .retain(|pid, p| holders.contains(pid) || p.all.recent(now));
     }
 
     fn subject<'a>(&'a self, s: &'a Sock, pid: u32) -> Subject<'a> {
@@ -537,7 +548,6 @@ impl Model {
                 }
             }
         }
-        drop(row_of);
         for (pid, key) in &keys_of_pid {
             let (Some(r), Some(p)) = (rows.get_mut(key), self.procs.get(pid)) else {
                 continue;
@@ -551,9 +561,7 @@ impl Model {
             .map(|mut r| {
                 r.pids.sort_unstable();
                 r.name = match &r.key {
-                    RowKey::Pid(pid) => {
-                        super::render::shown(self.comm(*pid).unwrap_or_default())
-                    }
+                    RowKey::Pid(pid) => super::render::shown(self.comm(*pid).unwrap_or_default()),
                     RowKey::Unit(u) => super::render::unit_label(u),
                 };
                 r
@@ -593,7 +601,7 @@ impl Model {
         // then the closed ones, most recently closed first.
         rows.sort_by_key(|r| {
             (
-                r.closed_at.map(|t| std::cmp::Reverse(t)),
+                r.closed_at.map(std::cmp::Reverse),
                 r.first_seen,
                 r.inode,
             )
@@ -606,9 +614,7 @@ impl Model {
         let mut rows: Vec<ListenRow> = self
             .socks
             .iter()
-            .filter(|(_, s)| {
-                s.closed_at.is_none() && is_listener(s)
-            })
+            .filter(|(_, s)| s.closed_at.is_none() && is_listener(s))
             .filter_map(|((netns, inode), s)| {
                 let (pid, source) = s
                     .owners

@@ -60,7 +60,11 @@ impl SortKey {
     pub fn cycle(self, forward: bool) -> SortKey {
         let i = Self::ALL.iter().position(|k| *k == self).unwrap_or(0);
         let n = Self::ALL.len();
-        Self::ALL[if forward { (i + 1) % n } else { (i + n - 1) % n }]
+        Self::ALL[if forward {
+            (i + 1) % n
+        } else {
+            (i + n - 1) % n
+        }]
     }
 
     /// Numbers sort biggest first, names and pids smallest first.

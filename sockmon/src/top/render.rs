@@ -226,12 +226,11 @@ fn header_lines(h: &Header, ui: &Ui, width: u16) -> Vec<Line<'static>> {
         .enumerate()
         .map(|(i, l)| {
             let style = if i == 0 { bold } else { Style::default() };
-            let l = if ui.paused && l.contains("PAUSED") {
+            if ui.paused && l.contains("PAUSED") {
                 Line::from(Span::styled(l, style.fg(Color::Yellow)))
             } else {
                 Line::from(Span::styled(l, style))
-            };
-            l
+            }
         })
         .collect()
 }

@@ -100,12 +100,7 @@ pub fn build(
     events_max: usize,
     time: TimeFormat,
 ) -> Screen {
-    let procs = order.arrange(
-        model.process_rows(ui.group, now),
-        ui.sort,
-        ui.reverse,
-        now,
-    );
+    let procs = order.arrange(model.process_rows(ui.group, now), ui.sort, ui.reverse, now);
     let mut header = Header {
         source: source.to_string(),
         rows: procs.len(),

@@ -74,16 +74,34 @@ fn connects_failures_and_totals_per_process() {
     m.apply(
         Update::Event(Event {
             error: Some(libc::EINPROGRESS),
-            ..ev(EventKind::Connect, 21, 42, "127.0.0.1:40010", "10.0.0.1:443")
+            ..ev(
+                EventKind::Connect,
+                21,
+                42,
+                "127.0.0.1:40010",
+                "10.0.0.1:443",
+            )
         }),
         t0,
     );
     m.apply(
-        Update::Event(ev(EventKind::Accept, 30, 7, "127.0.0.1:8080", "127.0.0.1:40000")),
+        Update::Event(ev(
+            EventKind::Accept,
+            30,
+            7,
+            "127.0.0.1:8080",
+            "127.0.0.1:40000",
+        )),
         t0,
     );
     m.apply(
-        Update::Event(ev(EventKind::Close, 10, 42, "127.0.0.1:40000", "127.0.0.1:8080")),
+        Update::Event(ev(
+            EventKind::Close,
+            10,
+            42,
+            "127.0.0.1:40000",
+            "127.0.0.1:8080",
+        )),
         t0,
     );
     m.tick(t0 + Duration::from_secs(1));
@@ -99,10 +117,16 @@ fn connects_failures_and_totals_per_process() {
     let c = m.connections(&RowKey::Pid(42), t0 + Duration::from_secs(1));
     assert_eq!(c.len(), 4);
     assert!(c.iter().find(|c| c.inode == 10).unwrap().closed);
-    assert_eq!(c.iter().find(|c| c.inode == 21).unwrap().state, "connecting");
+    assert_eq!(
+        c.iter().find(|c| c.inode == 21).unwrap().state,
+        "connecting"
+    );
     m.tick(t0 + GREY_FOR + Duration::from_secs(1));
     let c = m.connections(&RowKey::Pid(42), t0 + GREY_FOR + Duration::from_secs(1));
-    assert_eq!(c.iter().map(|c| c.inode).collect::<Vec<_>>(), vec![11, 12, 21]);
+    assert_eq!(
+        c.iter().map(|c| c.inode).collect::<Vec<_>>(),
+        vec![11, 12, 21]
+    );
     // A second without events: rates fall to zero, totals stay.
     let rows = m.process_rows(Group::Process, t0 + GREY_FOR + Duration::from_secs(1));
     assert_eq!(row(&rows, 42).rates.connects, 0.0);
@@ -116,7 +140,14 @@ fn the_table_replaces_what_the_stream_guessed_but_not_what_came_after() {
     m.apply_table(
         vec![
             view(1, 100, "listen", "0.0.0.0:80", "0.0.0.0:0", "snapshot"),
-            view(2, 100, "connected", "10.0.0.1:80", "10.0.0.9:5000", "snapshot"),
+            view(
+                2,
+                100,
+                "connected",
+                "10.0.0.1:80",
+                "10.0.0.9:5000",
+                "snapshot",
+            ),
         ],
         t0,
         t0,
@@ -130,11 +161,24 @@ fn the_table_replaces_what_the_stream_guessed_but_not_what_came_after() {
     // one that the next list will not have.
     let t1 = t0 + Duration::from_secs(2);
     m.apply(
-        Update::Event(ev(EventKind::Accept, 3, 100, "10.0.0.1:80", "10.0.0.9:5001")),
+        Update::Event(ev(
+            EventKind::Accept,
+            3,
+            100,
+            "10.0.0.1:80",
+            "10.0.0.9:5001",
+        )),
         t1 + Duration::from_millis(5),
     );
     m.apply_table(
-        vec![view(1, 100, "listen", "0.0.0.0:80", "0.0.0.0:0", "snapshot")],
+        vec![view(
+            1,
+            100,
+            "listen",
+            "0.0.0.0:80",
+            "0.0.0.0:0",
+            "snapshot",
+        )],
         t1,
         t1 + Duration::from_millis(10),
     );
@@ -142,11 +186,18 @@ fn the_table_replaces_what_the_stream_guessed_but_not_what_came_after() {
     let states: Vec<(u64, &str, bool)> = c.iter().map(|c| (c.inode, c.state, c.closed)).collect();
     assert_eq!(
         states,
-        vec![(1, "listen", false), (3, "connected", false), (2, "closed", true)]
+        vec![
+            (1, "listen", false),
+            (3, "connected", false),
+            (2, "closed", true)
+        ]
     );
     let l = m.listeners();
     assert_eq!(l.len(), 1);
-    assert_eq!((l[0].local.port(), l[0].pid, l[0].source), (80, 100, "snapshot"));
+    assert_eq!(
+        (l[0].local.port(), l[0].pid, l[0].source),
+        (80, 100, "snapshot")
+    );
     assert_eq!(l[0].unit.as_deref(), Some("nginx.service"));
 }
 
@@ -155,7 +206,14 @@ fn rows_per_unit_sum_their_processes() {
     let t0 = Instant::now();
     let mut m = Model::new(t0);
     let mut a = view(1, 100, "connected", "10.0.0.1:80", "10.0.0.9:5000", "event");
-    let mut b = view(2, 101, "connected", "10.0.0.1:80", "10.0.0.9:5001", "inherited");
+    let mut b = view(
+        2,
+        101,
+        "connected",
+        "10.0.0.1:80",
+        "10.0.0.9:5001",
+        "inherited",
+    );
     b.owners[0].comm = Some("worker".into());
     let mut c = view(3, 200, "listen", "0.0.0.0:22", "0.0.0.0:0", "snapshot");
     c.owners[0].unit = Some("docker:0123456789abcdef".into());
@@ -186,29 +244,50 @@ fn the_filter_narrows_rows_counters_and_events() {
     let mut m = Model::new(t0);
     m.set_filter(TopFilter::parse("port:8080").unwrap(), t0);
     m.apply(
-        Update::Event(ev(EventKind::Connect, 1, 42, "127.0.0.1:40000", "127.0.0.1:8080")),
+        Update::Event(ev(
+            EventKind::Connect,
+            1,
+            42,
+            "127.0.0.1:40000",
+            "127.0.0.1:8080",
+        )),
         t0,
     );
     m.apply(
-        Update::Event(ev(EventKind::Connect, 2, 43, "127.0.0.1:40001", "127.0.0.1:9090")),
+        Update::Event(ev(
+            EventKind::Connect,
+            2,
+            43,
+            "127.0.0.1:40001",
+            "127.0.0.1:9090",
+        )),
         t0,
     );
     let rows = m.process_rows(Group::Process, t0);
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!((rows[0].key.clone(), rows[0].conns, rows[0].total), (RowKey::Pid(42), 1, 1));
+    assert_eq!(
+        (rows[0].key.clone(), rows[0].conns, rows[0].total),
+        (RowKey::Pid(42), 1, 1)
+    );
     let events = m.events(None, 10);
     assert_eq!(events.iter().map(|e| e.pid).collect::<Vec<_>>(), vec![42]);
     // A filter on processes picks rows; their counters count since start.
     m.set_filter(TopFilter::parse("pid:43").unwrap(), t0);
     let rows = m.process_rows(Group::Process, t0);
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].key.clone(), rows[0].conns, rows[0].total), (RowKey::Pid(43), 1, 1));
+    assert_eq!(
+        (rows[0].key.clone(), rows[0].conns, rows[0].total),
+        (RowKey::Pid(43), 1, 1)
+    );
     assert_eq!(m.counting_since(), t0);
     // A new filter on sockets restarts the counters.
     let t1 = t0 + Duration::from_secs(1);
     m.set_filter(TopFilter::parse("port:9090").unwrap(), t1);
     let rows = m.process_rows(Group::Process, t1);
-    assert_eq!((rows[0].key.clone(), rows[0].conns, rows[0].total), (RowKey::Pid(43), 1, 0));
+    assert_eq!(
+        (rows[0].key.clone(), rows[0].conns, rows[0].total),
+        (RowKey::Pid(43), 1, 0)
+    );
     assert_eq!(m.counting_since(), t1);
     // Events of one row only.
     m.set_filter(TopFilter::default(), t0);
@@ -221,7 +300,13 @@ fn flows_add_bytes_and_turn_the_columns_on() {
     let t0 = Instant::now();
     let mut m = Model::new(t0);
     m.apply(
-        Update::Event(ev(EventKind::Connect, 5, 42, "127.0.0.1:40000", "127.0.0.1:8080")),
+        Update::Event(ev(
+            EventKind::Connect,
+            5,
+            42,
+            "127.0.0.1:40000",
+            "127.0.0.1:8080",
+        )),
         t0,
     );
     assert!(!m.flows_on);
@@ -240,7 +325,10 @@ fn flows_add_bytes_and_turn_the_columns_on() {
     assert!(m.flows_on);
     m.tick(t0 + Duration::from_secs(2));
     let rows = m.process_rows(Group::Process, t0 + Duration::from_secs(2));
-    assert_eq!((row(&rows, 42).rates.sent, row(&rows, 42).rates.received), (1000.0, 10.0));
+    assert_eq!(
+        (row(&rows, 42).rates.sent, row(&rows, 42).rates.received),
+        (1000.0, 10.0)
+    );
     let c = m.connections(&RowKey::Pid(42), t0);
     assert_eq!((c[0].sent, c[0].received), (2000, 20));
     m.apply(

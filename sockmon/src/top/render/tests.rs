@@ -68,8 +68,22 @@ fn model(t0: Instant) -> Model {
     m.apply_table(
         vec![
             listener(1, 500, "sshd", "ssh.service", "0.0.0.0:22", "snapshot"),
-            listener(2, 501, "\u{1b}]0;pwned\u{7}", "evil\u{1b}[2J.service", "127.0.0.1:8080", "snapshot"),
-            listener(3, 502, "x", "docker:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "[::]:50000", "inherited"),
+            listener(
+                2,
+                501,
+                "\u{1b}]0;pwned\u{7}",
+                "evil\u{1b}[2J.service",
+                "127.0.0.1:8080",
+                "snapshot",
+            ),
+            listener(
+                3,
+                502,
+                "x",
+                "docker:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                "[::]:50000",
+                "inherited",
+            ),
         ],
         t0,
         t0,
@@ -87,27 +101,69 @@ fn model(t0: Instant) -> Model {
     }
     add(Event {
         error: Some(libc::ECONNREFUSED),
-        ..ev(EventKind::Connect, 20, 4242, EVIL, "127.0.0.1:41100", "127.0.0.1:1")
+        ..ev(
+            EventKind::Connect,
+            20,
+            4242,
+            EVIL,
+            "127.0.0.1:41100",
+            "127.0.0.1:1",
+        )
     });
-    add(ev(EventKind::Connect, 30, 77, BAD_UTF8, "10.0.0.5:40312", "93.184.216.34:443"));
-    add(ev(EventKind::Close, 30, 77, BAD_UTF8, "10.0.0.5:40312", "93.184.216.34:443"));
-    add(ev(EventKind::Accept, 40, 501, BIDI, "127.0.0.1:8080", "127.0.0.1:41000"));
+    add(ev(
+        EventKind::Connect,
+        30,
+        77,
+        BAD_UTF8,
+        "10.0.0.5:40312",
+        "93.184.216.34:443",
+    ));
+    add(ev(
+        EventKind::Close,
+        30,
+        77,
+        BAD_UTF8,
+        "10.0.0.5:40312",
+        "93.184.216.34:443",
+    ));
+    add(ev(
+        EventKind::Accept,
+        40,
+        501,
+        BIDI,
+        "127.0.0.1:8080",
+        "127.0.0.1:41000",
+    ));
     m.tick(t0 + Duration::from_secs(1));
     m
 }
 
 fn render(m: &Model, ui: &Ui, w: u16, h: u16, now: Instant) -> String {
     let mut order = Order::default();
-    let s = screen::build(m, ui, &mut order, "daemon /run/sockmon/sockmon.sock", now, h as usize, |t| {
-        chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(t.0)
-            .format("%H:%M:%S%.3f")
-            .to_string()
-    });
+    let s = screen::build(
+        m,
+        ui,
+        &mut order,
+        "daemon /run/sockmon/sockmon.sock",
+        now,
+        h as usize,
+        |t| {
+            chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(t.0)
+                .format("%H:%M:%S%.3f")
+                .to_string()
+        },
+    );
     let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
     term.draw(|f| draw(f, &s, ui)).unwrap();
     let text = term.backend().to_string();
-    assert!(!text.contains('\u{1b}'), "an escape reached the screen:\n{text}");
-    assert!(!text.contains('\u{7}') && !text.contains('\u{202e}'), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "an escape reached the screen:\n{text}"
+    );
+    assert!(
+        !text.contains('\u{7}') && !text.contains('\u{202e}'),
+        "{text}"
+    );
     text
 }
 
