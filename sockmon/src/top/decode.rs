@@ -6,7 +6,8 @@
 //! a `serde_json::Value` (as `output::json::parse_line` does for `watch`):
 //! measured in BENCHMARKS.md (`top`). Unknown record kinds (added by later
 //! schema versions) are skipped; `flow` records (the flows workstream) add
-//! bytes; `lost` records are counted and shown.
+//! bytes, and so do the totals a TCP `close` carries; `lost` records are
+//! counted and shown.
 
 use std::{borrow::Cow, net::IpAddr, net::SocketAddr};
 
@@ -14,7 +15,10 @@ use serde::Deserialize;
 
 use crate::{
     clock::WallTime,
-    event::{Comm, Event, Family, Proto},
+    event::{
+        Comm, Event, EventKind, Family, Proto,
+        flow::{Life, TcpCounters},
+    },
 };
 
 /// One thing that happened, for the model.
@@ -158,6 +162,18 @@ pub fn line(line: &str) -> Option<Update> {
                 } else {
                     0
                 },
+                // A TCP close carries the connection's byte totals.
+                life: match (kind, w.bytes_sent, w.bytes_received) {
+                    (EventKind::Close, Some(sent), Some(received)) => Some(Box::new(Life {
+                        tcp: Some(TcpCounters {
+                            bytes_sent: sent,
+                            bytes_received: received,
+                            ..TcpCounters::default()
+                        }),
+                        ..Life::default()
+                    })),
+                    _ => None,
+                },
             }))
         }
     }
@@ -220,6 +236,16 @@ mod tests {
         assert_eq!(line(r#"{"v":2,"event":"alert","reason":"x"}"#), None);
         assert_eq!(line(r#"{"v":2,"event":"connect"}"#), None);
         assert_eq!(line("not json"), None);
+    }
+
+    #[test]
+    fn a_tcp_close_brings_its_byte_totals() {
+        let line = r#"{"v":2,"time":"2026-12-01T00:00:00Z","event":"close","proto":"tcp","family":"ipv4","src_ip":"127.0.0.1","src_port":5,"dst_ip":"127.0.0.1","dst_port":6,"pid":9,"tid":9,"comm":"x","uid":0,"netns":1,"inode":5,"cgroup_id":0,"error":null,"bytes_sent":1234,"bytes_received":56,"final_state":"close"}"#;
+        let Some(Update::Event(e)) = super::line(line) else {
+            panic!("not an event")
+        };
+        let t = e.life.and_then(|l| l.tcp).unwrap();
+        assert_eq!((t.bytes_sent, t.bytes_received), (1234, 56));
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub struct Sock {
     pub closed_at: Option<Instant>,
     pub sent: u64,
     pub received: u64,
+    /// `sent`/`received` are real: flow records, or the totals of a TCP close.
+    pub bytes_known: bool,
     /// Last time the stream said something about it.
     touched: Instant,
 }
@@ -252,6 +254,7 @@ impl Model {
                     Some(s) => {
                         s.sent += sent;
                         s.received += received;
+                        s.bytes_known = true;
                         let s = s.clone();
                         self.sock_passes(&s, pid)
                     }
@@ -331,6 +334,11 @@ impl Model {
                 s.closed_at = Some(now);
                 s.state = "closed";
                 s.touched = now;
+                if let Some(t) = e.life.as_ref().and_then(|l| l.tcp) {
+                    s.sent = t.bytes_sent;
+                    s.received = t.bytes_received;
+                    s.bytes_known = true;
+                }
             }
             return;
         }
@@ -345,6 +353,7 @@ impl Model {
             closed_at: None,
             sent: 0,
             received: 0,
+            bytes_known: false,
             touched: now,
         });
         if s.closed_at.is_some() {
@@ -355,6 +364,7 @@ impl Model {
                 closed_at: None,
                 sent: 0,
                 received: 0,
+                bytes_known: false,
                 ..s.clone()
             };
         }
@@ -403,6 +413,7 @@ impl Model {
                 closed_at: None,
                 sent: 0,
                 received: 0,
+                bytes_known: false,
                 touched: asked,
             });
             if s.touched > asked {
@@ -590,6 +601,7 @@ impl Model {
                     before_start: s.before_start,
                     sent: s.sent,
                     received: s.received,
+                    bytes_known: s.bytes_known,
                     source,
                     closed: s.closed_at.is_some(),
                     first_seen: s.first_seen,
@@ -599,13 +611,7 @@ impl Model {
             .collect();
         // Open ones first, oldest first (new ones go to the bottom of them);
         // then the closed ones, most recently closed first.
-        rows.sort_by_key(|r| {
-            (
-                r.closed_at.map(std::cmp::Reverse),
-                r.first_seen,
-                r.inode,
-            )
-        });
+        rows.sort_by_key(|r| (r.closed_at.map(std::cmp::Reverse), r.first_seen, r.inode));
         rows
     }
 
@@ -720,6 +726,9 @@ pub struct ConnRow {
     pub before_start: bool,
     pub sent: u64,
     pub received: u64,
+    /// Bytes are known for this connection even without flow records
+    /// (a TCP close carries its totals).
+    pub bytes_known: bool,
     pub source: &'static str,
     pub closed: bool,
     first_seen: Instant,

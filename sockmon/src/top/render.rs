@@ -444,12 +444,12 @@ fn table(f: &mut Frame<'_>, s: &Screen, ui: &Ui, area: Rect) {
                         r.remote.to_string(),
                         r.state.to_string(),
                         age(r.age, r.before_start),
-                        if flows {
+                        if flows || r.bytes_known {
                             bytes(r.sent as f64)
                         } else {
                             "off".into()
                         },
-                        if flows {
+                        if flows || r.bytes_known {
                             bytes(r.received as f64)
                         } else {
                             "off".into()

@@ -118,14 +118,25 @@ fn model(t0: Instant) -> Model {
         "10.0.0.5:40312",
         "93.184.216.34:443",
     ));
-    add(ev(
-        EventKind::Close,
-        30,
-        77,
-        BAD_UTF8,
-        "10.0.0.5:40312",
-        "93.184.216.34:443",
-    ));
+    // A TCP close carries the connection's byte totals.
+    add(Event {
+        life: Some(Box::new(crate::event::flow::Life {
+            tcp: Some(crate::event::flow::TcpCounters {
+                bytes_sent: 5000,
+                bytes_received: 300_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        ..ev(
+            EventKind::Close,
+            30,
+            77,
+            BAD_UTF8,
+            "10.0.0.5:40312",
+            "93.184.216.34:443",
+        )
+    });
     add(ev(
         EventKind::Accept,
         40,
