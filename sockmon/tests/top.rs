@@ -359,3 +359,21 @@ fn top_in_a_real_terminal_finds_a_known_process_and_restores_the_terminal() {
     tmux.check_sane(0, "after-int");
     drop(c);
 }
+
+#[test]
+fn without_a_terminal_or_with_a_bad_filter_top_says_why() {
+    let out = Command::new(bin())
+        .args(["--socket", "/nonexistent/api.sock", "top"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`top` needs a terminal"), "{err}");
+    let out = Command::new(bin())
+        .args(["top", "--filter", "port:http"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--filter: `port:http`: not a port"), "{err}");
+}

@@ -14,17 +14,17 @@ use crate::{
 };
 
 pub fn run(args: &TopArgs, socket: &Path, no_daemon: bool) -> ExitCode {
+    let text = args.filter.join(" ");
+    let filter = match TopFilter::parse(&text) {
+        Ok(f) => f,
+        Err(e) => return fail(&format!("--filter: {e}"), EXIT_USAGE),
+    };
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         return fail(
             &"`top` needs a terminal; for pipes and files use `sockmon watch` or `sockmon ls`",
             EXIT_USAGE,
         );
     }
-    let text = args.filter.join(" ");
-    let filter = match TopFilter::parse(&text) {
-        Ok(f) => f,
-        Err(e) => return fail(&format!("--filter: {e}"), EXIT_USAGE),
-    };
     let opts = |source: String| top::Options {
         source,
         frame: args.refresh,
