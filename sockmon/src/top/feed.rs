@@ -70,7 +70,7 @@ pub fn daemon(socket: &Path) -> Receiver<Input> {
 
 fn stream_loop(socket: &Path, tx: &SyncSender<Input>) {
     loop {
-        let e = match subscribe(socket, tx) {
+        let (e, was_subscribed) = match subscribe(socket, tx) {
             Ok(()) => return, // the UI is gone
             Err(e) => e,
         };
@@ -80,31 +80,38 @@ fn stream_loop(socket: &Path, tx: &SyncSender<Input>) {
         {
             return;
         }
-        thread::sleep(Duration::from_secs(1));
+        // Cut off after a `lost` record: back at once (every event missed
+        // meanwhile is one more lost); a daemon that is not there: wait.
+        if !was_subscribed {
+            thread::sleep(Duration::from_secs(1));
+        }
     }
 }
 
-/// One subscription, until it ends (`Err`) or the UI goes away (`Ok`).
-fn subscribe(socket: &Path, tx: &SyncSender<Input>) -> Result<(), String> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| e.to_string())?;
+/// One subscription, until it ends (`Err`, and whether it had begun) or
+/// the UI goes away (`Ok`).
+fn subscribe(socket: &Path, tx: &SyncSender<Input>) -> Result<(), (String, bool)> {
+    let before = |e: std::io::Error| (e.to_string(), false);
+    let mut stream = UnixStream::connect(socket).map_err(before)?;
     stream
         .write_all(b"{\"op\":\"subscribe\"}\n")
-        .map_err(|e| e.to_string())?;
+        .map_err(before)?;
     let mut reader = BufReader::with_capacity(256 * 1024, stream);
     let mut line = String::new();
-    reader.read_line(&mut line).map_err(|e| e.to_string())?;
-    let v: serde_json::Value =
-        serde_json::from_str(&line).map_err(|_| format!("bad answer {:?}", line.trim()))?;
+    reader.read_line(&mut line).map_err(before)?;
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|_| (format!("bad answer {:?}", line.trim()), false))?;
     if v["ok"] != true {
-        return Err(format!("refused: {}", v["error"]));
+        return Err((format!("refused: {}", v["error"]), false));
     }
+    let after = |e: std::io::Error| (e.to_string(), true);
     if tx.send(Input::Notice(String::new())).is_err() {
         return Ok(());
     }
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         line.clear();
-        let n = reader.read_line(&mut line).map_err(|e| e.to_string())?;
+        let n = reader.read_line(&mut line).map_err(after)?;
         if n > 0
             && let Some(u) = decode::line(&line)
         {
@@ -117,7 +124,7 @@ fn subscribe(socket: &Path, tx: &SyncSender<Input>) -> Result<(), String> {
             return Ok(());
         }
         if n == 0 {
-            return Err("the daemon closed the stream".into());
+            return Err(("the daemon closed the stream".into(), true));
         }
     }
 }
