@@ -174,6 +174,7 @@ pub fn line(line: &str) -> Option<Update> {
                     })),
                     _ => None,
                 },
+                ctx: None,
             }))
         }
     }
