@@ -175,6 +175,7 @@ pub fn line(line: &str) -> Option<Update> {
                     _ => None,
                 },
                 ctx: None,
+                aux: 0,
             }))
         }
     }
