@@ -36,6 +36,7 @@ pub enum Update {
     /// The result of a non-blocking connect (`connect_result`), when the stream has it.
     ConnectResult {
         pid: u32,
+        inode: u64,
         failed: bool,
     },
     /// `count` events were lost for `cause`.
@@ -119,6 +120,7 @@ pub fn line(line: &str) -> Option<Update> {
         }),
         "connect_result" => Some(Update::ConnectResult {
             pid: w.pid?,
+            inode: w.inode.unwrap_or(0),
             failed: w.error.is_some(),
         }),
         name => {
@@ -232,6 +234,7 @@ mod tests {
             line(r#"{"v":2,"event":"connect_result","pid":3,"error":"ECONNREFUSED"}"#),
             Some(Update::ConnectResult {
                 pid: 3,
+                inode: 0,
                 failed: true
             })
         );

@@ -154,6 +154,9 @@ pub struct Model {
     /// When the last table (`list`) arrived.
     pub table_at: Option<Instant>,
     pub table_sockets: usize,
+    /// Sockets whose connect returned an error (their `connect_result` is
+    /// not counted again).
+    failed_connects: HashSet<u64>,
 }
 
 /// The state a socket event leaves its socket in (for `state:` filters).
@@ -197,6 +200,7 @@ impl Model {
             last_tick: now,
             table_at: None,
             table_sockets: 0,
+            failed_connects: HashSet::new(),
         }
     }
 
@@ -271,10 +275,16 @@ impl Model {
                     }
                 }
             }
-            Update::ConnectResult { pid, failed } => {
-                if let Some(p) = self.procs.get_mut(&pid).filter(|_| failed) {
-                    p.all.counts.failed += 1;
-                    p.matched.counts.failed += 1;
+            Update::ConnectResult { pid, inode, failed } => {
+                // Counted already if the connect itself returned the error
+                // (syscall mode); else the connect was counted as opened.
+                if failed && !self.failed_connects.remove(&inode) {
+                    if let Some(p) = self.procs.get_mut(&pid) {
+                        for m in [&mut p.all, &mut p.matched] {
+                            m.counts.failed += 1;
+                            m.counts.opened = m.counts.opened.saturating_sub(1);
+                        }
+                    }
                 }
             }
             Update::Lost { count, .. } => self.lost += count,
@@ -296,6 +306,7 @@ impl Model {
             state: event_state(&e),
         };
         let matched = self.filter.matches(&subject);
+        let mut mark_failed = false;
         for m in [&mut p.all]
             .into_iter()
             .chain(matched.then_some(&mut p.matched))
@@ -306,6 +317,7 @@ impl Model {
                     m.counts.connects += 1;
                     if connect_failed(&e) {
                         m.counts.failed += 1;
+                        mark_failed = true;
                     } else {
                         m.counts.opened += 1;
                     }
@@ -313,6 +325,12 @@ impl Model {
                 EventKind::Accept if e.error.is_none() => m.counts.opened += 1,
                 _ => {}
             }
+        }
+        if mark_failed && e.inode != 0 {
+            if self.failed_connects.len() > 10_000 {
+                self.failed_connects.clear();
+            }
+            self.failed_connects.insert(e.inode);
         }
         self.track(&e, now);
         if self.events.len() == EVENTS_KEPT {
