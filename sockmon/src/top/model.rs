@@ -278,12 +278,13 @@ impl Model {
             Update::ConnectResult { pid, inode, failed } => {
                 // Counted already if the connect itself returned the error
                 // (syscall mode); else the connect was counted as opened.
-                if failed && !self.failed_connects.remove(&inode) {
-                    if let Some(p) = self.procs.get_mut(&pid) {
-                        for m in [&mut p.all, &mut p.matched] {
-                            m.counts.failed += 1;
-                            m.counts.opened = m.counts.opened.saturating_sub(1);
-                        }
+                if failed
+                    && !self.failed_connects.remove(&inode)
+                    && let Some(p) = self.procs.get_mut(&pid)
+                {
+                    for m in [&mut p.all, &mut p.matched] {
+                        m.counts.failed += 1;
+                        m.counts.opened = m.counts.opened.saturating_sub(1);
                     }
                 }
             }
