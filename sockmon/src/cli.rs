@@ -51,6 +51,8 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Which attach modes this kernel allows (each is tried by loading it), and what `auto` picks.
     Modes(ModesArgs),
+    /// Full-screen live view: processes, their connections, listeners, events (q quits, ? helps).
+    Top(TopArgs),
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +304,23 @@ fn parse_cap(s: &str) -> Result<usize, String> {
     }
 }
 
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Start with this filter (the `/` filter's words: port:N pid:N comm:NAME proto:tcp|udp unit:NAME state:STATE).
+    #[arg(long, value_name = "WORDS", num_args = 1..)]
+    pub filter: Vec<String>,
+    /// Time between redraws, in milliseconds (50 to 5000).
+    #[arg(long = "refresh-ms", value_name = "MS", default_value = "250", value_parser = parse_refresh)]
+    pub refresh: Duration,
+}
+
+fn parse_refresh(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(v @ 50..=5000) => Ok(Duration::from_millis(v)),
+        _ => Err(format!("`{s}`: the refresh interval is 50 to 5000 ms")),
+    }
+}
+
 /// What `watch` runs with.
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
@@ -389,6 +408,8 @@ mod tests {
         assert!(parse(&["lookup", "1.2.3.4", "1.2.3.4:5"]).is_err());
         assert!(parse(&["ls", "--event", "connect"]).is_err());
         assert!(parse(&["daemon", "--config", "/x", "--no-config"]).is_err());
+        assert!(parse(&["top", "--refresh-ms", "10"]).is_err());
+        assert!(parse(&["top", "--refresh-ms", "x"]).is_err());
     }
 
     #[test]

@@ -18,3 +18,4 @@ pub mod output;
 pub mod procfs;
 pub mod snapshot;
 pub mod table;
+pub mod top;

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
                 Command::Lookup(args) => cmd::lookup::run(&args, &socket, cli.no_daemon),
                 Command::Status(args) => cmd::status::run(&args, &socket),
                 Command::Modes(args) => cmd::modes::run(&args),
+                Command::Top(args) => cmd::top::run(&args, &socket, cli.no_daemon),
                 Command::Daemon(_) => unreachable!("handled above"),
             }
         }

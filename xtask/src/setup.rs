@@ -29,6 +29,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "/bin/busybox"),
     ("kmod", "depmod"),
     ("xz-utils", "xz"),
+    ("tmux", "tmux"), // `sockmon top` is read from a real terminal
 ];
 
 pub fn all() -> anyhow::Result<()> {

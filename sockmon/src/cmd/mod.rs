@@ -7,6 +7,7 @@ pub mod ls;
 pub mod modes;
 pub mod signals;
 pub mod status;
+pub mod top;
 pub mod watch;
 
 use std::{io::Write as _, path::Path, process::ExitCode};

@@ -1,0 +1,275 @@
+//! Where `top`'s data comes from: a running daemon (its `subscribe` stream
+//! and a periodic `list`), or an engine of its own (the probes loaded in
+//! this process, like `watch` without a daemon, plus a start-up snapshot so
+//! that listeners opened before `top` are seen).
+//!
+//! Either way the data arrives on one bounded channel, in batches (all the
+//! events read together), and is applied by the UI thread between frames.
+//! A full channel is never waited on silently: the daemon cuts off a
+//! subscriber that does not keep up and says how many events it missed (a
+//! `lost` record, shown in the header), and the local engine's queue counts
+//! what `top` dropped the same way.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::Ordering,
+        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use super::decode::{self, Update};
+use crate::{
+    api::client::Client,
+    engine::{Prepared, StreamItem, Subscription, view::SocketView, view::Viewer},
+    filter::Filter,
+};
+
+/// The table is re-read this often, or less often when reading it takes
+/// long (at most 5% of the time is spent listing).
+pub const LIST_EVERY: Duration = Duration::from_secs(2);
+/// Most events in one batch.
+const BATCH: usize = 4096;
+/// Batches waiting for the UI thread.
+const QUEUE: usize = 256;
+
+/// One message from a source.
+#[derive(Debug)]
+pub enum Input {
+    Updates(Vec<Update>),
+    /// The whole table, as asked for at `asked`.
+    Table {
+        sockets: Vec<SocketView>,
+        asked: Instant,
+    },
+    /// Something to show in the header (empty: clear it).
+    Notice(String),
+    /// The source stopped for good.
+    Fatal(String),
+}
+
+/// Reads a daemon's API at `socket` (a thread for the stream, one for `list`).
+pub fn daemon(socket: &Path) -> Receiver<Input> {
+    let (tx, rx) = sync_channel(QUEUE);
+    let (s1, s2) = (socket.to_path_buf(), socket.to_path_buf());
+    let t2 = tx.clone();
+    let _ = thread::Builder::new()
+        .name("top-stream".into())
+        .spawn(move || stream_loop(&s1, &tx));
+    let _ = thread::Builder::new()
+        .name("top-list".into())
+        .spawn(move || list_loop(&s2, &t2));
+    rx
+}
+
+fn stream_loop(socket: &Path, tx: &SyncSender<Input>) {
+    loop {
+        let (e, was_subscribed) = match subscribe(socket, tx) {
+            Ok(()) => return, // the UI is gone
+            Err(e) => e,
+        };
+        if tx
+            .send(Input::Notice(format!("stream: {e}; reconnecting")))
+            .is_err()
+        {
+            return;
+        }
+        // Cut off after a `lost` record: back at once (every event missed
+        // meanwhile is one more lost); a daemon that is not there: wait.
+        if !was_subscribed {
+            thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// One subscription, until it ends (`Err`, and whether it had begun) or
+/// the UI goes away (`Ok`).
+fn subscribe(socket: &Path, tx: &SyncSender<Input>) -> Result<(), (String, bool)> {
+    let before = |e: std::io::Error| (e.to_string(), false);
+    let mut stream = UnixStream::connect(socket).map_err(before)?;
+    stream
+        .write_all(b"{\"op\":\"subscribe\"}\n")
+        .map_err(before)?;
+    let mut reader = BufReader::with_capacity(256 * 1024, stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(before)?;
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|_| (format!("bad answer {:?}", line.trim()), false))?;
+    if v["ok"] != true {
+        return Err((format!("refused: {}", v["error"]), false));
+    }
+    let after = |e: std::io::Error| (e.to_string(), true);
+    if tx.send(Input::Notice(String::new())).is_err() {
+        return Ok(());
+    }
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(after)?;
+        if n > 0
+            && let Some(u) = decode::line(&line)
+        {
+            batch.push(u);
+        }
+        if (n == 0 || reader.buffer().is_empty() || batch.len() >= BATCH)
+            && !batch.is_empty()
+            && tx.send(Input::Updates(std::mem::take(&mut batch))).is_err()
+        {
+            return Ok(());
+        }
+        if n == 0 {
+            return Err(("the daemon closed the stream".into(), true));
+        }
+    }
+}
+
+fn list_loop(socket: &Path, tx: &SyncSender<Input>) {
+    loop {
+        let asked = Instant::now();
+        let msg = match Client::connect(socket).and_then(|mut c| c.request(&json!({"op": "list"})))
+        {
+            Ok(r) => Input::Table {
+                sockets: r.sockets.unwrap_or_default(),
+                asked,
+            },
+            Err(e) => Input::Notice(format!("list: {e}")),
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+        thread::sleep(LIST_EVERY.max(asked.elapsed() * 20));
+    }
+}
+
+/// A local engine's thread; [`Local::stop`] detaches the probes and waits.
+pub struct Local {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Local {
+    pub fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `prepared` (probes attached, snapshot merged) on a thread of its own.
+pub fn local(prepared: Prepared, sub: Subscription) -> std::io::Result<(Receiver<Input>, Local)> {
+    let (tx, rx) = sync_channel(QUEUE);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = thread::Builder::new()
+        .name("top-engine".into())
+        .spawn(move || rt.block_on(engine_loop(prepared, sub, tx, stop_rx)))?;
+    Ok((
+        rx,
+        Local {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        },
+    ))
+}
+
+async fn engine_loop(
+    prepared: Prepared,
+    mut sub: Subscription,
+    tx: SyncSender<Input>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let engine = match prepared.run().await {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = tx.send(Input::Fatal(e.to_string()));
+            return;
+        }
+    };
+    let mut list = tokio::time::interval(LIST_EVERY);
+    let mut dropped = 0u64;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            item = sub.rx.recv() => {
+                let mut batch = Vec::with_capacity(64);
+                match item {
+                    Some(item) => {
+                        push(&mut batch, &item);
+                        while batch.len() < BATCH {
+                            match sub.rx.try_recv() {
+                                Ok(item) => push(&mut batch, &item),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => {
+                        batch.push(Update::Lost {
+                            cause: "top_lagged".into(),
+                            count: sub.lost.load(Ordering::Relaxed),
+                        });
+                        match engine.handle.subscribe(Filter::default(), None).await {
+                            Ok(s) => sub = s,
+                            Err(_) => {
+                                let _ = tx.send(Input::Fatal("the event pipeline stopped".into()));
+                                break;
+                            }
+                        }
+                    }
+                }
+                if dropped > 0 {
+                    batch.push(Update::Lost { cause: "top_lagged".into(), count: dropped });
+                    dropped = 0;
+                }
+                // Never block the engine (it shares this thread): count instead.
+                match tx.try_send(Input::Updates(batch)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(Input::Updates(b))) => {
+                        dropped += b.iter().filter(|u| !matches!(u, Update::Lost { .. })).count() as u64;
+                    }
+                    Err(_) => break,
+                }
+            }
+            _ = list.tick() => {
+                let asked = Instant::now();
+                let Ok(sockets) = engine.handle.list(Filter::default(), Viewer::ROOT).await else {
+                    let _ = tx.send(Input::Fatal("the event pipeline stopped".into()));
+                    break;
+                };
+                if let Err(TrySendError::Disconnected(_)) = tx.try_send(Input::Table { sockets, asked }) {
+                    break;
+                }
+                if engine.is_finished() {
+                    let _ = tx.send(Input::Fatal("the event pipeline stopped unexpectedly".into()));
+                    break;
+                }
+            }
+        }
+    }
+    engine.shutdown().await;
+}
+
+fn push(batch: &mut Vec<Update>, item: &StreamItem) {
+    batch.push(match item {
+        StreamItem::Event(e) => Update::Event(e.clone()),
+        StreamItem::Lost { cause, count, .. } => Update::Lost {
+            cause: (*cause).to_string(),
+            count: *count,
+        },
+    });
+}
+
+/// The daemon's socket path, for the header.
+pub fn describe(socket: &Path) -> String {
+    format!("daemon {}", PathBuf::from(socket).display())
+}
