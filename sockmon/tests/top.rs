@@ -7,7 +7,8 @@
 //! into its connections (exact four-tuples), checks the Listeners view,
 //! resizes the window, and ends `top` by `q`, by SIGTERM and by a SIGINT
 //! that it inherited as ignored, checking each time that the shell gets
-//! back a sane terminal (`stty -a`, no alternate screen).
+//! back a sane terminal (`stty -a`, no alternate screen); last, it checks
+//! that `top` ends when its terminal disappears (tmux killed).
 
 mod support;
 
@@ -357,6 +358,14 @@ fn top_in_a_real_terminal_finds_a_known_process_and_restores_the_terminal() {
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(top_pid, libc::SIGINT) }, 0);
     tmux.check_sane(0, "after-int");
+
+    // The terminal itself goes away (the emulator dies): top ends too.
+    tmux.start_top(&top);
+    let top_pid = tmux.child_of_shell();
+    drop(tmux);
+    eventually_within("top gone with its terminal", WAIT, || {
+        (!Path::new(&format!("/proc/{top_pid}")).exists()).then_some(())
+    });
     drop(c);
 }
 

@@ -158,6 +158,12 @@ fn event_loop(
     let mut next = now;
     let mut dirty = true;
     while !stop.load(Ordering::Relaxed) {
+        if hung_up() {
+            // The terminal is gone (its emulator died without a SIGHUP
+            // reaching us): nothing to draw on or restore; crossterm would
+            // spin reading the dead tty.
+            return Ok(());
+        }
         let now = Instant::now();
         l.drain(feed, now)?;
         if now >= next {
@@ -175,39 +181,81 @@ fn event_loop(
         let wait = next
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(50));
-        let ready = match event::poll(wait) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io(e)),
-        };
-        if !ready {
-            continue;
+        // Wait on the tty ourselves: crossterm's own poll spins, ignoring
+        // its timeout, once the terminal has hung up. Then take every
+        // event crossterm has (keys, and resizes from its SIGWINCH pipe).
+        if wait_tty(wait) == Tty::HungUp {
+            return Ok(());
         }
-        match event::read().map_err(io)? {
-            TermEvent::Key(k) => {
-                let body = &l.screen.body;
-                match l.ui.key(k, body.len(), &|i| body.row_key(i)) {
-                    Action::Quit => return Ok(()),
-                    Action::None => {}
-                    Action::Redraw => dirty = true,
-                    Action::Refresh => {
-                        l.rebuild(terminal.size().map_err(io)?.height, Instant::now(), false);
-                        dirty = true;
-                    }
-                    Action::Filter(f) => {
-                        let now = Instant::now();
-                        l.model.set_filter(f, now);
-                        l.rebuild(terminal.size().map_err(io)?.height, now, false);
-                        dirty = true;
+        loop {
+            let ready = match event::poll(Duration::ZERO) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
+                Err(e) => return Err(io(e)),
+            };
+            if !ready {
+                break;
+            }
+            match event::read().map_err(io)? {
+                TermEvent::Key(k) => {
+                    let body = &l.screen.body;
+                    match l.ui.key(k, body.len(), &|i| body.row_key(i)) {
+                        Action::Quit => return Ok(()),
+                        Action::None => {}
+                        Action::Redraw => dirty = true,
+                        Action::Refresh => {
+                            l.rebuild(terminal.size().map_err(io)?.height, Instant::now(), false);
+                            dirty = true;
+                        }
+                        Action::Filter(f) => {
+                            let now = Instant::now();
+                            l.model.set_filter(f, now);
+                            l.rebuild(terminal.size().map_err(io)?.height, now, false);
+                            dirty = true;
+                        }
                     }
                 }
+                TermEvent::Resize(_, h) => {
+                    l.rebuild(h, Instant::now(), true);
+                    dirty = true;
+                }
+                _ => {}
             }
-            TermEvent::Resize(_, h) => {
-                l.rebuild(h, Instant::now(), true);
-                dirty = true;
-            }
-            _ => {}
         }
     }
     Ok(())
+}
+
+#[derive(PartialEq, Eq)]
+enum Tty {
+    Ready,
+    HungUp,
+}
+
+/// Waits at most `wait` for input on the terminal (stdin).
+fn wait_tty(wait: Duration) -> Tty {
+    let mut p = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a timeout in ms.
+    let n = unsafe { libc::poll(&mut p, 1, wait.as_millis() as i32) };
+    if n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Tty::HungUp
+    } else {
+        Tty::Ready
+    }
+}
+
+/// Whether the terminal on stdin has hung up.
+fn hung_up() -> bool {
+    let mut p = libc::pollfd {
+        fd: 0,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
