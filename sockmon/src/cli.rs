@@ -190,6 +190,12 @@ pub struct DaemonArgs {
     /// Most sockets kept in the live table.
     #[arg(long, value_name = "N")]
     pub table_cap: Option<usize>,
+    /// Most owners listed per socket (more are counted as inherited_more).
+    #[arg(long, value_name = "N")]
+    pub max_owners: Option<usize>,
+    /// Deadline of one sock_diag dump of a snapshot, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub dump_deadline_ms: Option<u64>,
     /// Write the NDJSON event stream to stdout.
     #[arg(long)]
     pub sink_stdout: bool,

@@ -256,7 +256,7 @@ fn human_view_shows_one_aligned_line_and_the_errno_of_a_failed_connect() {
 fn socket2_bound() -> (i32, u16) {
     // SAFETY: plain socket syscalls with valid buffers.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         let mut sa: libc::sockaddr_in = std::mem::zeroed();
         sa.sin_family = libc::AF_INET as u16;
         sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);

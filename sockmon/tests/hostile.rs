@@ -4,6 +4,11 @@
 //! name) make real connections; `watch --json` must stay one valid object
 //! per line carrying the exact bytes, and the human view must never pass a
 //! control byte to the terminal.
+//!
+//! Through a daemon (issue 12): a name with table punctuation (`x[1], sshd`)
+//! must not pass for a second owner in `ls`; zero-width and other format
+//! characters are escaped; JSON tells the text `\xff` from the byte 0xFF;
+//! an executable path that is not UTF-8 reaches `exe` exactly.
 
 mod support;
 
@@ -40,11 +45,12 @@ fn connect_named(name: &[u8], port: u16) {
     .unwrap();
 }
 
-/// The JSON form of a comm: valid UTF-8 as is, other bytes as the text `\xNN`.
+/// The JSON form of a name (schema/event.v2.json `$defs/name`): valid
+/// UTF-8 as is but a backslash doubled, other bytes as the text `\xNN`.
 fn json_form(name: &[u8]) -> String {
     let mut out = String::new();
     for chunk in name.utf8_chunks() {
-        out.push_str(chunk.valid());
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
         for b in chunk.invalid() {
             out.push_str(&format!("\\x{b:02x}"));
         }
@@ -124,10 +130,135 @@ fn the_human_view_never_passes_a_control_byte() {
         );
     }
     let text = String::from_utf8(text).expect("human output is valid UTF-8");
-    assert!(text.contains("(\\x1b[31mred\\x1b[0m)"), "{text}");
-    assert!(text.contains("(\\x1b]0;pwn\\x07\\x0a)"), "{text}");
+    assert!(text.contains("(\"\\x1b[31mred\\x1b[0m\")"), "{text}");
+    assert!(text.contains("(\"\\x1b]0;pwn\\x07\\x0a\")"), "{text}");
+    assert!(text.contains("(\"a\\x0ab\\\"}{\\\\\")"), "{text}");
     assert!(text.contains("(bad\\xff\\xfeutf8)"), "{text}");
-    assert!(text.contains("(\\x1b[2J\\x07ev\\xffil\\x0ax)"), "{text}");
+    assert!(
+        text.contains("(\"\\x1b[2J\\x07ev\\xffil\\x0ax\")"),
+        "{text}"
+    );
     assert_eq!(text.lines().count(), NAMES.len() + 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `bash -c SCRIPT` from a copy of bash at `dir/name` (so its comm is
+/// the file name), stdin piped (the script waits on it).
+fn bash_named(dir: &std::path::Path, name: &[u8], script: &str) -> std::process::Child {
+    let exe = dir.join(OsStr::from_bytes(name));
+    std::fs::copy("/bin/bash", &exe).unwrap();
+    Command::new(&exe)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A python process that renames itself to `name` (prctl) and connects to
+/// `port`, then waits on stdin.
+fn python_named(name: &[u8], port: u16) -> std::process::Child {
+    let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+    let src = format!(
+        "import ctypes, socket, sys\n\
+         ctypes.CDLL(None).prctl(15, bytes.fromhex('{hex}'), 0, 0, 0)\n\
+         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         sys.stdin.read()\n"
+    );
+    Command::new("/usr/bin/python3")
+        .args(["-c", &src])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn names_and_paths_cannot_forge_ls_and_json_keeps_their_exact_bytes() {
+    let _g = exclusive();
+    let d = support::Daemon::start("hostile-ls", &["--no-config"]);
+    let sock = d.socket.to_str().unwrap().to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("sockmon-hostile-ls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hold = format!("exec 3<>/dev/tcp/127.0.0.1/{port}; read");
+    // A file name with table punctuation; one with a byte that is not
+    // UTF-8, the text `\xff` and a zero-width space (Unicode Cf).
+    let forger: &[u8] = b"x[1], sshd";
+    let odd: &[u8] = b"e\xff\\xff\xe2\x80\x8b";
+    let mut kids = vec![
+        bash_named(&dir, forger, &hold),
+        bash_named(&dir, odd, &hold),
+    ];
+    // prctl names: the text `t\xff` and `t` + the byte 0xFF.
+    let (text, byte): (&[u8], &[u8]) = (b"t\\xff", b"t\xff");
+    kids.push(python_named(text, port));
+    kids.push(python_named(byte, port));
+    let pids: Vec<u32> = kids.iter().map(|k| k.id()).collect();
+
+    // Each client's connection, by owner pid, from `ls --json`.
+    let ls = |human: bool| {
+        let mut c = Command::new(support::bin());
+        c.args(["--socket", &sock, "ls"]);
+        if !human {
+            c.arg("--json");
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    let rows = support::eventually("the four clients' connections with their exe", || {
+        let out = ls(false);
+        let rows: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["dst_port"] == port)
+            .collect();
+        let owner = |pid: u32| {
+            rows.iter()
+                .flat_map(|r| r["owners"].as_array().unwrap().iter())
+                .find(|o| o["pid"] == pid && o["comm"].is_string() && o["exe"].is_string())
+                .cloned()
+        };
+        pids.iter().map(|p| owner(*p)).collect::<Option<Vec<_>>>()
+    });
+    assert_eq!(rows[0]["comm"], json_form(forger));
+    assert_eq!(rows[1]["comm"], json_form(odd));
+    assert_eq!(rows[1]["comm"], "e\\xff\\\\xff\u{200b}");
+    assert_eq!(rows[2]["comm"], "t\\\\xff");
+    assert_eq!(rows[3]["comm"], "t\\xff");
+    assert_ne!(rows[2]["comm"], rows[3]["comm"]);
+    // exe: the path's exact bytes, nothing replaced.
+    let mut path = dir.as_os_str().as_bytes().to_vec();
+    path.push(b'/');
+    path.extend_from_slice(odd);
+    assert_eq!(rows[1]["exe"], json_form(&path));
+    assert!(!rows[1]["exe"].as_str().unwrap().contains('\u{fffd}'));
+
+    // The human table: the punctuated name is one quoted owner.
+    let text = String::from_utf8(ls(true)).expect("ls prints UTF-8");
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("[{}]", pids[0])))
+        .unwrap_or_else(|| panic!("no row of pid {} in {text}", pids[0]));
+    assert!(
+        line.contains(&format!("\"x[1], sshd\"[{}]", pids[0])),
+        "{line}"
+    );
+    assert!(!line.contains(", sshd["), "{line}");
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("[{}]", pids[1])))
+        .unwrap();
+    assert!(
+        line.contains(&format!("e\\xff\\\\xff\\u{{200b}}[{}]", pids[1])),
+        "{line}"
+    );
+    assert!(!line.contains('\u{200b}'), "{line}");
+    for mut k in kids {
+        drop(k.stdin.take());
+        let _ = k.kill();
+        let _ = k.wait();
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -55,6 +55,12 @@ pub fn build_config(
     if let Some(v) = args.table_cap {
         c.table.cap = v;
     }
+    if let Some(v) = args.max_owners {
+        c.table.max_owners = v;
+    }
+    if let Some(v) = args.dump_deadline_ms {
+        c.snapshot.dump_deadline_ms = v;
+    }
     if args.sink_stdout {
         c.sinks.stdout.enabled = true;
     }

@@ -49,6 +49,7 @@ pub struct Config {
     pub sinks: SinksConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub snapshot: SnapshotConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -81,6 +82,25 @@ pub struct KernelConfig {
 pub struct TableConfig {
     /// Most sockets in the table. Restart to change.
     pub cap: usize,
+    /// Most owners listed per socket; more are counted (`inherited_more`).
+    /// Restart to change.
+    pub max_owners: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// How long one sock_diag dump (of one protocol and family in one
+    /// network namespace) may take, in milliseconds. Reloadable.
+    pub dump_deadline_ms: u64,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            dump_deadline_ms: crate::snapshot::diag::DEFAULT_DEADLINE.as_millis() as u64,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -173,6 +193,7 @@ impl Default for TableConfig {
     fn default() -> Self {
         Self {
             cap: crate::table::DEFAULT_CAP,
+            max_owners: crate::table::DEFAULT_MAX_OWNERS,
         }
     }
 }
@@ -257,6 +278,21 @@ impl Config {
         }
         if self.table.cap == 0 {
             return bad("table.cap", "must be at least 1".into());
+        }
+        if !(1..=65_536).contains(&self.table.max_owners) {
+            return bad(
+                "table.max_owners",
+                format!("{} is not between 1 and 65536", self.table.max_owners),
+            );
+        }
+        if !(1..=600_000).contains(&self.snapshot.dump_deadline_ms) {
+            return bad(
+                "snapshot.dump_deadline_ms",
+                format!(
+                    "{} is not between 1 and 600000",
+                    self.snapshot.dump_deadline_ms
+                ),
+            );
         }
         if !(1..=65_536).contains(&self.api.max_clients) {
             return bad(
@@ -476,6 +512,10 @@ level = "debug"
         assert!(parse("[api]\nwrite_timeout_ms = 0\n").is_err());
         assert!(parse("[api]\nmax_filter_values = 0\n").is_err());
         assert!(parse("[table]\ncap = 0\n").is_err());
+        assert!(parse("[table]\nmax_owners = 0\n").is_err());
+        assert!(parse("[snapshot]\ndump_deadline_ms = 0\n").is_err());
+        let c = parse("[table]\nmax_owners = 8\n[snapshot]\ndump_deadline_ms = 2500\n").unwrap();
+        assert_eq!((c.table.max_owners, c.snapshot.dump_deadline_ms), (8, 2500));
         assert!(parse("not toml at all").is_err());
     }
 

@@ -67,6 +67,9 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
         Err(e) => return fail_chain(&e, 1),
     };
     let ring_bytes = setup.config.kernel.ring_kib * 1024;
+    crate::snapshot::set_dump_deadline(std::time::Duration::from_millis(
+        setup.config.snapshot.dump_deadline_ms,
+    ));
     let opts = EngineOptions {
         load: LoadOptions {
             ring_bytes,
@@ -75,6 +78,7 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
             attach: AttachMode::from_name(&setup.config.kernel.attach).unwrap_or_default(),
         },
         table_cap: setup.config.table.cap,
+        max_owners: setup.config.table.max_owners,
         snapshot: true,
         ..EngineOptions::default()
     };
@@ -273,18 +277,25 @@ async fn apply_reload(
 ) {
     set_limits(limits, new);
     log.set_level(&new.log.level);
+    crate::snapshot::set_dump_deadline(std::time::Duration::from_millis(
+        new.snapshot.dump_deadline_ms,
+    ));
     if new.sinks != old.sinks {
         let _ = sinks
             .send(sinks::SinkControl::Reconfigure(new.sinks.clone()))
             .await;
     }
-    let fixed: [(&str, bool); 3] = [
+    let fixed: [(&str, bool); 4] = [
         ("api.socket", new.api.socket != old.api.socket),
         (
             "kernel.ring_kib",
             new.kernel.ring_kib != old.kernel.ring_kib,
         ),
         ("table.cap", new.table.cap != old.table.cap),
+        (
+            "table.max_owners",
+            new.table.max_owners != old.table.max_owners,
+        ),
     ];
     for (name, changed) in fixed {
         if changed {

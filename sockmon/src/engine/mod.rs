@@ -123,6 +123,8 @@ pub struct EngineOptions {
     pub load: LoadOptions,
     pub drain_interval: Duration,
     pub table_cap: usize,
+    /// Most owners listed per socket (`table.max_owners`).
+    pub max_owners: usize,
     /// Take the start-up snapshot (the daemon does; `watch` needs not).
     pub snapshot: bool,
     pub stream_queue: usize,
@@ -136,6 +138,7 @@ impl Default for EngineOptions {
             load: LoadOptions::default(),
             drain_interval: reader::DEFAULT_DRAIN_INTERVAL,
             table_cap: table::DEFAULT_CAP,
+            max_owners: table::DEFAULT_MAX_OWNERS,
             snapshot: true,
             stream_queue: STREAM_QUEUE,
             flow_interval: None,
@@ -195,6 +198,7 @@ impl Engine {
     pub fn prepare(opts: EngineOptions) -> Result<Prepared, EngineError> {
         let probes = Probes::load(opts.load)?;
         let mut table = SocketTable::new(opts.table_cap);
+        table.set_max_owners(opts.max_owners);
         let mut snapshot = None;
         if opts.snapshot {
             let started = Instant::now();

@@ -30,6 +30,10 @@ pub struct SocketView {
     pub inode: u64,
     pub netns: u32,
     pub owners: Vec<OwnerView>,
+    /// Owners beyond the daemon's `table.max_owners`, counted, not listed
+    /// (children forked from a listed owner, nearly always).
+    #[serde(default)]
+    pub inherited_more: u32,
 }
 
 /// One owner, as shown.
@@ -190,6 +194,7 @@ pub fn socket(
         inode: e.inode,
         netns: e.key.netns,
         owners,
+        inherited_more: e.inherited_more,
     }
 }
 
@@ -241,7 +246,12 @@ pub fn matches(f: &Filter, e: &SocketEntry, table: &SocketTable) -> bool {
 /// [`matches`] as `viewer` may ask: a `comm` criterion only matches owners
 /// whose names the viewer may see, so it is no oracle for hidden names.
 pub fn matches_for(f: &Filter, e: &SocketEntry, table: &SocketTable, viewer: Viewer) -> bool {
-    let owner_pid = |pid: &u32| e.owners.iter().any(|o| o.pid == *pid);
+    let owner_pid = |pid: &u32| {
+        e.owners.iter().any(|o| o.pid == *pid)
+            || table
+                .process(*pid)
+                .is_some_and(|p| p.collapsed.contains(&e.inode))
+    };
     let owner_comm = |c: &String| {
         e.owners.iter().any(|o| {
             let p = table.process(o.pid);

@@ -10,12 +10,12 @@
 //! tagged with the process start time so an answer about a process that
 //! exited (and whose PID was reused) meanwhile is ignored by the table.
 
-use std::{collections::HashSet, fs, sync::Arc};
+use std::{collections::HashSet, fs, os::unix::ffi::OsStrExt as _, sync::Arc};
 
 use tokio::sync::mpsc;
 
 use super::cgroup_unit;
-use crate::{procfs, table::VerifyRequest};
+use crate::{output::escape, procfs, table::VerifyRequest};
 
 /// Work for the worker.
 #[derive(Debug)]
@@ -86,7 +86,8 @@ pub type Details = (Option<Arc<str>>, Option<Arc<str>>);
 pub fn details(pid: u32, start_ticks: u64) -> Option<Details> {
     let exe = fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
-        .map(|p| Arc::from(p.to_string_lossy().as_ref()));
+        // Not lossy: bytes that are not UTF-8 in the JSON name encoding.
+        .map(|p| Arc::from(escape::for_json(p.as_os_str().as_bytes()).as_ref()));
     let placement = fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .map(|t| cgroup_unit::from_proc_cgroup(&t))
         .unwrap_or_default();

@@ -2,7 +2,9 @@
 //!
 //! `12:04:05.123  connect  tcp  10.0.0.5:40312        → 93.184.216.34:443      pid 1234 (curl) uid 1000`
 //!
-//! Untrusted names pass through [`super::escape::for_terminal`].
+//! Untrusted names pass through [`super::escape::for_table`]: escaped, and
+//! quoted when they hold punctuation (a name `x) uid 0 (y` cannot forge
+//! the fields after it).
 
 use std::io::Write as _;
 
@@ -37,7 +39,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event) {
     let _ = write!(
         out,
         " ({}) uid {}",
-        escape::for_terminal(e.comm.as_bytes()),
+        escape::for_table(e.comm.as_bytes()),
         e.uid
     );
     match (e.error, e.duration_us()) {
@@ -193,7 +195,17 @@ mod tests {
         write_event(&mut out, &e);
         let line = String::from_utf8(out).unwrap();
         assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
-        assert!(line.contains("(\\x1b]0;pwn\\x07)"), "{line:?}");
+        assert!(line.contains("(\"\\x1b]0;pwn\\x07\")"), "{line:?}");
         assert!(!line.contains('→'));
+    }
+
+    #[test]
+    fn a_name_cannot_forge_the_fields_after_it() {
+        let mut e = sample(b"x) uid 0 (y");
+        e.error = None;
+        let mut out = Vec::new();
+        write_event(&mut out, &e);
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.ends_with("(\"x) uid 0 (y\") uid 1000\n"), "{line:?}");
     }
 }

@@ -265,6 +265,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_text_backslash_xff_and_the_byte_0xff_differ_and_read_back_exactly() {
+        let mut lines = Vec::new();
+        for name in [&b"t\\xff"[..], b"t\xff", b"a\\b"] {
+            let mut out = Vec::new();
+            write_event(&mut out, &sample(name));
+            let line = String::from_utf8(out).unwrap();
+            let Some(Line::Event(back)) = parse_line(&line) else {
+                panic!("not an event: {line}");
+            };
+            assert_eq!(back.comm.as_bytes(), name);
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            lines.push(v["comm"].as_str().unwrap().to_string());
+        }
+        assert_eq!(lines, ["t\\\\xff", "t\\xff", "a\\\\b"]);
+    }
+
+    #[test]
     fn lines_read_back_into_the_same_event() {
         let mut e = sample(b"curl");
         e.process_comm = e.comm;
@@ -394,9 +411,10 @@ pub fn parse_line(line: &str) -> Option<Line> {
     let r: ReadEvent = serde_json::from_value(v).ok()?;
     let kind = crate::event::kind_from_name(&r.event)?;
     let comm = |s: &str| {
+        let bytes = escape::from_json(s);
         let mut raw = [0u8; 16];
-        let n = s.len().min(16);
-        raw[..n].copy_from_slice(&s.as_bytes()[..n]);
+        let n = bytes.len().min(16);
+        raw[..n].copy_from_slice(&bytes[..n]);
         crate::event::Comm::from_kernel(&raw)
     };
     let time = chrono::DateTime::parse_from_rfc3339(&r.time)

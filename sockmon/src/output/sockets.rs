@@ -6,8 +6,11 @@
 //! ```
 //!
 //! Owners are `name[pid]`; `name[pid]/tid` when another thread acted;
-//! `,inherited` marks an owner known only from a fork. Names are untrusted
-//! and escaped for the terminal.
+//! `,inherited` marks an owner known only from a fork; `+N inherited` ends
+//! the list when more owners than the daemon lists were counted. Names are untrusted:
+//! decoded from the JSON name encoding, escaped for the terminal, and quoted
+//! when they contain table punctuation ([`escape::for_table`]), so a process
+//! named `x[1], sshd` cannot pass for a second owner.
 
 use std::io::Write as _;
 
@@ -27,7 +30,10 @@ pub fn write_table(out: &mut Vec<u8>, rows: &[SocketView]) {
         } else {
             endpoint(&r.dst_ip, Some(r.dst_port))
         };
-        let owners: Vec<String> = r.owners.iter().map(owner).collect();
+        let mut owners: Vec<String> = r.owners.iter().map(owner).collect();
+        if r.inherited_more > 0 {
+            owners.push(format!("+{} inherited", r.inherited_more));
+        }
         let owners = if owners.is_empty() {
             "-".to_string()
         } else {
@@ -63,7 +69,7 @@ fn endpoint(ip: &str, port: Option<u16>) -> String {
 fn owner(o: &OwnerView) -> String {
     let name = o.comm.as_deref().map_or_else(
         || "?".to_string(),
-        |c| escape::for_terminal(c.as_bytes()).into_owned(),
+        |c| escape::for_table(&escape::from_json(c)).into_owned(),
     );
     let mut s = format!("{name}[{}", o.pid);
     if o.source == "inherited" {
@@ -75,7 +81,7 @@ fn owner(o: &OwnerView) -> String {
     }
     if let Some(unit) = &o.unit {
         s.push(' ');
-        s.push_str(&escape::for_terminal(unit.as_bytes()));
+        s.push_str(&escape::for_table(unit.as_bytes()));
     }
     s
 }
@@ -96,6 +102,7 @@ mod tests {
             inode: 123456,
             netns: 4026531840,
             owners,
+            inherited_more: 0,
         }
     }
 
@@ -147,7 +154,26 @@ mod tests {
         write_table(&mut out, &[r]);
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains('\u{1b}'));
-        assert!(text.contains("\\x1b[2Jx[1]"), "{text}");
+        assert!(text.contains("\"\\x1b[2Jx\"[1]"), "{text}");
         assert!(text.contains("[::1]:8080"), "{text}");
+    }
+
+    #[test]
+    fn a_name_with_table_punctuation_cannot_pose_as_another_owner() {
+        let mut out = Vec::new();
+        let forged = escape::for_json(b"x[1], sshd").into_owned();
+        write_table(
+            &mut out,
+            &[row(vec![
+                own(7, 7, &forged, "event", Some("evil unit.service")),
+                own(8, 8, &escape::for_json(b"a\\xff\xff"), "event", None),
+            ])],
+        );
+        let text = String::from_utf8(out).unwrap();
+        let line = text.lines().nth(1).unwrap();
+        assert!(
+            line.ends_with(r#""x[1], sshd"[7] "evil unit.service", a\\xff\xff[8]"#),
+            "{line}"
+        );
     }
 }

@@ -12,11 +12,23 @@
 //!
 //! Building a request and parsing a response buffer are pure functions
 //! ([`request`], [`parse`]); only [`DiagSocket`] touches the kernel.
+//!
+//! Trust: the snapshot enters every namespace, also those an unprivileged
+//! user owns (`unshare -Urn`), and there anyone may unicast netlink messages
+//! to our socket (its port id is our pid, sequence numbers are predictable).
+//! Forged rows could re-key a real socket's entry, flood the table, or keep
+//! a dump from ever ending. So the socket is `connect`ed to the kernel (port
+//! id 0), which makes the kernel refuse any other sender's unicast to it;
+//! every datagram's sender is still checked (`recvfrom`: `nl_pid` must be
+//! 0) and anything else is dropped and counted ([`DiagSocket::forged`]); and
+//! each dump has a deadline ([`DiagSocket::set_deadline`]), so nothing can
+//! stall the snapshot, and with it every later re-snapshot.
 
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    time::{Duration, Instant},
 };
 
 use sockmon_common::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
@@ -38,6 +50,9 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// messages at 32 KiB), with room to spare.
 const RECV_BUF_LEN: usize = 64 * 1024;
 
+/// Default time one dump may take (each of the four of a namespace).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
 /// The four dumps that make up one namespace's table.
 pub const QUERIES: [(u16, Proto); 4] = [
     (AF_INET, Proto::Tcp),
@@ -58,6 +73,8 @@ pub enum DiagError {
     Kernel(i32),
     #[error("malformed sock_diag answer: {0}")]
     Malformed(&'static str),
+    #[error("the sock_diag dump did not end within {0:?}")]
+    Deadline(Duration),
 }
 
 /// Whether a response buffer ended the dump.
@@ -200,11 +217,14 @@ fn ipv6(b: &[u8]) -> IpAddr {
     unmap(IpAddr::V6(Ipv6Addr::from(o)))
 }
 
-/// A sock_diag netlink socket in the namespace of the thread that opened it.
+/// A sock_diag netlink socket in the namespace of the thread that opened it,
+/// connected to the kernel.
 pub struct DiagSocket {
     fd: OwnedFd,
     seq: u32,
     buf: Vec<u8>,
+    deadline: Duration,
+    forged: u64,
 }
 
 impl DiagSocket {
@@ -221,12 +241,39 @@ impl DiagSocket {
         if fd < 0 {
             return Err(io_error("socket(AF_NETLINK, NETLINK_SOCK_DIAG)"));
         }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let kernel = kernel_addr();
+        // Connected to port id 0, the socket takes unicasts from the kernel
+        // only: the kernel answers anyone else's send with ECONNREFUSED.
+        // SAFETY: `kernel` is a valid sockaddr_nl of the length given.
+        let rc = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&raw const kernel).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io_error("connect(sock_diag, kernel)"));
+        }
         Ok(Self {
-            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd,
             seq: 0,
             buf: vec![0; RECV_BUF_LEN],
+            deadline: DEFAULT_DEADLINE,
+            forged: 0,
         })
+    }
+
+    /// How long one dump may take before it fails with [`DiagError::Deadline`].
+    pub fn set_deadline(&mut self, deadline: Duration) {
+        self.deadline = deadline;
+    }
+
+    /// Datagrams received from a sender other than the kernel, and dropped.
+    pub fn forged(&self) -> u64 {
+        self.forged
     }
 
     /// Appends every socket of `family` × `proto` to `rows`.
@@ -238,9 +285,10 @@ impl DiagSocket {
         rows: &mut Vec<SockRow>,
     ) -> Result<(), DiagError> {
         self.seq = self.seq.wrapping_add(1);
+        let end = Instant::now() + self.deadline;
         self.send(&request(family, proto, self.seq))?;
         loop {
-            let n = self.recv()?;
+            let n = self.recv(end)?;
             if parse(&self.buf[..n], self.seq, netns, proto, rows)? == Progress::Done {
                 return Ok(());
             }
@@ -256,9 +304,7 @@ impl DiagSocket {
     }
 
     fn send(&self, msg: &[u8]) -> Result<(), DiagError> {
-        // SAFETY: sockaddr_nl is plain old data; all zeroes is valid.
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let kernel = kernel_addr();
         loop {
             // SAFETY: `msg` and `kernel` are valid for the lengths given.
             let n = unsafe {
@@ -280,31 +326,87 @@ impl DiagSocket {
         }
     }
 
-    /// Receives one datagram into `self.buf`; returns its length.
-    fn recv(&mut self) -> Result<usize, DiagError> {
+    /// Receives one datagram from the kernel into `self.buf` before `end`;
+    /// returns its length. Datagrams from anyone else are dropped.
+    fn recv(&mut self, end: Instant) -> Result<usize, DiagError> {
         loop {
-            // SAFETY: `buf` is valid for writes of its length. MSG_TRUNC makes
-            // the kernel return the datagram's real length.
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(DiagError::Deadline(self.deadline));
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+            if ready < 0 {
+                if interrupted() {
+                    continue;
+                }
+                return Err(io_error("poll(sock_diag)"));
+            }
+            if ready == 0 {
+                continue; // the deadline check above ends it
+            }
+            // SAFETY: sockaddr_nl is plain old data; all zeroes is valid.
+            let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            let mut from_len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            // SAFETY: `buf` is valid for writes of its length, `from` for
+            // `from_len` bytes. MSG_TRUNC makes the kernel return the
+            // datagram's real length.
             let n = unsafe {
-                libc::recv(
+                libc::recvfrom(
                     self.fd.as_raw_fd(),
                     self.buf.as_mut_ptr().cast(),
                     self.buf.len(),
-                    libc::MSG_TRUNC,
+                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                    (&raw mut from).cast(),
+                    &mut from_len,
                 )
             };
             if n >= 0 {
+                if !from_kernel(&from, from_len) {
+                    self.forged += 1;
+                    continue;
+                }
                 let n = n as usize;
                 if n > self.buf.len() {
                     return Err(DiagError::Malformed("datagram larger than the buffer"));
                 }
                 return Ok(n);
             }
-            if !interrupted() {
-                return Err(io_error("recv(sock_diag)"));
+            let e = io::Error::last_os_error();
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+            ) {
+                continue;
             }
+            return Err(DiagError::Io {
+                op: "recvfrom(sock_diag)",
+                source: e,
+            });
         }
     }
+}
+
+/// The kernel's netlink address: port id 0, no groups.
+fn kernel_addr() -> libc::sockaddr_nl {
+    // SAFETY: sockaddr_nl is plain old data; all zeroes is valid.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    kernel
+}
+
+/// Whether a datagram's source address is the kernel (port id 0, unicast).
+fn from_kernel(from: &libc::sockaddr_nl, len: libc::socklen_t) -> bool {
+    len as usize >= size_of::<libc::sockaddr_nl>()
+        && i32::from(from.nl_family) == libc::AF_NETLINK
+        && from.nl_pid == 0
+        && from.nl_groups == 0
 }
 
 fn interrupted() -> bool {
@@ -370,6 +472,75 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_the_kernel_is_a_sender() {
+        // SAFETY: sockaddr_nl is plain old data; all zeroes is valid.
+        let mut a: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        a.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        assert!(from_kernel(&a, len));
+        assert!(!from_kernel(&a, 2));
+        a.nl_pid = 4242;
+        assert!(!from_kernel(&a, len));
+        a.nl_pid = 0;
+        a.nl_groups = 1;
+        assert!(!from_kernel(&a, len));
+    }
+
+    /// Our port id, as the kernel bound it.
+    fn port_id(fd: i32) -> u32 {
+        // SAFETY: sockaddr_nl is plain old data; getsockname fills it.
+        unsafe {
+            let mut a: libc::sockaddr_nl = std::mem::zeroed();
+            let mut len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            assert_eq!(libc::getsockname(fd, (&raw mut a).cast(), &mut len), 0);
+            a.nl_pid
+        }
+    }
+
+    #[test]
+    fn another_socket_cannot_send_to_ours_and_a_silent_dump_ends_at_its_deadline() {
+        let mut ours = DiagSocket::open().unwrap();
+        let portid = port_id(ours.fd.as_raw_fd());
+        assert_ne!(portid, 0);
+        // SAFETY: plain syscalls on our own descriptors with valid buffers.
+        let (rc, errno) = unsafe {
+            let other = libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            );
+            assert!(other >= 0);
+            let mut to: libc::sockaddr_nl = std::mem::zeroed();
+            to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            to.nl_pid = portid;
+            let mut msg = Vec::new();
+            done(&mut msg, 1);
+            let rc = libc::sendto(
+                other,
+                msg.as_ptr().cast(),
+                msg.len(),
+                libc::MSG_DONTWAIT,
+                (&raw const to).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            );
+            let errno = io::Error::last_os_error().raw_os_error();
+            libc::close(other);
+            (rc, errno)
+        };
+        assert_eq!((rc, errno), (-1, Some(libc::ECONNREFUSED)));
+        // Nothing was asked, so nothing comes: the deadline ends the wait.
+        ours.set_deadline(Duration::from_millis(50));
+        let err = ours
+            .recv(Instant::now() + Duration::from_millis(50))
+            .unwrap_err();
+        assert!(matches!(err, DiagError::Deadline(_)), "{err:?}");
+        assert_eq!(ours.forged(), 0);
+        // And a real dump still works on it.
+        let mut rows = Vec::new();
+        ours.dump(AF_INET, Proto::Tcp, 1, &mut rows).unwrap();
     }
 
     #[test]

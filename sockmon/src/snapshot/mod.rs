@@ -25,6 +25,11 @@
 //!
 //! A snapshot is not atomic: a socket opened or closed while it is taken may
 //! be missing, or have no holder. Live events cover that window.
+//!
+//! Every dump has a deadline ([`set_dump_deadline`]) and takes answers from
+//! the kernel only (see `diag`): a namespace whose owner forges replies or
+//! stalls its dump is skipped with the reason, and the rest of the snapshot,
+//! and every later one, goes on.
 
 pub mod diag;
 mod netns;
@@ -35,6 +40,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io,
     net::SocketAddr,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -93,6 +99,9 @@ pub struct Snapshot {
     /// Why sock_diag was not used where it was not (the first reason seen),
     /// or `None` when it answered for every namespace.
     pub fallback: Option<String>,
+    /// Netlink datagrams that came from a sender other than the kernel (a
+    /// namespace owner forging replies) and were dropped.
+    pub forged_datagrams: u64,
 }
 
 /// Where the sockets of a namespace were read from, in order of preference.
@@ -142,6 +151,27 @@ impl Options {
             sock_diag: std::env::var_os(NO_SOCK_DIAG_ENV).is_none_or(|v| v != "1"),
         }
     }
+}
+
+/// The deadline of one sock_diag dump, in milliseconds.
+static DUMP_DEADLINE_MS: AtomicU64 = AtomicU64::new(diag::DEFAULT_DEADLINE.as_millis() as u64);
+
+/// Sets how long each sock_diag dump of later snapshots may take (the
+/// daemon's `snapshot.dump_deadline_ms`).
+pub fn set_dump_deadline(d: Duration) {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+    DUMP_DEADLINE_MS.store(ms, Ordering::Relaxed);
+}
+
+fn dump_deadline() -> Duration {
+    Duration::from_millis(DUMP_DEADLINE_MS.load(Ordering::Relaxed))
+}
+
+/// A sock_diag socket with the configured deadline.
+fn diag_socket() -> Result<diag::DiagSocket, diag::DiagError> {
+    let mut d = diag::DiagSocket::open()?;
+    d.set_deadline(dump_deadline());
+    Ok(d)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,19 +232,22 @@ fn read_sockets(
     }
     let first = read_namespace(own, opts.sock_diag).map_err(SnapshotError::NoSource)?;
     let use_diag = first.source == Source::SockDiag;
-    fn note(read: Read, snap: &mut Snapshot) {
+    fn note(ino: u32, read: Read, snap: &mut Snapshot) {
+        note_forged(&mut snap.forged_datagrams, ino, read.forged);
         *snap.sources.entry(read.source).or_default() += 1;
         if snap.fallback.is_none() {
             snap.fallback = read.diag_error;
         }
         snap.sockets.extend(read.rows);
     }
-    note(first, snap);
-    let outcomes = netns::in_each(targets, |ino| read_namespace(ino, use_diag))
-        .map_err(SnapshotError::Worker)?;
+    note(own, first, snap);
+    let outcomes = netns::in_each(targets, |ino| {
+        read_namespace(ino, use_diag).map(|r| (ino, r))
+    })
+    .map_err(SnapshotError::Worker)?;
     for outcome in outcomes {
         match outcome {
-            netns::Outcome::Done(read) => note(read, snap),
+            netns::Outcome::Done((ino, read)) => note(ino, read, snap),
             netns::Outcome::Skipped(ino, reason) => snap.skipped_netns.push((ino, reason)),
         }
     }
@@ -227,6 +260,8 @@ struct Read {
     source: Source,
     /// Why sock_diag did not answer, when it was tried and failed.
     diag_error: Option<String>,
+    /// Datagrams not sent by the kernel, dropped (see `diag`).
+    forged: u64,
 }
 
 /// Reads the calling thread's namespace from sock_diag (if `use_diag`),
@@ -235,12 +270,19 @@ fn read_namespace(ino: u32, use_diag: bool) -> Result<Read, String> {
     let mut rows = Vec::new();
     let mut diag_error = None;
     if use_diag {
-        match diag::DiagSocket::open().and_then(|mut d| d.dump_all(ino, &mut rows)) {
+        let mut forged = 0;
+        let result = diag_socket().and_then(|mut d| {
+            let r = d.dump_all(ino, &mut rows);
+            forged = d.forged();
+            r
+        });
+        match result {
             Ok(()) => {
                 return Ok(Read {
                     rows,
                     source: Source::SockDiag,
                     diag_error: None,
+                    forged,
                 });
             }
             Err(e) => {
@@ -254,11 +296,21 @@ fn read_namespace(ino: u32, use_diag: bool) -> Result<Read, String> {
             rows,
             source: Source::ProcNet,
             diag_error,
+            forged: 0,
         }),
         Err(e) => Err(match diag_error {
             Some(d) => format!("{d}; /proc/net: {e}"),
             None => format!("/proc/net: {e}"),
         }),
+    }
+}
+
+fn note_forged(total: &mut u64, netns: u32, forged: u64) {
+    if forged > 0 {
+        tracing::warn!(
+            "snapshot: dropped {forged} netlink datagrams not sent by the kernel in network namespace {netns}"
+        );
+        *total += forged;
     }
 }
 

@@ -21,6 +21,17 @@
 //! is evicted (FIFO by insertion) and counted. A socket whose close was lost
 //! never gets another event, while a live one is re-found by the next
 //! reconciliation, so evicting the oldest is the cheapest correct choice.
+//!
+//! Owners are bounded too: each fork copies every socket of the parent into
+//! the child, so 10k sockets × 10k idle children would be 10⁸ owner records.
+//! A socket lists at most `max_owners` owners ([`DEFAULT_MAX_OWNERS`]); past
+//! that, further owners are counted in [`SocketEntry::inherited_more`]
+//! instead (an inherited owner gives up its place to one that acted on the
+//! socket, and is counted). Each counted process remembers which sockets
+//! count it (`Process::collapsed`), so its exit, exec or a reconciliation
+//! takes it off exactly those counts; siblings forked from an unchanged
+//! parent share one such set, so a counted child costs a fixed record, not
+//! a copy of its parent's holdings.
 
 mod process;
 mod reconcile;
@@ -32,6 +43,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     hash::{BuildHasher as _, BuildHasherDefault, Hasher, RandomState},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
 };
 
 use smallvec::SmallVec;
@@ -46,6 +58,9 @@ const TCP_SYN_SENT: u8 = 2;
 
 /// Default maximum number of sockets in the table.
 pub const DEFAULT_CAP: usize = 1 << 20;
+
+/// Default maximum number of owners listed per socket.
+pub const DEFAULT_MAX_OWNERS: usize = 64;
 
 /// What names a socket on the wire: (network namespace, protocol, local,
 /// remote). Stored compactly (44 bytes, against 72 with two `SocketAddr`s):
@@ -202,6 +217,9 @@ pub struct SocketEntry {
     pub key: TupleKey,
     pub state: SockState,
     pub owners: Owners,
+    /// Owners beyond the bound of `max_owners`, counted instead of listed
+    /// (nearly always children forked from a listed owner).
+    pub inherited_more: u32,
     /// Insertion sequence number (eviction order).
     seq: u64,
     /// The table's change clock when an event last touched it.
@@ -233,6 +251,7 @@ pub struct SocketTable {
     order: VecDeque<(u64, u64)>,
     next_seq: u64,
     cap: usize,
+    max_owners: usize,
     evictions: u64,
     /// Counts changes; entries and processes remember when they were touched
     /// so a reconciliation can tell what changed after its snapshot began.
@@ -252,6 +271,7 @@ impl SocketTable {
             order: VecDeque::new(),
             next_seq: 0,
             cap: cap.max(1),
+            max_owners: DEFAULT_MAX_OWNERS,
             evictions: 0,
             clock: 0,
             tombstones: None,
@@ -268,6 +288,15 @@ impl SocketTable {
 
     pub fn cap(&self) -> usize {
         self.cap
+    }
+
+    /// Sets how many owners a socket lists (at least 1); the rest are counted.
+    pub fn set_max_owners(&mut self, n: usize) {
+        self.max_owners = n.max(1);
+    }
+
+    pub fn max_owners(&self) -> usize {
+        self.max_owners
     }
 
     /// Sockets evicted because the table was full.
@@ -383,16 +412,12 @@ impl SocketTable {
         state: SockState,
         owner: Option<Owner>,
     ) -> Change {
-        let pid = owner.as_ref().map(|o| o.pid);
         let clock = self.clock;
         let change = if let Some(entry) = self.by_inode.get_mut(&inode) {
             let old_key = entry.key;
             entry.touched = clock;
             entry.key = key;
             entry.state = state;
-            if let Some(owner) = owner {
-                merge_owner(&mut entry.owners, owner);
-            }
             if old_key != key {
                 let (old, new) = (
                     self.tuple_hasher.hash_one(old_key),
@@ -418,7 +443,8 @@ impl SocketTable {
                     inode,
                     key,
                     state,
-                    owners: owner.into_iter().collect(),
+                    owners: Owners::new(),
+                    inherited_more: 0,
                     seq,
                     touched: clock,
                 },
@@ -432,10 +458,65 @@ impl SocketTable {
             self.compact_order();
             Change::Inserted
         };
-        if let Some(p) = pid.and_then(|pid| self.processes.get_mut(&pid)) {
-            p.sockets.insert(inode);
+        if let Some(owner) = owner {
+            self.place_owner(inode, owner);
         }
         change
+    }
+
+    /// Adds or refreshes `owner` of socket `inode` within the owner bound;
+    /// past it, the newcomer (or an inherited owner it displaces) is
+    /// counted in `inherited_more`. `owner.pid` must be in the registry.
+    fn place_owner(&mut self, inode: u64, owner: Owner) {
+        let Some(e) = self.by_inode.get_mut(&inode) else {
+            return;
+        };
+        let pid = owner.pid;
+        let listed = e.owners.iter().any(|o| o.pid == pid);
+        if !listed && e.owners.len() >= self.max_owners {
+            let displace = (owner.source < OwnerSource::Inherited)
+                .then(|| {
+                    e.owners
+                        .iter()
+                        .rposition(|o| o.source == OwnerSource::Inherited)
+                })
+                .flatten();
+            let Some(i) = displace else {
+                if let Some(p) = self.processes.get_mut(&pid)
+                    && Arc::make_mut(&mut p.collapsed).insert(inode)
+                {
+                    e.inherited_more += 1;
+                }
+                return;
+            };
+            let out = e.owners.remove(i).pid;
+            if let Some(p) = self.processes.get_mut(&out) {
+                p.sockets.remove(&inode);
+                if Arc::make_mut(&mut p.collapsed).insert(inode) {
+                    e.inherited_more += 1;
+                }
+            }
+        }
+        merge_owner(&mut e.owners, owner);
+        if let Some(p) = self.processes.get_mut(&pid) {
+            p.sockets.insert(inode);
+            if p.collapsed.contains(&inode) {
+                Arc::make_mut(&mut p.collapsed).remove(&inode);
+                e.inherited_more = e.inherited_more.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Takes `pid` off the count of socket `inode` (it does not hold it).
+    fn uncount(&mut self, pid: u32, inode: u64) {
+        if let Some(p) = self.processes.get_mut(&pid)
+            && p.collapsed.contains(&inode)
+        {
+            Arc::make_mut(&mut p.collapsed).remove(&inode);
+            if let Some(e) = self.by_inode.get_mut(&inode) {
+                e.inherited_more = e.inherited_more.saturating_sub(1);
+            }
+        }
     }
 
     /// Removes a socket and its owners' references to it.

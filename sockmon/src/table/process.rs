@@ -2,7 +2,8 @@
 //! names, and the sockets each process holds, kept in step with fork, exec
 //! and exit.
 //!
-//! - fork: the child holds every socket of its parent (`Inherited`);
+//! - fork: the child holds every socket of its parent (`Inherited`), listed
+//!   where the socket has room (`max_owners`), counted where it has not;
 //! - exec: close-on-exec descriptors are gone, so the holdings of the
 //!   process are re-checked against `/proc/PID/fd` ([`VerifyRequest`]);
 //! - exit: the process leaves every owner list. A socket left without owners
@@ -25,8 +26,15 @@ pub struct Process {
     /// The leader's name.
     pub comm: Comm,
     pub uid: u32,
-    /// Inodes of the sockets it holds.
+    /// Inodes of the sockets it holds and is listed on as an owner.
     pub sockets: InodeSet,
+    /// Inodes of the sockets it holds but is only counted on
+    /// (`inherited_more`), the owner list being full. Shared with the
+    /// siblings forked from the same parent in the same state.
+    pub collapsed: Arc<InodeSet>,
+    /// The set the last counted child of this process got, to share with
+    /// the next one.
+    pub(super) last_collapsed: Option<Arc<InodeSet>>,
     /// Executable path, once enrichment has read it.
     pub exe: Option<Arc<str>>,
     /// systemd unit or container, once enrichment has read it.
@@ -74,6 +82,8 @@ impl SocketTable {
                 comm,
                 uid,
                 sockets: InodeSet::default(),
+                collapsed: Arc::default(),
+                last_collapsed: None,
                 exe: None,
                 unit: None,
                 touched: clock,
@@ -86,7 +96,7 @@ impl SocketTable {
     pub(super) fn forget_holding(&mut self, pid: u32, inode: u64) {
         if let Some(p) = self.processes.get_mut(&pid) {
             p.sockets.remove(&inode);
-            if p.sockets.is_empty() {
+            if p.sockets.is_empty() && p.collapsed.is_empty() {
                 self.processes.remove(&pid);
             }
         }
@@ -98,6 +108,11 @@ impl SocketTable {
             for inode in p.sockets {
                 if let Some(e) = self.by_inode.get_mut(&inode) {
                     e.owners.retain(|o| o.pid != pid);
+                }
+            }
+            for inode in p.collapsed.iter() {
+                if let Some(e) = self.by_inode.get_mut(inode) {
+                    e.inherited_more = e.inherited_more.saturating_sub(1);
                 }
             }
         }
@@ -119,10 +134,12 @@ impl SocketTable {
                 }
                 p.comm = c.comm;
                 p.exe = None;
-                (!p.sockets.is_empty()).then(|| VerifyRequest {
+                let mut inodes = sorted(&p.sockets);
+                inodes.extend(sorted(&p.collapsed));
+                (!inodes.is_empty()).then_some(VerifyRequest {
                     pid: c.pid,
                     start_ticks: start,
-                    inodes: sorted(&p.sockets),
+                    inodes,
                 })
             }
             EventKind::Exit => {
@@ -139,32 +156,66 @@ impl SocketTable {
         }
     }
 
-    /// The child of a fork holds every socket of its parent.
+    /// The child of a fork holds every socket of its parent: listed where
+    /// the socket has room for another owner, counted where it has not.
     fn inherit(&mut self, parent: u32, child: u32, start: u64, comm: Comm) {
         let Some(pp) = self.processes.get(&parent) else {
             return;
         };
-        let (inodes, uid) = (sorted(&pp.sockets), pp.uid);
+        let mut inodes = sorted(&pp.sockets);
+        inodes.extend(sorted(&pp.collapsed));
+        let uid = pp.uid;
         if inodes.is_empty() {
             return;
         }
         self.note_process(child, start, comm, uid);
-        for inode in &inodes {
-            if let Some(e) = self.by_inode.get_mut(inode) {
-                let owner = Owner {
-                    pid: child,
-                    tid: child,
-                    comm,
-                    source: OwnerSource::Inherited,
-                };
-                merge_owner(&mut e.owners, owner);
+        let Some(mut kid) = self.processes.remove(&child) else {
+            return;
+        };
+        let owner = Owner {
+            pid: child,
+            tid: child,
+            comm,
+            source: OwnerSource::Inherited,
+        };
+        let mut counted = Vec::new();
+        for inode in inodes {
+            let Some(e) = self.by_inode.get_mut(&inode) else {
+                continue;
+            };
+            if e.owners.iter().any(|o| o.pid == child) || e.owners.len() < self.max_owners {
+                merge_owner(&mut e.owners, owner.clone());
+                kid.sockets.insert(inode);
+            } else if !kid.collapsed.contains(&inode) {
+                e.inherited_more += 1;
+                counted.push(inode);
             }
         }
-        if let Some(p) = self.processes.get_mut(&child) {
-            for inode in inodes {
-                p.sockets.insert(inode);
+        if !counted.is_empty() {
+            if kid.collapsed.is_empty() {
+                kid.collapsed = self.shared_collapsed(parent, counted);
+            } else {
+                Arc::make_mut(&mut kid.collapsed).extend(counted);
             }
         }
+        self.processes.insert(child, kid);
+    }
+
+    /// A set of `counted`, the same `Arc` as the parent's last counted
+    /// child got when it is equal (siblings of a pre-forking server).
+    fn shared_collapsed(&mut self, parent: u32, counted: Vec<u64>) -> Arc<InodeSet> {
+        let Some(pp) = self.processes.get_mut(&parent) else {
+            return Arc::new(counted.into_iter().collect());
+        };
+        if let Some(last) = &pp.last_collapsed
+            && last.len() == counted.len()
+            && counted.iter().all(|i| last.contains(i))
+        {
+            return Arc::clone(last);
+        }
+        let set: Arc<InodeSet> = Arc::new(counted.into_iter().collect());
+        pp.last_collapsed = Some(Arc::clone(&set));
+        set
     }
 
     /// Drops the holdings of `req` that the process no longer has (`held`
@@ -181,6 +232,7 @@ impl SocketTable {
             if let Some(e) = self.by_inode.get_mut(inode) {
                 e.owners.retain(|o| o.pid != req.pid);
             }
+            self.uncount(req.pid, *inode);
             self.forget_holding(req.pid, *inode);
         }
     }

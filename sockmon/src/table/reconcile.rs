@@ -7,12 +7,15 @@
 //! the snapshot only for what no event touched since that moment:
 //!
 //! - a socket untouched since, and absent from the snapshot, is gone (its
-//!   close was lost): removed;
+//!   close was lost): removed, unless its namespace could not be read (a
+//!   namespace owner who stalls its dump must not make us forget sockets);
 //! - a socket in the snapshot and missing from the table (its bind, connect
 //!   or accept was lost) is added, unless an event removed it meanwhile;
 //! - an untouched socket's owners become the snapshot's holders;
 //! - a process untouched since, and holding nothing in the snapshot, is gone
-//!   or holds nothing (its exit was lost): removed from every owner list.
+//!   or holds nothing (its exit was lost): removed from every owner list;
+//! - an untouched process counted on a socket (`inherited_more`) that the
+//!   snapshot says it does not hold is taken off that count.
 
 use std::collections::HashSet;
 
@@ -40,10 +43,13 @@ impl SocketTable {
         let tombstones = self.tombstones.take().unwrap_or_default();
         let mut done = Reconciled::default();
         let present: HashSet<u64> = snap.sockets.iter().map(|r| r.inode).collect();
+        let unread: HashSet<u32> = snap.skipped_netns.iter().map(|(ino, _)| *ino).collect();
         let stale: Vec<u64> = self
             .by_inode
             .values()
-            .filter(|e| e.touched < cutoff && !present.contains(&e.inode))
+            .filter(|e| {
+                e.touched < cutoff && !present.contains(&e.inode) && !unread.contains(&e.key.netns)
+            })
             .map(|e| e.inode)
             .collect();
         for inode in stale {
@@ -65,6 +71,22 @@ impl SocketTable {
         for pid in gone {
             self.purge_process(pid);
             done.processes_removed += 1;
+        }
+        let counted: Vec<(u32, u64)> = self
+            .processes
+            .values()
+            .filter(|p| p.touched < cutoff)
+            .flat_map(|p| p.collapsed.iter().map(move |i| (p.pid, *i)))
+            .filter(|(pid, inode)| {
+                present.contains(inode)
+                    && snap
+                        .holders
+                        .get(inode)
+                        .is_none_or(|h| h.binary_search(pid).is_err())
+            })
+            .collect();
+        for (pid, inode) in counted {
+            self.uncount(pid, inode);
         }
         for p in snap.processes.values() {
             if self

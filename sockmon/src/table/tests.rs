@@ -157,6 +157,96 @@ fn fork_makes_the_child_an_inherited_owner_that_survives_the_parent() {
     assert_eq!(owner_pids(&t, 10), vec![(200, OwnerSource::Event)]);
 }
 
+/// A parent (pid 100) with listeners 10 and 11, at an owner bound of 3,
+/// forking children 201..=200+n.
+fn forked(n: u32) -> SocketTable {
+    let mut t = SocketTable::new(16);
+    t.set_max_owners(3);
+    t.apply(&ev(EventKind::Listen, 10, 100, "0.0.0.0:80", "0.0.0.0:0"));
+    t.apply(&ev(EventKind::Listen, 11, 100, "0.0.0.0:81", "0.0.0.0:0"));
+    for child in 201..=200 + n {
+        t.apply_proc(&proc_change(EventKind::Fork, 100, child));
+    }
+    t
+}
+
+#[test]
+fn owners_past_the_bound_are_counted_not_listed() {
+    let t = forked(10);
+    for inode in [10, 11] {
+        let e = t.get(inode).unwrap();
+        assert_eq!(
+            owner_pids(&t, inode),
+            vec![
+                (100, OwnerSource::Event),
+                (201, OwnerSource::Inherited),
+                (202, OwnerSource::Inherited)
+            ]
+        );
+        assert_eq!(e.inherited_more, 8);
+    }
+    // Counted children share one set of what counts them.
+    let a = &t.process(203).unwrap().collapsed;
+    let b = &t.process(210).unwrap().collapsed;
+    assert!(Arc::ptr_eq(a, b));
+    assert_eq!(a.len(), 2);
+    assert!(t.process(210).unwrap().sockets.is_empty());
+    assert_eq!(t.process_count(), 11);
+}
+
+#[test]
+fn a_counted_child_s_exit_exec_and_fork_keep_the_count_exact() {
+    let mut t = forked(10);
+    t.apply_proc(&proc_change(EventKind::Exit, 205, 205));
+    assert_eq!(t.get(10).unwrap().inherited_more, 7);
+    assert!(t.process(205).is_none());
+    // A counted child forks: the grandchild is counted on the same sockets.
+    t.apply_proc(&proc_change(EventKind::Fork, 206, 300));
+    assert_eq!(t.get(10).unwrap().inherited_more, 8);
+    assert_eq!(t.get(11).unwrap().inherited_more, 8);
+    // A counted child execs and kept only 11.
+    let req = t
+        .apply_proc(&proc_change(EventKind::Exec, 207, 207))
+        .unwrap();
+    assert_eq!(req.inodes, vec![10, 11]);
+    t.apply_verified(&req, &[11].into_iter().collect());
+    assert_eq!(t.get(10).unwrap().inherited_more, 7);
+    assert_eq!(t.get(11).unwrap().inherited_more, 8);
+    // Everyone but the parent exits: nothing counted, nothing stale.
+    for pid in (201..=210).chain([300]) {
+        t.apply_proc(&proc_change(EventKind::Exit, pid, pid));
+    }
+    for inode in [10, 11] {
+        assert_eq!(t.get(inode).unwrap().inherited_more, 0);
+        assert_eq!(owner_pids(&t, inode), vec![(100, OwnerSource::Event)]);
+    }
+    assert_eq!(t.process_count(), 1);
+}
+
+#[test]
+fn a_counted_owner_that_acts_takes_an_inherited_owner_s_place() {
+    let mut t = forked(5);
+    assert_eq!(t.get(10).unwrap().inherited_more, 3);
+    t.apply(&ev(EventKind::Listen, 10, 204, "0.0.0.0:80", "0.0.0.0:0"));
+    let owners = owner_pids(&t, 10);
+    assert_eq!(owners.len(), 3);
+    assert!(owners.contains(&(204, OwnerSource::Event)), "{owners:?}");
+    assert!(owners.contains(&(100, OwnerSource::Event)), "{owners:?}");
+    // 204 left the count, the displaced inherited owner joined it.
+    assert_eq!(t.get(10).unwrap().inherited_more, 3);
+    assert!(!t.process(204).unwrap().collapsed.contains(&10));
+    assert!(t.process(204).unwrap().sockets.contains(&10));
+    let displaced = [201, 202]
+        .into_iter()
+        .find(|p| !owners.iter().any(|(o, _)| o == p))
+        .unwrap();
+    assert!(t.process(displaced).unwrap().collapsed.contains(&10));
+    assert!(!t.process(displaced).unwrap().sockets.contains(&10));
+    // Its exit is taken off the count.
+    t.apply_proc(&proc_change(EventKind::Exit, displaced, displaced));
+    assert_eq!(t.get(10).unwrap().inherited_more, 2);
+}
+
 #[test]
 fn fork_of_a_process_without_sockets_records_nothing() {
     let mut t = SocketTable::new(16);
@@ -346,6 +436,60 @@ mod reconcile {
         assert_eq!(owner_pids(&t, 12), vec![(100, OwnerSource::Snapshot)]);
         assert_eq!(t.get(12).unwrap().state, SockState::Connected);
         assert_eq!(owner_pids(&t, 11), vec![(100, OwnerSource::Event)]);
+    }
+
+    #[test]
+    fn a_reconcile_takes_counted_owners_that_hold_nothing_off_the_count() {
+        let mut t = super::forked(6);
+        assert_eq!(t.get(10).unwrap().inherited_more, 4);
+        let cutoff = t.begin_reconcile();
+        // The snapshot: 100 and 201..=205 still hold 10; 206 holds nothing.
+        let holders: Vec<u32> = vec![100, 201, 202, 203, 204, 205];
+        let snap = snapshot(
+            vec![row(10, "0.0.0.0:80", "0.0.0.0:0", 10)],
+            &[(10, &holders)],
+        );
+        t.finish_reconcile(&snap, cutoff);
+        assert_eq!(t.get(10).unwrap().owners.len(), 3);
+        assert_eq!(t.get(10).unwrap().inherited_more, 3);
+        assert!(t.process(206).is_none());
+    }
+
+    #[test]
+    fn snapshot_holders_past_the_bound_are_counted() {
+        let mut t = SocketTable::new(16);
+        t.set_max_owners(2);
+        let holders: Vec<u32> = (100..110).collect();
+        let snap = snapshot(
+            vec![row(10, "0.0.0.0:80", "0.0.0.0:0", 10)],
+            &[(10, &holders)],
+        );
+        t.apply_snapshot(&snap);
+        assert_eq!(t.get(10).unwrap().owners.len(), 2);
+        assert_eq!(t.get(10).unwrap().inherited_more, 8);
+        // The same snapshot again counts nobody twice.
+        let cutoff = t.begin_reconcile();
+        t.finish_reconcile(&snap, cutoff);
+        assert_eq!(t.get(10).unwrap().owners.len(), 2);
+        assert_eq!(t.get(10).unwrap().inherited_more, 8);
+    }
+
+    #[test]
+    fn sockets_of_a_namespace_that_could_not_be_read_are_kept() {
+        let mut t = SocketTable::new(16);
+        t.apply(&ev(EventKind::Listen, 11, 100, "0.0.0.0:80", "0.0.0.0:0"));
+        let cutoff = t.begin_reconcile();
+        let mut snap = snapshot(vec![], &[]);
+        snap.skipped_netns
+            .push((7, "the sock_diag dump did not end within 10s".into()));
+        let r = t.finish_reconcile(&snap, cutoff);
+        assert_eq!(r.removed, 0);
+        assert!(t.get(11).is_some());
+        // Read the next time, and gone: removed then.
+        let cutoff = t.begin_reconcile();
+        let r = t.finish_reconcile(&snapshot(vec![], &[]), cutoff);
+        assert_eq!(r.removed, 1);
+        assert!(t.get(11).is_none());
     }
 
     #[test]

@@ -42,7 +42,7 @@ fn a_bind_to_a_port_in_use_reports_eaddrinuse_and_the_requested_address() {
     let port = first.local_addr().unwrap().port();
     // SAFETY: plain socket syscalls on a descriptor we own.
     let (fd, rc, errno) = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as u16,
             sin_port: port.to_be(),

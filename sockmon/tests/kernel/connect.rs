@@ -8,7 +8,7 @@ use std::{
 use sockmon::event::{EventKind, Proto};
 
 use crate::{
-    harness::{assert_mine, harness, my_comm},
+    harness::{assert_mine, harness, harness_forking, my_comm},
     sys,
 };
 
@@ -21,15 +21,13 @@ fn v4(a: SocketAddr) -> SocketAddrV4 {
 
 #[test]
 fn connect_from_a_forked_child_is_the_childs_with_the_kernel_chosen_source_port() {
-    let h = harness();
+    let h = harness_forking();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = v4(listener.local_addr().unwrap());
-    let mut pipe = [0i32; 2];
-    // SAFETY: creating a pipe into a two-element array.
-    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
-    // SAFETY: the child only makes async-signal-safe calls, then _exit.
-    let child = unsafe { libc::fork() };
-    assert!(child >= 0);
+    let (pipe_r, pipe_w) = sys::pipe();
+    let pipe = [pipe_r, pipe_w];
+    // The child only makes async-signal-safe calls, then _exit.
+    let child = sys::fork_keeping(&[pipe_w]);
     if child == 0 {
         let fd = sys::tcp_socket(0);
         let ok = sys::connect(fd, server).is_ok();

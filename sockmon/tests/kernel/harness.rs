@@ -12,11 +12,20 @@
 //! the test's predicate (the test then asserts pid, tid, addresses, ports
 //! and inode exactly) and, when none comes, fails with every event the
 //! process produced.
+//!
+//! Tests run in parallel threads of one process, so a `fork` copies every
+//! descriptor the other tests hold at that moment: the child would become an
+//! owner of their sockets in the table, and their close would happen at the
+//! child's exit (wrongly attributed). So [`harness`] hands out a shared guard
+//! and [`harness_forking`] an exclusive one: a test that forks runs alone,
+//! and its children close every descriptor they were not given
+//! ([`crate::sys::close_other_fds`]) before doing anything else.
 
 use std::{
     net::SocketAddr,
+    ops::Deref,
     os::fd::AsRawFd,
-    sync::{Condvar, Mutex, OnceLock, mpsc},
+    sync::{Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc},
     time::{Duration, Instant},
 };
 
@@ -46,7 +55,48 @@ static HARNESS: OnceLock<Harness> = OnceLock::new();
 /// How long an expected event may take to arrive.
 const WAIT: Duration = Duration::from_secs(10);
 
-pub fn harness() -> &'static Harness {
+/// Held by every running test: shared by those that do not fork, exclusive
+/// for one that does.
+static FORKS: RwLock<()> = RwLock::new(());
+
+/// The harness, for a test that never forks (runs beside other such tests).
+pub fn harness() -> Guard {
+    let lock = FORKS.read().unwrap_or_else(|p| p.into_inner());
+    Guard {
+        _lock: Lock::Shared(lock),
+        h: loaded(),
+    }
+}
+
+/// The harness, for a test that forks: no other test runs meanwhile.
+pub fn harness_forking() -> Guard {
+    let lock = FORKS.write().unwrap_or_else(|p| p.into_inner());
+    Guard {
+        _lock: Lock::Exclusive(lock),
+        h: loaded(),
+    }
+}
+
+enum Lock {
+    Shared(#[expect(dead_code, reason = "held for its drop")] RwLockReadGuard<'static, ()>),
+    Exclusive(#[expect(dead_code, reason = "held for its drop")] RwLockWriteGuard<'static, ()>),
+}
+
+/// The loaded harness, and this test's share of [`FORKS`] until dropped.
+pub struct Guard {
+    _lock: Lock,
+    h: &'static Harness,
+}
+
+impl Deref for Guard {
+    type Target = Harness;
+
+    fn deref(&self) -> &Harness {
+        self.h
+    }
+}
+
+fn loaded() -> &'static Harness {
     let h = HARNESS.get_or_init(|| Harness {
         events: Mutex::new(Vec::new()),
         procs: Mutex::new(Vec::new()),

@@ -11,7 +11,9 @@ use sockmon::{
     table::OwnerSource,
 };
 
-use crate::harness::{harness, inode_of};
+use std::os::fd::AsRawFd as _;
+
+use crate::harness::{harness, harness_forking, inode_of};
 
 /// Field 22 of /proc/PID/stat (start time in clock ticks).
 fn proc_start_ticks(pid: u32) -> u64 {
@@ -48,16 +50,15 @@ fn events_carry_the_leader_name_and_the_process_start_time() {
 
 #[test]
 fn a_forked_child_inherits_and_its_exit_removes_it() {
-    let h = harness();
+    let h = harness_forking();
     let pid = std::process::id();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let li = inode_of(&listener);
     h.expect("listen", pid, |e| {
         e.kind == EventKind::Listen && e.inode == li
     });
-    // SAFETY: the child only calls pause(), then is killed.
-    let child = unsafe { libc::fork() };
-    assert!(child >= 0);
+    // The child keeps only the listener, then pauses until killed.
+    let child = crate::sys::fork_keeping(&[listener.as_raw_fd()]);
     if child == 0 {
         loop {
             // SAFETY: async-signal-safe.
@@ -69,8 +70,9 @@ fn a_forked_child_inherits_and_its_exit_removes_it() {
     let fork = h.expect_proc("fork", |p| p.kind == EventKind::Fork && p.pid == cpid);
     assert_eq!(fork.actor, pid);
     assert_eq!(start_ticks(fork.start_ns), proc_start_ticks(cpid));
-    // Other tests of this process fork too, and their children inherit the
-    // listener as well: check our two owners, not the whole list.
+    // Earlier tests' children may have inherited the listener's inode
+    // number... no: inodes are unique while the socket lives, and forking
+    // tests run alone. Still check our two owners by pid.
     let owners = |h: &crate::harness::Harness| -> Vec<(u32, OwnerSource)> {
         let t = h.table.lock().unwrap();
         t.get(li)
@@ -80,26 +82,15 @@ fn a_forked_child_inherits_and_its_exit_removes_it() {
             .map(|o| (o.pid, o.source))
             .collect()
     };
-    assert!(
-        owners(h).contains(&(pid, OwnerSource::Event)),
-        "{:?}",
-        owners(h)
-    );
-    assert!(
-        owners(h).contains(&(cpid, OwnerSource::Inherited)),
-        "{:?}",
-        owners(h)
+    assert_eq!(
+        owners(&h),
+        [(pid, OwnerSource::Event), (cpid, OwnerSource::Inherited)]
     );
 
     drop(child); // SIGKILL and reap
     let exit = h.expect_proc("exit", |p| p.kind == EventKind::Exit && p.pid == cpid);
     assert_eq!(exit.actor, cpid);
-    assert!(
-        !owners(h).iter().any(|(p, _)| *p == cpid),
-        "{:?}",
-        owners(h)
-    );
-    assert!(owners(h).contains(&(pid, OwnerSource::Event)));
+    assert_eq!(owners(&h), [(pid, OwnerSource::Event)]);
     // The listener lives on in the parent: no close.
     assert!(
         h.all(|e| e.kind == EventKind::Close && e.inode == li)
@@ -122,14 +113,20 @@ impl Drop for ChildGuard {
 
 #[test]
 fn a_new_thread_is_not_a_fork() {
-    let h = harness();
+    let h = harness_forking();
     let pid = std::process::id();
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || tx.send(crate::harness::gettid()).unwrap());
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    // The thread lives until the check: once it ended, any process on the
+    // machine could be given its id by a fork of its own.
+    let thread = std::thread::spawn(move || {
+        tx.send(crate::harness::gettid()).unwrap();
+        let _ = done_rx.recv();
+    });
     let tid = rx.recv().unwrap();
     // A later fork proves the records up to here were read.
-    // SAFETY: the child exits at once.
-    let child = unsafe { libc::fork() };
+    // The child exits at once.
+    let child = crate::sys::fork_keeping(&[]);
     if child == 0 {
         // SAFETY: async-signal-safe.
         unsafe { libc::_exit(0) };
@@ -143,13 +140,15 @@ fn a_new_thread_is_not_a_fork() {
         h.procs_matching(|p| p.kind == EventKind::Fork && p.pid == tid)
             .is_empty()
     );
+    drop(done_tx);
+    thread.join().unwrap();
     let _ = pid;
 }
 
 /// Forks a child that connects to `server` and exits; returns its pid.
 fn fork_connecting_child(server: std::net::SocketAddrV4) -> i32 {
-    // SAFETY: the child only makes async-signal-safe calls, then _exit.
-    let child = unsafe { libc::fork() };
+    // The child only makes async-signal-safe calls, then _exit.
+    let child = crate::sys::fork_keeping(&[]);
     if child == 0 {
         let fd = crate::sys::tcp_socket(0);
         let _ = crate::sys::connect(fd, server);
@@ -163,7 +162,7 @@ fn fork_connecting_child(server: std::net::SocketAddrV4) -> i32 {
 
 #[test]
 fn a_reused_pid_is_a_new_process_never_merged_with_the_old() {
-    let h = harness();
+    let h = harness_forking();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let std::net::SocketAddr::V4(server) = listener.local_addr().unwrap() else {
         unreachable!()

@@ -8,7 +8,10 @@ use std::{
 
 use sockmon::{event::EventKind, table::OwnerSource};
 
-use crate::{harness::harness, sys};
+use crate::{
+    harness::{harness, harness_forking},
+    sys,
+};
 
 /// Sends `fd` over the Unix socket `via` with SCM_RIGHTS.
 fn send_fd(via: i32, fd: i32) {
@@ -51,7 +54,7 @@ fn recv_fd(via: i32) -> i32 {
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = control.len();
-        if libc::recvmsg(via, &mut msg, 0) != 1 {
+        if libc::recvmsg(via, &mut msg, libc::MSG_CMSG_CLOEXEC) != 1 {
             return -1;
         }
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
@@ -64,7 +67,7 @@ fn recv_fd(via: i32) -> i32 {
 
 #[test]
 fn a_socket_passed_with_scm_rights_and_connected_by_the_receiver_is_the_receivers() {
-    let h = harness();
+    let h = harness_forking();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let SocketAddr::V4(server) = listener.local_addr().unwrap() else {
         unreachable!()
@@ -72,13 +75,19 @@ fn a_socket_passed_with_scm_rights_and_connected_by_the_receiver_is_the_receiver
     let mut pair = [0i32; 2];
     // SAFETY: socketpair into a local array.
     assert_eq!(
-        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) },
+        unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                pair.as_mut_ptr(),
+            )
+        },
         0
     );
     // The receiver: a forked child that waits for a descriptor and connects it.
-    // SAFETY: the child only makes async-signal-safe calls, then _exit.
-    let child = unsafe { libc::fork() };
-    assert!(child >= 0);
+    // The child keeps only its end of the pair; async-signal-safe calls, then _exit.
+    let child = sys::fork_keeping(&[pair[1]]);
     if child == 0 {
         let fd = recv_fd(pair[1]);
         let ok = fd >= 0 && sys::connect(fd, server).is_ok();
@@ -143,7 +152,7 @@ fn a_dup_is_the_same_socket_and_the_same_owner() {
     };
     let fd = sys::tcp_socket(0);
     // SAFETY: dup of our own descriptor.
-    let copy = unsafe { libc::dup(fd) };
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
     assert!(copy >= 0);
     assert_eq!(sys::connect(copy, server), Ok(()));
     let inode = sys::inode_of_fd(fd);

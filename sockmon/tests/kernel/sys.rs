@@ -35,10 +35,17 @@ pub fn errno() -> i32 {
     unsafe { *libc::__errno_location() }
 }
 
-/// A new IPv4 TCP socket (with extra `flags` such as `SOCK_NONBLOCK`).
+/// A new IPv4 TCP socket (with extra `flags` such as `SOCK_NONBLOCK`),
+/// close-on-exec like every descriptor the tests make.
 pub fn tcp_socket(flags: i32) -> i32 {
     // SAFETY: plain syscall.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | flags, 0) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags,
+            0,
+        )
+    };
     assert!(fd >= 0, "socket: errno {}", errno());
     fd
 }
@@ -69,4 +76,55 @@ pub fn inode_of_fd(fd: i32) -> u64 {
 pub fn close(fd: i32) {
     // SAFETY: closing a descriptor we own.
     unsafe { libc::close(fd) };
+}
+
+/// `fork()`. In the child, every descriptor but stdio and `keep` is closed
+/// before anything else runs, so the child never holds (nor, at its exit,
+/// closes) a socket it was not given. Only async-signal-safe calls: the
+/// child of a multi-threaded process may not allocate.
+pub fn fork_keeping(keep: &[i32]) -> i32 {
+    // SAFETY: the child only makes the async-signal-safe calls below before
+    // returning to a caller that does the same.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        close_other_fds(keep);
+    }
+    assert!(pid >= 0, "fork: errno {}", errno());
+    pid
+}
+
+/// Closes every descriptor from 3 up except those in `keep` (at most 8).
+pub fn close_other_fds(keep: &[i32]) {
+    let mut sorted = [i32::MAX; 8];
+    let n = keep.len().min(sorted.len());
+    sorted[..n].copy_from_slice(&keep[..n]);
+    sorted.sort_unstable();
+    let mut from: u32 = 3;
+    for &k in &sorted[..n] {
+        let Ok(k) = u32::try_from(k) else { continue };
+        if k >= from {
+            if k > from {
+                close_range(from, k - 1);
+            }
+            from = k + 1;
+        }
+    }
+    close_range(from, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: close_range(2) on our own descriptor table; no pointers.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if rc != 0 {
+        // SAFETY: async-signal-safe; the child cannot report otherwise.
+        unsafe { libc::_exit(121) };
+    }
+}
+
+/// A pipe whose ends are close-on-exec: `(read, write)`.
+pub fn pipe() -> (i32, i32) {
+    let mut p = [0i32; 2];
+    // SAFETY: pipe2 into a two-element array.
+    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    (p[0], p[1])
 }

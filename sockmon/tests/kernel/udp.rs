@@ -62,7 +62,7 @@ fn udp_sendto_on_an_unbound_socket_reports_one_implicit_bind() {
         unreachable!()
     };
     // SAFETY: plain socket syscalls on our own descriptor with a valid sockaddr.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     assert!(fd >= 0);
     let inode = sys::inode_of_fd(fd);
     let sa = sys::sockaddr_in(target);
