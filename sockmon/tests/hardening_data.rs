@@ -34,12 +34,13 @@ const FAKE_INODE_BASE: u64 = 0xF000_0000;
 const FORGER: &str = r#"
 import os, socket, struct, sys, threading, time, resource
 
-victim_inode = int(sys.argv[1])
+victim_inode, want, marker = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].encode()
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
-# Real sockets make the daemon's dump of this namespace take a while.
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, want + 64), hard))
+# Real sockets make the daemon's dump of this namespace take a while (tens
+# of milliseconds), long enough for a poll of /proc/net/netlink to see it.
 keep = []
-for _ in range(3000):
+for _ in range(min(want, hard - 64)):
     s = socket.socket(); s.bind(("0.0.0.0", 0)); s.listen(1); keep.append(s)
 NETLINK_SOCK_DIAG = 4
 nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
@@ -65,13 +66,26 @@ def datagram(first):
             out += row(seq, 0xF0000000 + n, (n >> 8) & 255, n & 255, 1000 + n % 50000, 7)
     return out
 
+ours = {}
+
+def is_our_daemon(portid):
+    # Only the test's own daemon (its first netlink socket in this namespace
+    # has its pid as port id): other daemons on the machine are not attacked.
+    if portid not in ours:
+        try:
+            with open("/proc/%d/cmdline" % portid, "rb") as f:
+                ours[portid] = marker in f.read()
+        except OSError:
+            ours[portid] = False
+    return ours[portid]
+
 def targets():
     found = []
     with open("/proc/net/netlink") as f:
         next(f)
         for line in f:
             c = line.split()
-            if int(c[1]) == NETLINK_SOCK_DIAG and int(c[2]) not in (0, me):
+            if int(c[1]) == NETLINK_SOCK_DIAG and int(c[2]) not in (0, me) and is_our_daemon(int(c[2])):
                 found.append(int(c[2]))
     return found
 
@@ -80,7 +94,7 @@ def report():
         print(" ".join("%s=%d" % kv for kv in sorted(stats.items())), flush=True)
 
 threading.Thread(target=report, daemon=True).start()
-print("ready", flush=True)
+print("ready", len(keep), flush=True)
 n = 0
 while True:
     t = targets()
@@ -104,10 +118,13 @@ struct Forger {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// How many real listeners it holds in its namespace.
+    listeners: usize,
 }
 
 impl Forger {
-    fn start(victim_inode: u64) -> Forger {
+    /// Attacks the daemon whose command line contains `marker`.
+    fn start(victim_inode: u64, marker: &str) -> Forger {
         let mut child = Command::new("setpriv")
             .args([
                 "--reuid=65534",
@@ -119,6 +136,8 @@ impl Forger {
                 "-c",
                 FORGER,
                 &victim_inode.to_string(),
+                "5000",
+                marker,
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -128,11 +147,16 @@ impl Forger {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready", "the forger said {line:?}");
+        let listeners = match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["ready", n] => n.parse().unwrap(),
+            _ => panic!("the forger said {line:?}"),
+        };
+        assert!(listeners >= 1000, "only {listeners} listeners");
         Forger {
             child,
             stdin,
             stdout,
+            listeners,
         }
     }
 
@@ -163,7 +187,12 @@ impl Drop for Forger {
 }
 
 fn list(d: &Daemon) -> Vec<serde_json::Value> {
-    let r = d.request(r#"{"op":"list"}"#);
+    list_where(d, "{}")
+}
+
+/// `list` with a filter (JSON object).
+fn list_where(d: &Daemon, filter: &str) -> Vec<serde_json::Value> {
+    let r = d.request(&format!(r#"{{"op":"list","filter":{filter}}}"#));
     assert_eq!(r["ok"], true, "{r}");
     r["sockets"].as_array().unwrap().clone()
 }
@@ -246,7 +275,9 @@ fn forged_sock_diag_replies_from_a_user_namespace_change_nothing() {
     let victim_inode = st.st_ino;
     let host_netns = std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
 
-    let mut forger = Forger::start(victim_inode);
+    // Daemon::start names its directory sockmon-test-NAME-PID.
+    let marker = format!("sockmon-test-forged-{}", std::process::id());
+    let mut forger = Forger::start(victim_inode, &marker);
     let forger_netns = forger.netns();
     // A cap the real sockets fit in with room to spare, which tens of
     // thousands of fake rows would overflow.
@@ -255,6 +286,7 @@ fn forged_sock_diag_replies_from_a_user_namespace_change_nothing() {
     let (mut keeper, ownerless, ownerless_port) = ownerless_listener();
 
     // The start-up snapshot read the forger's namespace while it forged.
+    let want = forger.listeners;
     let summary = |socks: &[serde_json::Value]| {
         let listeners = socks
             .iter()
@@ -273,13 +305,13 @@ fn forged_sock_diag_replies_from_a_user_namespace_change_nothing() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (listeners, fakes, victim) = summary(&list(&d));
-        if listeners == 3000 && fakes == 0 {
+        let (listeners, fakes, victim) = summary(&list_where(&d, "{}"));
+        if listeners == want && fakes == 0 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the start-up snapshot of the forger's namespace: {listeners} of its 3000 \
+            "the start-up snapshot of the forger's namespace: {listeners} of its {want} \
              listeners, {fakes} fake sockets, victim entry {victim:?}; status {}",
             status(&d)
         );
@@ -296,8 +328,8 @@ fn forged_sock_diag_replies_from_a_user_namespace_change_nothing() {
             (s["reconciliations"].as_u64().unwrap() >= 1).then_some(())
         },
     );
-    let socks = eventually("the keeper found by the re-snapshot", || {
-        let socks = list(&d);
+    eventually("the keeper found by the re-snapshot", || {
+        let socks = list_where(&d, &format!(r#"{{"port":[{ownerless_port}]}}"#));
         socks
             .iter()
             .any(|s| {
@@ -308,8 +340,9 @@ fn forged_sock_diag_replies_from_a_user_namespace_change_nothing() {
                         .iter()
                         .any(|o| o["pid"] == keeper_pid)
             })
-            .then_some(socks)
+            .then_some(())
     });
+    let socks = list(&d);
     let stats = forger.stats();
     assert!(
         stats["seen"] > 0 && stats["attempts"] > 0 && stats["refused"] == stats["attempts"],

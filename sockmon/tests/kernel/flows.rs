@@ -15,7 +15,7 @@ use std::{
 
 use sockmon::event::{EventKind, flow::CloseStats};
 
-use crate::harness::{Harness, harness, inode_of};
+use crate::harness::{Harness, harness, harness_forking, inode_of};
 
 /// `TCP_INFO` of a live socket.
 fn tcp_info(s: &impl AsRawFd) -> libc::tcp_info {
@@ -119,7 +119,7 @@ fn release_counters_are_the_kernels_exact_byte_counts() {
     let (up, down) = (123_457usize, 54_321usize);
     let (info, inode, server_inode, server_info) = exchange(&listener, up, down);
 
-    let c = close_stats(h, inode);
+    let c = close_stats(&h, inode);
     assert_matches_tcp_info(&c, &info, "client");
     let t = c.tcp.unwrap();
     // Exactly what moved: the client's SYN counts as one acknowledged byte.
@@ -131,7 +131,7 @@ fn release_counters_are_the_kernels_exact_byte_counts() {
     // Released with the connection still established (its FIN is sent after).
     assert_eq!(c.state, 1);
 
-    let s = close_stats(h, server_inode);
+    let s = close_stats(&h, server_inode);
     assert_matches_tcp_info(&s, &server_info, "server");
     let t = s.tcp.unwrap();
     assert_sent(t.bytes_sent, down as u64, t.total_retrans, "server");
@@ -225,7 +225,9 @@ impl Drop for Netns {
 
 #[test]
 fn a_lossy_path_reports_the_retransmits() {
-    let h = harness();
+    // It spawns `ip` and `nft`: a child holds copies of every descriptor
+    // until it executes, so it runs alone (see harness.rs).
+    let h = harness_forking();
     let port = 47_613u16;
     let ns = Netns::new(
         &format!("sockmon-flows-{}", std::process::id()),
@@ -244,7 +246,7 @@ fn a_lossy_path_reports_the_retransmits() {
         .join()
         .unwrap()
     });
-    let c = close_stats(h, inode);
+    let c = close_stats(&h, inode);
     assert_matches_tcp_info(&c, &info, "lossy client");
     let t = c.tcp.unwrap();
     assert!(t.total_retrans > 0, "5% loss on ~140 segments: {t:?}");
