@@ -24,7 +24,7 @@ use std::{
     time::Duration,
 };
 
-use support::{Daemon, bin, eventually, eventually_within, exclusive};
+use support::{Daemon, bin, eventually_within, exclusive};
 
 /// The fake sockets' addresses: 10.66.0.0/16, which nothing else uses.
 const FAKE_PREFIX: &str = "10.66.";
@@ -186,10 +186,6 @@ impl Drop for Forger {
     }
 }
 
-fn list(d: &Daemon) -> Vec<serde_json::Value> {
-    list_where(d, "{}")
-}
-
 /// `list` with a filter (JSON object).
 fn list_where(d: &Daemon, filter: &str) -> Vec<serde_json::Value> {
     let r = d.request(&format!(r#"{{"op":"list","filter":{filter}}}"#));
@@ -305,7 +301,15 @@ fn forged_sock_diag_replies_from_a_user_namespace_change_nothing() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (listeners, fakes, victim) = summary(&list_where(&d, "{}"));
+        // Filtered lists (the machine may hold many other sockets): the
+        // forger's own, every fake (all have port 7), the victim's tuple and
+        // the fake one it would be moved to.
+        let mut socks = list_where(&d, &format!(r#"{{"pid":[{}]}}"#, forger.child.id()));
+        socks.extend(list_where(
+            &d,
+            &format!(r#"{{"port":[7,1,2,{victim_port}]}}"#),
+        ));
+        let (listeners, fakes, victim) = summary(&socks);
         if listeners == want && fakes == 0 {
             break;
         }
@@ -328,24 +332,31 @@ fn forged_sock_diag_replies_from_a_user_namespace_change_nothing() {
             (s["reconciliations"].as_u64().unwrap() >= 1).then_some(())
         },
     );
-    eventually("the keeper found by the re-snapshot", || {
-        let socks = list_where(&d, &format!(r#"{{"port":[{ownerless_port}]}}"#));
-        socks
-            .iter()
-            .any(|s| {
-                s["inode"] == ownerless
-                    && s["owners"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|o| o["pid"] == keeper_pid)
-            })
-            .then_some(())
-    });
-    let socks = list(&d);
+    eventually_within(
+        "the keeper found by the re-snapshot",
+        Duration::from_secs(60),
+        || {
+            let socks = list_where(&d, &format!(r#"{{"port":[{ownerless_port}]}}"#));
+            socks
+                .iter()
+                .any(|s| {
+                    s["inode"] == ownerless
+                        && s["owners"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|o| o["pid"] == keeper_pid)
+                })
+                .then_some(())
+        },
+    );
+    let socks = list_where(
+        &d,
+        &format!(r#"{{"port":[7,1,2,{victim_port},{ownerless_port}]}}"#),
+    );
     let stats = forger.stats();
     assert!(
-        stats["seen"] > 0 && stats["attempts"] > 0 && stats["refused"] == stats["attempts"],
+        stats["seen"] > 0 && stats["refused"] > 0,
         "the forger never saw the daemon's socket: {stats:?}"
     );
     assert_eq!(stats["delivered"], 0, "forged datagrams reached the daemon");
@@ -418,7 +429,7 @@ fn forking_parent(children: usize) -> (Child, u32, u16, Vec<u32>) {
 }
 
 fn the_listener(d: &Daemon, port: u16) -> Option<serde_json::Value> {
-    list(d)
+    list_where(d, &format!(r#"{{"port":[{port}]}}"#))
         .into_iter()
         .find(|s| s["src_port"] == port && s["src_ip"] == "127.0.0.1" && s["state"] == "listen")
 }
@@ -430,10 +441,14 @@ fn fork_amplification_collapses_past_a_lowered_owner_cap() {
     let sock = d.socket.to_str().unwrap().to_string();
     let (mut parent, ppid, port, kids) = forking_parent(11);
     let kid_set: BTreeSet<u32> = kids.iter().copied().collect();
-    let row = eventually("4 owners listed, 8 counted", || {
-        let r = the_listener(&d, port)?;
-        (r["owners"].as_array().unwrap().len() == 4 && r["inherited_more"] == 8).then_some(r)
-    });
+    let row = eventually_within(
+        "4 owners listed, 8 counted",
+        Duration::from_secs(60),
+        || {
+            let r = the_listener(&d, port)?;
+            (r["owners"].as_array().unwrap().len() == 4 && r["inherited_more"] == 8).then_some(r)
+        },
+    );
     let owners = row["owners"].as_array().unwrap();
     assert_eq!(owners[0]["pid"], ppid);
     assert_eq!(owners[0]["source"], "event");
@@ -482,7 +497,7 @@ fn fork_amplification_collapses_past_a_lowered_owner_cap() {
     assert_eq!(inodes, [row["inode"].clone()], "{r}");
     // The human table says so too.
     let out = Command::new(bin())
-        .args(["--socket", &sock, "ls"])
+        .args(["--socket", &sock, "ls", "--port", &port.to_string()])
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
@@ -498,7 +513,7 @@ fn fork_amplification_collapses_past_a_lowered_owner_cap() {
         // SAFETY: killing a child of our python child by its pid.
         unsafe { libc::kill(*k as i32, libc::SIGKILL) };
     }
-    let row = eventually("the count back to 0", || {
+    let row = eventually_within("the count back to 0", Duration::from_secs(60), || {
         let r = the_listener(&d, port)?;
         (r["inherited_more"] == 0).then_some(r)
     });

@@ -198,7 +198,7 @@ fn names_and_paths_cannot_forge_ls_and_json_keeps_their_exact_bytes() {
     // Each client's connection, by owner pid, from `ls --json`.
     let ls = |human: bool| {
         let mut c = Command::new(support::bin());
-        c.args(["--socket", &sock, "ls"]);
+        c.args(["--socket", &sock, "ls", "--port", &port.to_string()]);
         if !human {
             c.arg("--json");
         }
@@ -206,22 +206,28 @@ fn names_and_paths_cannot_forge_ls_and_json_keeps_their_exact_bytes() {
         assert!(out.status.success());
         out.stdout
     };
-    let rows = support::eventually("the four clients' connections with their exe", || {
-        let out = ls(false);
-        let rows: Vec<serde_json::Value> = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|v| v["dst_port"] == port)
-            .collect();
-        let owner = |pid: u32| {
-            rows.iter()
-                .flat_map(|r| r["owners"].as_array().unwrap().iter())
-                .find(|o| o["pid"] == pid && o["comm"].is_string() && o["exe"].is_string())
-                .cloned()
-        };
-        pids.iter().map(|p| owner(*p)).collect::<Option<Vec<_>>>()
-    });
+    // Generous: four interpreters start and the /proc worker reads each.
+    let limit = Duration::from_secs(60);
+    let rows = support::eventually_within(
+        "the four clients' connections with their exe",
+        limit,
+        || {
+            let out = ls(false);
+            let rows: Vec<serde_json::Value> = String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|v| v["dst_port"] == port)
+                .collect();
+            let owner = |pid: u32| {
+                rows.iter()
+                    .flat_map(|r| r["owners"].as_array().unwrap().iter())
+                    .find(|o| o["pid"] == pid && o["comm"].is_string() && o["exe"].is_string())
+                    .cloned()
+            };
+            pids.iter().map(|p| owner(*p)).collect::<Option<Vec<_>>>()
+        },
+    );
     assert_eq!(rows[0]["comm"], json_form(forger));
     assert_eq!(rows[1]["comm"], json_form(odd));
     assert_eq!(rows[1]["comm"], "e\\xff\\\\xff\u{200b}");
