@@ -309,6 +309,9 @@ fn forged_sock_diag_replies_from_a_user_namespace_change_nothing() {
             &d,
             &format!(r#"{{"port":[7,1,2,{victim_port}]}}"#),
         ));
+        // A forger's listener may have the victim's port number: once each.
+        let mut seen = BTreeSet::new();
+        socks.retain(|s| seen.insert(s["inode"].as_u64().unwrap()));
         let (listeners, fakes, victim) = summary(&socks);
         if listeners == want && fakes == 0 {
             break;
