@@ -25,6 +25,7 @@ fn failed(inode: u64, pid: u32, dst: &str) -> Event {
 fn view(inode: u64, pid: u32, state: &str, src: &str, dst: &str, source: &str) -> SocketView {
     let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
     SocketView {
+        inherited_more: 0,
         proto: "tcp".into(),
         family: "ipv4".into(),
         src_ip: src.ip().to_string(),

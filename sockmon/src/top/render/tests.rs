@@ -39,6 +39,7 @@ fn ev(kind: EventKind, inode: u64, pid: u32, name: &[u8], src: &str, dst: &str) 
 fn listener(inode: u64, pid: u32, comm: &str, unit: &str, addr: &str, source: &str) -> SocketView {
     let a: std::net::SocketAddr = addr.parse().unwrap();
     SocketView {
+        inherited_more: 0,
         proto: "tcp".into(),
         family: "ipv4".into(),
         src_ip: a.ip().to_string(),
