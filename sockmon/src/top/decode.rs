@@ -95,11 +95,13 @@ struct Wire<'a> {
 }
 
 /// A name from the stream as the kernel's 16-byte buffer (JSON strings are
-/// the escaped form `output::escape::for_json` wrote).
+/// the escaped form `output::escape::for_json` wrote: decoded back to the
+/// exact bytes).
 pub fn comm_of(s: &str) -> Comm {
+    let bytes = crate::output::escape::from_json(s);
     let mut raw = [0u8; 16];
-    let n = s.len().min(16);
-    raw[..n].copy_from_slice(&s.as_bytes()[..n]);
+    let n = bytes.len().min(16);
+    raw[..n].copy_from_slice(&bytes[..n]);
     Comm::from_kernel(&raw)
 }
 
