@@ -257,6 +257,11 @@ fn packaged_config_documents_every_key_with_its_default() {
     assert!(c.sinks.file.path.is_some() && c.metrics.listen.is_some());
     c.sinks.file.path = None;
     c.metrics.listen = None;
+    // [sinks.clickhouse]: its optional settings are shown with examples too.
+    let ch = &mut c.sinks.clickhouse;
+    assert!(ch.url.is_some() && ch.netns.is_some() && ch.spool_dir.is_some());
+    (ch.url, ch.user, ch.password, ch.host) = (None, None, None, None);
+    (ch.netns, ch.spool_dir) = (None, None);
     assert_eq!(
         c,
         Config::default(),

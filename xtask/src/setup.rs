@@ -30,6 +30,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("kmod", "depmod"),
     ("xz-utils", "xz"),
     ("tmux", "tmux"), // `sockmon top` is read from a real terminal
+    ("clickhouse-server", "/usr/sbin/clickhouse-server"), // the ClickHouse sink's tests (18.16)
 ];
 
 pub fn all() -> anyhow::Result<()> {

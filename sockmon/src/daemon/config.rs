@@ -110,6 +110,8 @@ pub struct SinksConfig {
     pub file: FileSinkConfig,
     /// Events the sinks may fall behind by before they miss some (counted). Reloadable.
     pub queue: usize,
+    /// Boxed: it is most of the section's size (SinkControl stays small).
+    pub clickhouse: Box<super::clickhouse::ClickHouseConfig>,
 }
 
 impl Default for SinksConfig {
@@ -118,6 +120,7 @@ impl Default for SinksConfig {
             stdout: StdoutSinkConfig::default(),
             file: FileSinkConfig::default(),
             queue: crate::daemon::sinks::SINK_QUEUE,
+            clickhouse: Box::default(),
         }
     }
 }
@@ -367,6 +370,9 @@ impl Config {
                 "sinks.file.keep",
                 format!("{} is not between 1 and 1000", self.sinks.file.keep),
             );
+        }
+        if let Err((what, reason)) = self.sinks.clickhouse.validate() {
+            return bad(&format!("sinks.clickhouse.{what}"), reason);
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return bad(

@@ -7,6 +7,7 @@
 //! without reloading probes; SIGTERM/SIGINT stop accepting, remove the
 //! socket, flush the sinks, detach every program and exit 0.
 
+pub mod clickhouse;
 pub mod config;
 pub mod limits;
 pub mod metrics;

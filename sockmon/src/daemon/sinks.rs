@@ -22,7 +22,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::SinksConfig;
+use super::{clickhouse::ClickHouseSink, config::SinksConfig};
 use crate::{
     api::server::encode,
     clock::WallTime,
@@ -347,6 +347,8 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
     let shared = engine.shared.clone();
     let mut queue = cfg.queue;
     let mut sinks = Sinks::open(&cfg, &shared);
+    // The ClickHouse sink runs on a thread of its own (a slow server must not stall these).
+    let mut clickhouse = ClickHouseSink::start(&engine, &cfg.clickhouse).await;
     let mut sub = subscribe(&engine, &sinks, queue).await;
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut retry = tokio::time::interval(RETRY);
@@ -384,6 +386,7 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
             }
             c = control.recv() => match c {
                 Some(SinkControl::Reconfigure(cfg)) => {
+                    ClickHouseSink::reconfigure(&mut clickhouse, &engine, &cfg.clickhouse).await;
                     sinks.flush();
                     let missed = sinks.file.as_ref().map_or(0, |f| f.missed);
                     sinks = Sinks::open(&cfg, &shared);
@@ -406,6 +409,9 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
                     }
                     let (mut sinks, _) = write_off_thread(sinks, buf).await;
                     sinks.flush();
+                    if let Some(ch) = clickhouse.take() {
+                        ch.stop().await;
+                    }
                     let _ = done.send(());
                     return;
                 }

@@ -105,6 +105,11 @@ pub enum Command {
         reply: oneshot::Sender<Subscription>,
     },
     Shutdown(oneshot::Sender<()>),
+    /// A sink lost `count` events for `cause`: tell every subscriber.
+    Lost {
+        cause: &'static str,
+        count: u64,
+    },
 }
 
 /// A subscriber's end of the live stream: events that pass its filter (and
@@ -383,6 +388,14 @@ impl EngineHandle {
 
     pub async fn status(&self) -> Result<Status, EngineGone> {
         self.ask(Command::Status).await
+    }
+
+    /// Tells every subscriber (a `lost` record in the stream) that a sink
+    /// lost `count` events for `cause`. Never waits: if the command queue is
+    /// full the notice is skipped (the sink's counters in `status` still
+    /// have it).
+    pub fn report_lost(&self, cause: &'static str, count: u64) {
+        let _ = self.commands.try_send(Command::Lost { cause, count });
     }
 
     /// A new subscription to the live stream (events passing `filter`),

@@ -538,6 +538,11 @@ impl State {
                 }
             }
             Command::Shutdown(_) => {}
+            Command::Lost { cause, count } => self.publish(StreamItem::Lost {
+                time: WallTime::now(),
+                cause,
+                count,
+            }),
         }
     }
 

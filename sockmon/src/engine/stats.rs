@@ -35,6 +35,20 @@ pub struct Shared {
     /// Failed sink writes and opens (each retry that failed counts).
     pub sink_write_failures: AtomicU64,
     pub sink_open_failures: AtomicU64,
+    /// Events sinks lost for causes of their own (e.g. `clickhouse_spool_full`),
+    /// shown beside the other causes in `dropped`. Causes are fixed lists.
+    pub sink_losses: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Shared {
+    /// Adds `count` events lost by a sink for `cause` (0 registers the cause).
+    pub fn count_sink_loss(&self, cause: &'static str, count: u64) {
+        let mut m = self
+            .sink_losses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *m.entry(cause).or_default() += count;
+    }
 }
 
 /// Facts about the start-up snapshot.
@@ -213,6 +227,14 @@ impl Stats {
         }
         dropped.insert("decode_error".into(), self.decode_errors);
         dropped.insert("worker_queue_full".into(), self.worker_dropped);
+        let sinks = shared
+            .sink_losses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (cause, n) in sinks.iter() {
+            dropped.insert((*cause).to_string(), *n);
+        }
+        drop(sinks);
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_s: self.started.elapsed().as_secs_f64(),
@@ -285,5 +307,15 @@ mod tests {
         assert_eq!(st.dropped["read_user_failed"], 5);
         assert_eq!(st.dropped["subscriber_lagged"], 7);
         assert_eq!(st.dropped.len(), 11);
+        shared.count_sink_loss("clickhouse_spool_full", 0);
+        shared.count_sink_loss("clickhouse_spool_full", 3);
+        let st = s.status(
+            &[1, 2, 3, 4, 5, 6],
+            table(),
+            &shared,
+            AttachStatus::default(),
+        );
+        assert_eq!(st.dropped["clickhouse_spool_full"], 3);
+        assert_eq!(st.dropped.len(), 12);
     }
 }
