@@ -333,6 +333,14 @@ fn journal_has_structured_records(sb: &Sandbox, main_pid: u32) {
     assert_eq!(refused["PRIORITY"], "3", "{refused}");
     assert_eq!(refused["_TRANSPORT"], "journal", "{refused}");
     assert_eq!(sb.show(&["ActiveState"])["ActiveState"], "active");
+    // Leave an edited but valid conffile: the purge must remove it too.
+    let edit = sb.run(&[
+        "sed",
+        "-i",
+        "s/^this is = = not toml$/# edited by the package test/",
+        "/etc/sockmon/config.toml",
+    ]);
+    assert!(edit.ok(), "{}", edit.all());
 }
 
 /// `man sockmon` and a subcommand's page, found where man looks.
@@ -354,6 +362,8 @@ fn man_pages_work(sb: &Sandbox) {
         "sockmon",
     ]);
     assert!(page.ok(), "{}", page.all());
+    // Justified text: compare with single spaces.
+    let flat = page.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
     for text in [
         "sockmon - ",
         "SYNOPSIS",
@@ -363,7 +373,7 @@ fn man_pages_work(sb: &Sandbox) {
         "journalctl -u sockmon",
     ] {
         assert!(
-            page.stdout.contains(text),
+            flat.contains(text),
             "no {text:?} in man sockmon:\n{}",
             page.stdout
         );
@@ -403,19 +413,21 @@ try sockmon watch --proto ''
     let out = sb.run(&["bash", "--norc", "--noprofile", "-c", script]);
     assert!(out.ok(), "{}", out.all());
     println!("bash completion:\n{}", out.stdout);
-    let lines: Vec<&str> = out.stdout.lines().collect();
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim_end).collect();
     assert!(
-        lines[0].starts_with("complete -F _sockmon ") && lines[0].ends_with(" sockmon"),
+        lines[0].starts_with("complete ")
+            && lines[0].contains(" -F _sockmon ")
+            && lines[0].ends_with(" sockmon"),
         "{}",
         out.all()
     );
     assert_eq!(
         &lines[1..],
         [
-            "sockmon wa| watch ",
-            "sockmon l| lookup ls ",
-            "sockmon watch --js| --json ",
-            "sockmon watch --proto | tcp udp ",
+            "sockmon wa| watch",
+            "sockmon l| lookup ls",
+            "sockmon watch --js| --json",
+            "sockmon watch --proto | tcp udp",
         ],
         "{}",
         out.all()

@@ -22,7 +22,7 @@
 //! | the binary | `/usr/bin/sockmon` |
 //! | the unit | `/lib/systemd/system/sockmon.service` |
 //! | the commented configuration | `/etc/sockmon/config.toml` (conffile) |
-//! | `sockmon.8`, `sockmon-SUBCOMMAND.8` | `/usr/share/man/man8/` (gzipped by cargo-deb) |
+//! | `sockmon.8`, `sockmon-SUBCOMMAND.8` | `/usr/share/man/man8/*.8.gz` |
 //! | bash, zsh, fish completions | `/usr/share/bash-completion/completions/sockmon`, `/usr/share/zsh/vendor-completions/_sockmon`, `/usr/share/fish/vendor_completions.d/sockmon.fish` |
 //! | README, API, event schema | `/usr/share/doc/sockmon/` |
 
@@ -82,6 +82,12 @@ pub fn build(out_dir: &Path) -> anyhow::Result<PathBuf> {
         fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
     }
     generate_docs(&bin, &stage)?;
+    // Debian policy: pages compressed (cargo-deb leaves files it takes from
+    // the target directory as they are). -n: no name or time in the header,
+    // so the same page gives the same bytes.
+    for page in fs::read_dir(stage.join("man"))? {
+        exec(Command::new("gzip").args(["-9n", "--"]).arg(page?.path()))?;
+    }
     let unit_src = root().join("packaging/systemd/sockmon.service");
     let unit =
         fs::read_to_string(&unit_src).with_context(|| format!("reading {}", unit_src.display()))?;
