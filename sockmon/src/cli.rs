@@ -53,6 +53,10 @@ pub enum Command {
     Modes(ModesArgs),
     /// Full-screen live view: processes, their connections, listeners, events (q quits, ? helps).
     Top(TopArgs),
+    /// Write the manual pages or shell completions of this binary into DIR
+    /// (a packaging step, hidden).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +64,25 @@ pub struct ModesArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `sockmon generate` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GenerateWhat {
+    /// `sockmon.8` and one `sockmon-SUBCOMMAND.8` per subcommand (roff).
+    Man,
+    /// bash (`sockmon`), zsh (`_sockmon`) and fish (`sockmon.fish`) completions.
+    Completions,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Manual pages or completions.
+    #[arg(value_enum)]
+    pub what: GenerateWhat,
+    /// Directory to write them into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
                 Command::Status(args) => cmd::status::run(&args, &socket),
                 Command::Modes(args) => cmd::modes::run(&args),
                 Command::Top(args) => cmd::top::run(&args, &socket, cli.no_daemon),
+                Command::Generate(args) => cmd::generate::run(&args),
                 Command::Daemon(_) => unreachable!("handled above"),
             }
         }

@@ -6,6 +6,8 @@
 //! | the binary | `$DESTDIR$PREFIX/bin/sockmon` |
 //! | `packaging/systemd/sockmon.service`, `ExecStart=` pointed at that binary | `$DESTDIR/etc/systemd/system/sockmon.service` |
 //! | `packaging/config.toml` (every setting, commented out) | `$DESTDIR/etc/sockmon/config.toml`, or `config.toml.new` beside an existing one, which is never overwritten |
+//! | manual pages, written by that binary (`sockmon generate man`) | `$DESTDIR$PREFIX/share/man/man8/` |
+//! | bash, zsh, fish completions (`sockmon generate completions`) | `$DESTDIR$PREFIX/share/{bash-completion/completions,zsh/site-functions,fish/vendor_completions.d}/` |
 //!
 //! Under `sudo`, the build runs as the invoking user (`SUDO_USER`, through
 //! `setpriv`) and only the copying runs as root.
@@ -163,6 +165,8 @@ pub fn run(args: &InstallArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", config_path.display())),
     }
 
+    install_docs(&built, &prefix, &under)?;
+
     if live {
         ensure_group()?;
         if systemd_is_pid1() {
@@ -181,6 +185,56 @@ pub fn run(args: &InstallArgs) -> anyhow::Result<()> {
              `systemctl daemon-reload`",
             destdir.unwrap_or(Path::new("/")).display()
         ));
+    }
+    Ok(())
+}
+
+/// Shell completion files: (file `sockmon generate completions` writes,
+/// where it goes below PREFIX).
+const COMPLETIONS: &[(&str, &str)] = &[
+    ("sockmon", "share/bash-completion/completions/sockmon"),
+    ("_sockmon", "share/zsh/site-functions/_sockmon"),
+    (
+        "sockmon.fish",
+        "share/fish/vendor_completions.d/sockmon.fish",
+    ),
+];
+
+/// The manual pages (PREFIX/share/man/man8) and shell completions, written
+/// by the binary just built (`sockmon generate`), so they match it.
+fn install_docs(
+    built: &Path,
+    prefix: &Path,
+    under: &dyn Fn(&Path) -> PathBuf,
+) -> anyhow::Result<()> {
+    let stage = root().join("target/release/sockmon-install-docs");
+    if stage.exists() {
+        fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
+    }
+    crate::package::generate_docs(built, &stage)?;
+    let man_dir = prefix.join("share/man/man8");
+    let mut pages: Vec<PathBuf> = fs::read_dir(stage.join("man"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    pages.sort();
+    for page in &pages {
+        let name = page.file_name().context("a page without a name")?;
+        install_file(&fs::read(page)?, &under(&man_dir.join(name)), 0o644)?;
+    }
+    say(&format!(
+        "installed {} manual pages in {} (man sockmon)",
+        pages.len(),
+        under(&man_dir).display()
+    ));
+    for (file, dest) in COMPLETIONS {
+        let dest = under(&prefix.join(dest));
+        install_file(
+            &fs::read(stage.join("completions").join(file))?,
+            &dest,
+            0o644,
+        )?;
+        say(&format!("installed {}", dest.display()));
     }
     Ok(())
 }
@@ -217,7 +271,7 @@ fn staged(destdir: Option<&Path>, path: &Path) -> PathBuf {
 }
 
 /// `unit` with its one `ExecStart=` line running `bin daemon`.
-fn with_exec_start(unit: &str, bin: &Path) -> anyhow::Result<String> {
+pub fn with_exec_start(unit: &str, bin: &Path) -> anyhow::Result<String> {
     let count = unit.lines().filter(|l| l.starts_with("ExecStart=")).count();
     ensure!(
         count == 1,

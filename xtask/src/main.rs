@@ -7,11 +7,13 @@
 //!   machine's kernel and inside Debian's kernels under qemu (`guest/`);
 //! - `watch`: setup, build, run `sockmon watch` as root;
 //! - `bench`: benchmarks against bare runs, bpftrace, `ss` and `lsof` (see `bench/`);
-//! - `install`: build in release mode, install the binary, the systemd unit and the config.
+//! - `install`: build in release mode, install the binary, the systemd unit and the config;
+//! - `package`: the Debian package, with cargo-deb (see `package.rs`).
 
 mod bench;
 mod guest;
 mod install;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -44,16 +46,19 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Build in release mode; install the binary, the systemd unit and the default config.
     Install(install::InstallArgs),
+    /// Build the Debian package (.deb) with cargo-deb: binary, unit, config, man pages, completions.
+    Package(package::PackageArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Setup => setup::all(),
+        Command::Setup => setup::all().and_then(|()| setup::packaging()),
         Command::Test(args) => test::run(&args),
         Command::Watch { args } => watch::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Install(args) => install::run(&args),
+        Command::Package(args) => package::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,9 @@
 //! - `bpf-linker`, built against the nightly's own LLVM (no matching LLVM is
 //!   packaged here and prebuilt downloads are unreachable), cached under
 //!   [`run::tools_dir`] with a stamp naming the LLVM it was built for;
-//! - Debian packages the tests and benchmarks use.
+//! - Debian packages the tests and benchmarks use;
+//! - for `cargo xtask package` (and the tests of the package), cargo-deb,
+//!   also cached there ([`packaging`]).
 
 use std::{fs, path::Path, process::Command};
 
@@ -31,7 +33,17 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("xz-utils", "xz"),
     ("tmux", "tmux"), // `sockmon top` is read from a real terminal
     ("clickhouse-server", "/usr/sbin/clickhouse-server"), // the ClickHouse sink's tests (18.16)
+    ("dpkg-dev", "dpkg-shlibdeps"), // cargo-deb computes the package's Depends with it
+    ("binutils", "strip"),          // cargo-deb strips the packaged binary
+    ("man-db", "man"),              // the package test reads `man sockmon`
+    (
+        "bash-completion",
+        "/usr/share/bash-completion/bash_completion",
+    ), // and completes in bash
 ];
+
+/// Version of cargo-deb `cargo xtask package` builds the `.deb` with.
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 pub fn all() -> anyhow::Result<()> {
     lint_components()?;
@@ -39,6 +51,39 @@ pub fn all() -> anyhow::Result<()> {
     bpf_linker()?;
     debian_packages(PACKAGES)?;
     Ok(())
+}
+
+/// What `cargo xtask package` needs besides [`all`]: cargo-deb, built once
+/// from crates.io into [`run::tools_dir`] (a few minutes of CPU, once per
+/// machine; see BENCHMARKS.md) unless that version is there.
+pub fn packaging() -> anyhow::Result<()> {
+    let tools = tools_dir();
+    let bin = cargo_deb();
+    let have = output(Command::new(&bin).arg("--version"))
+        .is_ok_and(|v| v.trim() == format!("cargo-deb {CARGO_DEB_VERSION}"));
+    if have {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: building cargo-deb {CARGO_DEB_VERSION} into {}; a few minutes, once",
+        tools.display()
+    );
+    exec(
+        Command::new("cargo")
+            .args(["install", "cargo-deb", "--locked", "--force"])
+            .args(["--version", &format!("={CARGO_DEB_VERSION}")])
+            .arg("--root")
+            .arg(&tools),
+    )?;
+    if !bin.is_file() {
+        bail!("cargo-deb was not installed at {}", bin.display());
+    }
+    Ok(())
+}
+
+/// Where [`packaging`] puts cargo-deb.
+pub fn cargo_deb() -> std::path::PathBuf {
+    tools_dir().join("bin").join("cargo-deb")
 }
 
 /// `cargo fmt` and `cargo clippy` for the toolchain that builds the user side.

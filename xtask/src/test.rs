@@ -6,6 +6,8 @@
 //! `--kernel` picks where: `host` (this machine's kernel: every test layer
 //! and the benchmark's quick mode), `debian-6.1`, `debian-6.12`, or `all`
 //! (the default).
+//! On the host, the Debian package is built first (release build, reused by
+//! `bench --quick`); the package test gets the `.deb` in `SOCKMON_DEB`.
 //! Tests that load eBPF run as root: when xtask is not root, cargo runs the
 //! test binaries (and the benchmark) through `sudo -E`. Guests need no root
 //! on the host (qemu emulates; the guest runs its tests as its own root).
@@ -135,8 +137,12 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
 
 /// Every test of the workspace on this machine's kernel, then the benchmark's quick mode.
 fn host_tests(args: &TestArgs) -> anyhow::Result<()> {
+    // The package test installs the real .deb (made from the release build
+    // that `bench --quick` below then reuses).
+    let deb = crate::package::build(&root().join("target/debian"))?;
     let mut test = cargo();
-    test.args(["test", "--workspace", "--exclude", "sockmon-ebpf"]);
+    test.args(["test", "--workspace", "--exclude", "sockmon-ebpf"])
+        .env(crate::package::DEB_ENV, &deb);
     if !is_root() {
         test.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
     }

@@ -2,6 +2,7 @@
 //! reporting, and choosing between a running daemon and working alone.
 
 pub mod daemon;
+pub mod generate;
 pub mod lookup;
 pub mod ls;
 pub mod modes;

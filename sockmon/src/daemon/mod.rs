@@ -170,6 +170,9 @@ async fn daemon(
         })
         .unwrap_or_default();
     tracing::info!(
+        sockets,
+        snapshot_ms = snap_ms,
+        api = %socket.display(),
         "sockmon daemon ready: probes attached, {sockets} sockets in the table (snapshot {snap_ms:.1} ms), API on {}",
         socket.display()
     );
