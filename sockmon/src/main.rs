@@ -25,6 +25,9 @@ fn main() -> ExitCode {
                 Command::Lookup(args) => cmd::lookup::run(&args, &socket, cli.no_daemon),
                 Command::Status(args) => cmd::status::run(&args, &socket),
                 Command::Modes(args) => cmd::modes::run(&args),
+                Command::Audit(args) => cmd::audit::run(&args),
+                Command::Baseline(args) => cmd::baseline::run(&args),
+                Command::Policy(args) => cmd::policy::run(&args),
                 Command::Daemon(_) => unreachable!("handled above"),
             }
         }

@@ -310,6 +310,7 @@ pub fn encode(item: &StreamItem, buf: &mut Vec<u8>) {
     match item {
         StreamItem::Event(e) => json::write_event(buf, e),
         StreamItem::Lost { time, cause, count } => json::write_lost(buf, *time, cause, *count),
+        StreamItem::Alert(a) => json::write_alert(buf, a),
     }
 }
 

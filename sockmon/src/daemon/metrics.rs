@@ -169,6 +169,9 @@ pub fn render(s: &Status) -> String {
         let _ = writeln!(o, "{name} {v}");
     }
     render_units(&mut o, s);
+    if let Some(p) = &s.policy {
+        crate::policy::write_metrics(&mut o, p);
+    }
     o
 }
 
@@ -265,6 +268,7 @@ mod tests {
                     retransmits: 1,
                 },
             )]),
+            policy: None,
         };
         let text = render(&s);
         assert!(

@@ -134,7 +134,13 @@ impl Sinks {
         !self.stdout && self.file.is_none()
     }
 
-    fn write(&mut self, lines: &[u8]) {
+    /// `file_only`: alert lines the journal has already (see `policy::journal`).
+    fn write(&mut self, lines: &[u8], file_only: &[u8]) {
+        if let Some(f) = &mut self.file
+            && let Err(e) = f.write_lines(file_only)
+        {
+            tracing::error!("event file sink: {e}");
+        }
         if lines.is_empty() {
             return;
         }
@@ -169,8 +175,23 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
     let mut sinks = Sinks::open(&cfg);
     let mut sub = subscribe(&engine, &sinks).await;
     let mut buf = Vec::with_capacity(64 * 1024);
+    let mut file_only = Vec::new();
+    let journal = engine.policy.counters.clone();
+    // Alerts already in the journal are left out of a stdout that is the journal.
+    let stdout_is_journal = crate::policy::journal::stdout_is_journal();
+    let encode = |item: &crate::engine::StreamItem, buf: &mut Vec<u8>, file_only: &mut Vec<u8>| {
+        if matches!(item, crate::engine::StreamItem::Alert(_))
+            && stdout_is_journal
+            && journal.journal.load(Ordering::Relaxed)
+        {
+            encode(item, file_only);
+        } else {
+            encode(item, buf);
+        }
+    };
     loop {
         buf.clear();
+        file_only.clear();
         let item = async {
             match &mut sub {
                 Some(s) => s.rx.recv().await,
@@ -180,7 +201,7 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
         tokio::select! {
             item = item => {
                 match item {
-                    Some(item) => encode(&item, &mut buf),
+                    Some(item) => encode(&item, &mut buf, &mut file_only),
                     None => {
                         let lost = sub.as_ref().map_or(0, |s| s.lost.load(Ordering::Relaxed));
                         json::write_lost(&mut buf, WallTime::now(), "sink_lagged", lost);
@@ -190,12 +211,12 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
                 if let Some(s) = &mut sub {
                     while buf.len() < 256 * 1024 {
                         match s.rx.try_recv() {
-                            Ok(item) => encode(&item, &mut buf),
+                            Ok(item) => encode(&item, &mut buf, &mut file_only),
                             Err(_) => break,
                         }
                     }
                 }
-                (sinks, buf) = write_off_thread(sinks, buf).await;
+                (sinks, buf, file_only) = write_off_thread(sinks, buf, file_only).await;
             }
             c = control.recv() => match c {
                 Some(SinkControl::Reconfigure(cfg)) => {
@@ -211,10 +232,10 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
                     // Whatever is already queued goes out before stopping.
                     if let Some(s) = &mut sub {
                         while let Ok(item) = s.rx.try_recv() {
-                            encode(&item, &mut buf);
+                            encode(&item, &mut buf, &mut file_only);
                         }
                     }
-                    let (mut sinks, _) = write_off_thread(sinks, buf).await;
+                    let (mut sinks, _, _) = write_off_thread(sinks, buf, file_only).await;
                     sinks.flush();
                     let _ = done.send(());
                     return;
@@ -228,18 +249,23 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
 
 /// Writes `buf` to the sinks on a blocking thread (a slow stdout reader or
 /// disk must not stall the runtime) and hands both back.
-async fn write_off_thread(mut sinks: Sinks, buf: Vec<u8>) -> (Sinks, Vec<u8>) {
-    if sinks.is_empty() || buf.is_empty() {
-        return (sinks, buf);
+async fn write_off_thread(
+    mut sinks: Sinks,
+    buf: Vec<u8>,
+    file_only: Vec<u8>,
+) -> (Sinks, Vec<u8>, Vec<u8>) {
+    if sinks.is_empty() || (buf.is_empty() && file_only.is_empty()) {
+        return (sinks, buf, file_only);
     }
-    let (sinks, mut buf) = tokio::task::spawn_blocking(move || {
-        sinks.write(&buf);
-        (sinks, buf)
+    let (sinks, mut buf, mut file_only) = tokio::task::spawn_blocking(move || {
+        sinks.write(&buf, &file_only);
+        (sinks, buf, file_only)
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     buf.clear();
-    (sinks, buf)
+    file_only.clear();
+    (sinks, buf, file_only)
 }
 
 async fn subscribe(engine: &EngineHandle, sinks: &Sinks) -> Option<Subscription> {

@@ -99,6 +99,9 @@ pub struct Status {
     /// (the first units seen; later ones under `other`).
     #[serde(default)]
     pub units: BTreeMap<String, super::totals::UnitTotals>,
+    /// The policy of allowed listeners: alerts by reason, rule and port class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicyStatus>,
 }
 
 #[derive(Debug)]
@@ -202,6 +205,7 @@ impl Stats {
             clients: shared.clients.load(Ordering::Relaxed),
             subscribers: shared.subscribers.load(Ordering::Relaxed),
             units: BTreeMap::new(),
+            policy: None,
         }
     }
 }
