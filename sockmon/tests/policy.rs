@@ -408,10 +408,19 @@ fn watch_raises_the_alerts_the_policy_calls_for() {
 
     signal(&watch, libc::SIGTERM);
     assert!(wait_exit(&mut watch, Duration::from_secs(20)).success());
-    // Every line is valid against the schema's alert record (checked in cli.rs); here: well-formed.
-    for v in lines.lock().unwrap().iter() {
-        assert_eq!(v["v"], 2, "{v}");
+    // Every line, alerts included, is valid against schema v2.
+    let schema: Value = serde_json::from_str(include_str!("../../schema/event.v2.json")).unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("valid schema");
+    let all = lines.lock().unwrap();
+    assert!(all.iter().filter(|v| v["event"] == "alert").count() >= 9);
+    for v in all.iter() {
+        let errors: Vec<String> = validator.iter_errors(v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{v} violates the schema: {errors:?}");
     }
+    drop(all);
     drop((
         allowed, two, from_tmp, memfd, again, marker, wide, unbound, client, service,
     ));

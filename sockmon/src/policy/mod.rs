@@ -687,6 +687,35 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_policy_parses_with_the_documented_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let block: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("##"))
+            .filter(|l| !l.starts_with(' ') && !l.is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let cfg: toml::Table = toml::from_str(&block).unwrap();
+        let mut pc: PolicyConfig = cfg["policy"].clone().try_into().unwrap();
+        assert_eq!(pc.builtin, Some(rules::BuiltinConfig::default()));
+        assert_eq!(
+            (
+                pc.default.as_deref(),
+                pc.severity.as_deref(),
+                pc.grace_s,
+                pc.journal.as_deref()
+            ),
+            (Some("alert"), Some("warning"), Some(10.0), Some("auto"))
+        );
+        pc.file = None;
+        let p = Policy::compile(&pc).unwrap();
+        assert_eq!(p.rules.len(), 1);
+        assert_eq!(p.grace, Duration::from_secs(10));
+        assert_eq!(p.journal, rules::JournalMode::Auto);
+    }
+
+    #[test]
     fn ppid_survives_hostile_names() {
         assert_eq!(ppid_of(b"12 (a) b) S 34 12 12 0"), Some(34));
         assert_eq!(ppid_of(b"garbage"), None);
