@@ -258,7 +258,9 @@ fn policy_alerts_reach_the_journal_once_with_their_fields() {
         assert!(start.ok(), "{}\n{}", start.all(), sb.diagnostics());
 
         let listen = |unit: &str| {
-            let port = TcpListener::bind("0.0.0.0:0")
+            // A free port number, from a UDP socket (a TcpListener would be a
+            // listener of this test's, judged too).
+            let port = std::net::UdpSocket::bind("0.0.0.0:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
@@ -301,18 +303,32 @@ fn policy_alerts_reach_the_journal_once_with_their_fields() {
         assert_eq!(e["SOCKMON_REASON"], "not_allowed");
         assert_eq!(e["SOCKMON_SEVERITY"], "warning");
         assert_eq!(e["PRIORITY"], "4");
-        assert_eq!(e["SOCKMON_UNIT"], "sockmon-policy-l1.service", "{e}");
-        assert_eq!(e["SOCKMON_PID"], pid.as_str(), "{e}");
+        // The probes report PIDs of the kernel's initial namespace; the
+        // sandbox has a PID namespace (and /proc) of its own.
+        let host_pid = sb
+            .host_pid(pid.parse().unwrap())
+            .expect("the listener's host PID");
+        println!("listener: MainPID {pid} in the sandbox, {host_pid} on the host");
+        assert_eq!(e["SOCKMON_PID"], host_pid.to_string().as_str(), "{e}");
         assert_eq!(e["SOCKMON_PROTO"], "tcp");
         assert_eq!(e["SOCKMON_ADDRESS"], "0.0.0.0");
         assert_eq!(e["SYSLOG_IDENTIFIER"], "sockmon");
-        assert!(
-            e["SOCKMON_EXE"]
-                .as_str()
-                .unwrap()
-                .starts_with("/usr/bin/python3"),
-            "{e}"
-        );
+        // Its /proc cannot show the daemon a process by its host PID, so the
+        // owner is reported as unidentified (partial), never judged on guesses;
+        // the exe and unit are checked in tests/policy.rs, outside the sandbox.
+        match e["SOCKMON_METADATA"].as_str() {
+            Some("complete") => {
+                assert_eq!(e["SOCKMON_UNIT"], "sockmon-policy-l1.service", "{e}");
+                assert!(
+                    e["SOCKMON_EXE"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("/usr/bin/python3")
+                );
+            }
+            Some("partial") => assert!(e.get("SOCKMON_EXE").is_none(), "{e}"),
+            other => panic!("SOCKMON_METADATA {other:?}"),
+        }
         let class = if port >= 49152 {
             "dynamic"
         } else {
