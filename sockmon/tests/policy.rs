@@ -57,7 +57,10 @@ struct Netns {
 impl Netns {
     fn new(tag: &str) -> Netns {
         let name = format!("sockmon-pol-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         assert!(
             Command::new("ip")
                 .args(["netns", "add", &name])
@@ -561,5 +564,115 @@ fn baseline_then_audit_then_a_new_listener() {
         "{err}"
     );
     drop((tcp, udp, late, new));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The daemon: alerts in the API's `subscribe` stream, and SIGHUP swapping
+/// the policy without reloading the probes.
+#[test]
+fn daemon_streams_alerts_and_reloads_the_policy_on_sighup() {
+    assert!(is_root(), "the daemon loads eBPF programs: run as root");
+    let _g = exclusive();
+    let ns = Netns::new("d");
+    let dir = tmp_dir("d");
+    let policy = dir.join("policy.toml");
+    let rule = |ports: &str| {
+        format!(
+            "[[rule]]\nname = \"py\"\nexe = \"/usr/bin/python3*\"\nport = \"{ports}\"\nnetns = {}\n",
+            ns.ino
+        )
+    };
+    std::fs::write(&policy, rule("7600-7601")).unwrap();
+    let socket = dir.join("api.sock");
+    let mut daemon = Command::new(bin())
+        .args(["daemon", "--no-config", "--socket"])
+        .arg(&socket)
+        .arg("--policy")
+        .arg(&policy)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = daemon.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        rx
+    };
+    let mut said = Vec::new();
+    let mut wait_log = |what: &str| {
+        eventually_within(what, Duration::from_secs(60), || {
+            while let Ok(l) = log.try_recv() {
+                said.push(l);
+            }
+            said.iter().any(|l| l.contains(what)).then_some(())
+        })
+    };
+    wait_log("sockmon daemon ready");
+    let mut sub = Command::new(bin())
+        .arg("--socket")
+        .arg(&socket)
+        .args(["watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(sub.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("through the daemon"), "{line}");
+    let lines = collect(&mut sub);
+
+    let allowed = Listener::start(&ns, &["tcp", "0.0.0.0", "7601"]);
+    let marker = Listener::start(&ns, &["tcp", "0.0.0.0", "7602"]);
+    wait_alert(&lines, marker.pid, 7602);
+    assert_eq!(alerts_of(&lines, allowed.pid), Vec::<Value>::new());
+    allowed.stop();
+
+    // Reload: 7601 is no longer allowed. The daemon keeps its programs.
+    let programs = support::program_ids_of(daemon.id());
+    std::fs::write(&policy, rule("7600")).unwrap();
+    signal(&daemon, libc::SIGHUP);
+    wait_log("policy: 1 rules");
+    wait_log("configuration reloaded");
+    assert_eq!(
+        support::program_ids_of(daemon.id()),
+        programs,
+        "probes reloaded"
+    );
+    // (exe, unit, tcp, 0.0.0.0, 7601) is still inside its grace window (a
+    // reopen there would be a quiet restart): the new listener takes 127.0.0.1.
+    let denied = Listener::start(&ns, &["tcp", "127.0.0.1", "7601"]);
+    let a = wait_alert(&lines, denied.pid, 7601);
+    assert_eq!(a["reason"], "not_allowed", "{a}");
+    let status = Command::new(bin())
+        .arg("--socket")
+        .arg(&socket)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let st: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(st["policy"]["enabled"], true, "{st}");
+    assert_eq!(st["policy"]["rules"], 1);
+    assert_eq!(st["policy"]["reloads"], 1);
+    let counted: u64 = st["policy"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["reason"] == "not_allowed" && c["rule"] == "none" && c["port_class"] == "registered"
+        })
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum();
+    assert!(counted >= 2, "{st}");
+
+    signal(&sub, libc::SIGTERM);
+    let _ = wait_exit(&mut sub, Duration::from_secs(10));
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_exit(&mut daemon, Duration::from_secs(30)).success());
+    drop((marker, denied));
     let _ = std::fs::remove_dir_all(&dir);
 }
