@@ -259,6 +259,7 @@ impl State {
             comm: e.process_comm,
             exe: p.and_then(|p| p.exe.clone()),
             unit: p.and_then(|p| p.unit.clone()),
+            at_event: crate::policy::Candidate::identity_at_event(e),
         });
     }
 
@@ -290,6 +291,7 @@ impl State {
                     comm: p.comm,
                     exe: p.exe.clone(),
                     unit: p.unit.clone(),
+                    at_event: None,
                 });
             }
         }

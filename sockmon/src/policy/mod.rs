@@ -62,6 +62,27 @@ pub struct Candidate {
     /// From the event or the table, when known already.
     pub exe: Option<Arc<str>>,
     pub unit: Option<Arc<str>>,
+    /// What the kernel captured at exec time (flows), complete or `None`:
+    /// used when the process is gone before `/proc` could be read.
+    pub at_event: Option<Identity>,
+}
+
+impl Candidate {
+    /// The event-time identity of `e`'s process, if it is complete.
+    pub fn identity_at_event(e: &Event) -> Option<Identity> {
+        let c = e.ctx.as_deref().filter(|c| !c.partial)?;
+        let (exe, _) = c.exe.as_ref()?;
+        Some(Identity {
+            exe: Some(String::from_utf8_lossy(exe).into_owned()),
+            unit: c.unit.clone(),
+            container: c
+                .container
+                .as_ref()
+                .map(|k| format!("{}:{}", k.runtime, k.id)),
+            ppid: c.ppid,
+            parent_exe: None,
+        })
+    }
 }
 
 impl Candidate {
@@ -352,7 +373,10 @@ fn judge(
         return None;
     }
     counters.evaluated.fetch_add(1, Ordering::Relaxed);
-    let id = identify(c.pid, c.start_ticks, c.exe.as_deref(), c.unit.as_deref());
+    // /proc first (it names a memfd or a deleted file as the kernel sees it
+    // now); what the kernel captured at exec when the process is gone.
+    let id = identify(c.pid, c.start_ticks, c.exe.as_deref(), c.unit.as_deref())
+        .or_else(|| c.at_event.clone());
     let complete = id.is_some();
     let id = id.unwrap_or_default();
     let verdict = if complete {
