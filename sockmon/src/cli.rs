@@ -57,6 +57,106 @@ pub enum Command {
     /// (a packaging step, hidden).
     #[command(hide = true)]
     Generate(GenerateArgs),
+    /// Check this moment's listeners against the policy: exit 0 clean, 1 violations, 2 errors.
+    Audit(AuditArgs),
+    /// Write a policy that allows what the machine listens on now (merged into --policy FILE).
+    Baseline(BaselineArgs),
+    /// Policy tools: `sockmon policy check FILE`.
+    Policy(PolicyArgs),
+}
+
+/// Where a command gets its policy from.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PolicySource {
+    /// A policy file (top-level `[[rule]]` tables).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub policy: Option<PathBuf>,
+    /// The `[policy]` of this configuration file [default: /etc/sockmon/config.toml].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub source: PolicySource,
+    /// Only this network namespace (its inode; repeatable; default: all).
+    #[arg(long, value_name = "INODE")]
+    pub netns: Vec<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also compare the kernel's views of the listeners (sock_diag, /proc/net, descriptor tables).
+    #[arg(long)]
+    pub hidden: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// Policy file to merge into (its rules are kept as written; new ones are appended). Default: print to stdout.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Also watch for listeners that open during this long (`30s`, `5m`, `1h`; default: 0, the snapshot only).
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration, default_value = "0")]
+    pub duration: Duration,
+    /// Only this network namespace (its inode; repeatable; default: all).
+    #[arg(long, value_name = "INODE")]
+    pub netns: Vec<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy file (or a configuration's `[policy]`): exit 0 if valid, 1 with file:line errors.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not a duration like 30s, 5m or 1h");
+    let t = s.trim();
+    let (num, mul) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !(0.0..=7.0 * 86_400.0).contains(&(v * mul)) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(v * mul))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PortClassArg {
+    WellKnown,
+    Registered,
+    Dynamic,
+}
+
+impl PortClassArg {
+    pub fn class(self) -> crate::policy::ports::PortClass {
+        use crate::policy::ports::PortClass;
+        match self {
+            Self::WellKnown => PortClass::WellKnown,
+            Self::Registered => PortClass::Registered,
+            Self::Dynamic => PortClass::Dynamic,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +257,12 @@ pub struct LsArgs {
     /// Print one JSON object per socket (docs/api.md, SOCKET) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Only sockets whose local port is of this IANA class (repeatable).
+    #[arg(long, value_enum, value_name = "CLASS")]
+    pub port_class: Vec<PortClassArg>,
+    /// Only listeners (TCP listen; UDP bound, unconnected).
+    #[arg(long)]
+    pub listening: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
 }
@@ -252,6 +358,9 @@ pub struct DaemonArgs {
     /// Most metrics connections at once.
     #[arg(long, value_name = "N")]
     pub metrics_max_connections: Option<usize>,
+    /// Judge listeners against this policy file (sets `policy.file`; re-read on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +385,9 @@ pub struct WatchArgs {
     /// Also print a `flow` record per live TCP connection every SECONDS (deltas since the last).
     #[arg(long, value_name = "SECONDS", value_parser = parse_flow_interval)]
     pub flow_interval: Option<Duration>,
+    /// Judge listeners against this policy file and stream `alert` records (loads the probes here).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 fn parse_flow_interval(s: &str) -> Result<Duration, String> {
@@ -359,6 +471,7 @@ pub struct WatchConfig {
     pub drain_interval: Duration,
     pub table_cap: usize,
     pub flow_interval: Option<Duration>,
+    pub policy: Option<PathBuf>,
 }
 
 impl WatchArgs {
@@ -392,6 +505,7 @@ impl WatchArgs {
             drain_interval: crate::kernel::reader::DEFAULT_DRAIN_INTERVAL,
             table_cap: self.table_cap,
             flow_interval: self.flow_interval,
+            policy: self.policy.clone(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod filter;
 pub mod kernel;
 pub mod logging;
 pub mod output;
+pub mod policy;
 pub mod procfs;
 pub mod snapshot;
 pub mod table;

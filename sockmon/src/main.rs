@@ -27,6 +27,9 @@ fn main() -> ExitCode {
                 Command::Modes(args) => cmd::modes::run(&args),
                 Command::Top(args) => cmd::top::run(&args, &socket, cli.no_daemon),
                 Command::Generate(args) => cmd::generate::run(&args),
+                Command::Audit(args) => cmd::audit::run(&args),
+                Command::Baseline(args) => cmd::baseline::run(&args),
+                Command::Policy(args) => cmd::policy::run(&args),
                 Command::Daemon(_) => unreachable!("handled above"),
             }
         }

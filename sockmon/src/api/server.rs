@@ -664,6 +664,7 @@ pub fn encode_for(item: &StreamItem, viewer: Viewer, buf: &mut Vec<u8>) {
             None => json::write_event(buf, e),
         },
         StreamItem::Lost { time, cause, count } => json::write_lost(buf, *time, cause, *count),
+        StreamItem::Alert(a) => json::write_alert(buf, a),
     }
 }
 

@@ -94,7 +94,14 @@ pub fn build_config(
     if let Some(v) = args.metrics_max_connections {
         c.metrics.max_connections = v;
     }
+    if let Some(v) = &args.policy {
+        c.policy.get_or_insert_with(Default::default).file = Some(v.clone());
+    }
     c.validate().map_err(|e| format!("invalid setting: {e}"))?;
+    if args.policy.is_some() {
+        crate::policy::from_config(std::path::Path::new("--policy"), "", c.policy.as_ref())
+            .map_err(|e| e.to_string())?;
+    }
     Ok(c)
 }
 

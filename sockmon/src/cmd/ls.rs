@@ -31,8 +31,26 @@ pub fn run(args: &LsArgs, socket: &Path, no_daemon: bool) -> ExitCode {
             Err(e) => return fail_chain(&e, EXIT_USAGE),
         },
     };
+    let rows = narrow(rows, args);
     let _ = print(&render(&rows, args.json));
     ExitCode::SUCCESS
+}
+
+/// `--port-class` and `--listening`, applied to the rows (whichever side answered).
+fn narrow(mut rows: Vec<SocketView>, args: &LsArgs) -> Vec<SocketView> {
+    if !args.port_class.is_empty() {
+        let classes: Vec<&str> = args.port_class.iter().map(|c| c.class().name()).collect();
+        rows.retain(|r| {
+            let class = crate::policy::ports::PortClass::of(r.src_port).name();
+            classes.contains(&class)
+        });
+    }
+    if args.listening {
+        rows.retain(|r| {
+            r.state == "listen" || (r.proto == "udp" && r.state == "bound" && r.src_port != 0)
+        });
+    }
+    rows
 }
 
 /// Human table or JSON lines.

@@ -1,12 +1,15 @@
 //! One module per subcommand, and what they share: exit statuses, error
 //! reporting, and choosing between a running daemon and working alone.
 
+pub mod audit;
+pub mod baseline;
 pub mod daemon;
 pub mod generate;
 pub mod lookup;
 pub mod ls;
 pub mod modes;
 pub mod signals;
+pub mod policy;
 pub mod status;
 pub mod top;
 pub mod watch;

@@ -26,10 +26,18 @@ pub fn run(cfg: WatchConfig, socket: &Path, no_daemon: bool) -> ExitCode {
     if let Err(e) = signals::install() {
         return fail(&format!("cannot install signal handlers: {e}"), 1);
     }
-    match backend(socket, no_daemon) {
+    // A policy of its own needs probes of its own.
+    let policy = match &cfg.policy {
+        None => None,
+        Some(p) => match crate::policy::load_file(p) {
+            Ok((_, p)) => Some(std::sync::Arc::new(p)),
+            Err(e) => return fail(&e, EXIT_USAGE),
+        },
+    };
+    match backend(socket, no_daemon || policy.is_some()) {
         Err(code) => code,
         Ok(Backend::Daemon(client)) => from_daemon(client, &cfg),
-        Ok(Backend::Alone) => alone(cfg),
+        Ok(Backend::Alone) => alone(cfg, policy),
     }
 }
 
@@ -85,8 +93,9 @@ fn from_daemon(mut client: Client, cfg: &WatchConfig) -> ExitCode {
 }
 
 /// Loads the probes in this process.
-fn alone(cfg: WatchConfig) -> ExitCode {
+fn alone(cfg: WatchConfig, policy: Option<std::sync::Arc<crate::policy::Policy>>) -> ExitCode {
     let opts = EngineOptions {
+        policy,
         load: cfg.load,
         drain_interval: cfg.drain_interval,
         table_cap: cfg.table_cap,
@@ -184,6 +193,14 @@ fn render(item: &StreamItem, format: Format, buf: &mut Vec<u8>) {
     match item {
         StreamItem::Event(e) => output::write_event(format, buf, e),
         StreamItem::Lost { cause, count, .. } => lost(format, cause, *count, buf),
+        StreamItem::Alert(a) => match format {
+            Format::Json => json::write_alert(buf, a),
+            Format::Human => {
+                buf.extend_from_slice(
+                    format!("ALERT {} {}\n", a.severity.name(), a.message()).as_bytes(),
+                );
+            }
+        },
     }
 }
 

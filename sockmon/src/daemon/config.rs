@@ -50,6 +50,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub snapshot: SnapshotConfig,
+    /// The policy of allowed listeners (`crate::policy`); absent = off. Reloadable.
+    pub policy: Option<crate::policy::PolicyConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -243,7 +245,29 @@ impl Config {
             }
             other => other,
         })?;
+        crate::policy::from_config(path, text, cfg.policy.as_ref()).map_err(|e| match e {
+            crate::policy::PolicyError::Invalid {
+                path,
+                line,
+                column,
+                reason,
+            } => ConfigError::Invalid {
+                path,
+                line,
+                column,
+                reason: format!("policy: {reason}"),
+            },
+            crate::policy::PolicyError::Read { path, source } => ConfigError::Read { path, source },
+        })?;
         Ok(cfg)
+    }
+
+    /// The compiled policy of this configuration (checked by [`Config::parse`]).
+    pub fn policy(&self) -> Option<std::sync::Arc<crate::policy::Policy>> {
+        crate::policy::from_config(Path::new(""), "", self.policy.as_ref())
+            .ok()
+            .flatten()
+            .map(std::sync::Arc::new)
     }
 
     /// Reads and parses `path`.
@@ -523,6 +547,22 @@ level = "debug"
         let c = parse("[table]\nmax_owners = 8\n[snapshot]\ndump_deadline_ms = 2500\n").unwrap();
         assert_eq!((c.table.max_owners, c.snapshot.dump_deadline_ms), (8, 2500));
         assert!(parse("not toml at all").is_err());
+    }
+
+    #[test]
+    fn policy_section_is_checked_with_its_line() {
+        let c =
+            parse("[policy]\ngrace_s = 3\n[[policy.rule]]\nname = \"ssh\"\nport = 22\n").unwrap();
+        assert_eq!(c.policy().unwrap().rules[0].name, "ssh");
+        let e =
+            parse("[log]\nlevel = \"info\"\n[policy]\n[[policy.rule]]\nport_class = \"huge\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.starts_with("/etc/sockmon/config.toml:5:1: policy: rule 1: port_class: "),
+            "{e}"
+        );
+        assert!(parse("").unwrap().policy().is_none());
     }
 
     #[test]

@@ -131,6 +131,66 @@ async fn respond(
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabel {
+    reason: String,
+    severity: String,
+    rule: String,
+    port_class: String,
+}
+
+/// The policy of allowed listeners: alerts by reason, severity, rule and
+/// port class, and what the policy thread did.
+fn register_policy(registry: &mut Registry, p: &crate::policy::PolicyStatus) {
+    let alerts = Family::<AlertLabel, Counter>::default();
+    for a in &p.alerts {
+        alerts
+            .get_or_create(&AlertLabel {
+                reason: a.reason.clone(),
+                severity: a.severity.clone(),
+                rule: a.rule.clone(),
+                port_class: a.port_class.clone(),
+            })
+            .inc_by(a.count);
+    }
+    registry.register(
+        "sockmon_policy_alerts",
+        "Alerts raised, by reason, severity, rule and port class",
+        alerts,
+    );
+    let counters: [(&str, &str, u64); 5] = [
+        (
+            "sockmon_policy_listeners_judged",
+            "Listeners judged against the policy",
+            p.evaluated,
+        ),
+        (
+            "sockmon_policy_listeners_dropped",
+            "Listeners not judged: the policy queue was full",
+            p.dropped,
+        ),
+        (
+            "sockmon_policy_alerts_dropped",
+            "Alerts lost: the stream queue was full",
+            p.alerts_dropped,
+        ),
+        (
+            "sockmon_policy_journal_errors",
+            "Alerts the journal refused",
+            p.journal_errors,
+        ),
+        ("sockmon_policy_reloads", "Policy reloads", p.reloads),
+    ];
+    for (name, help, v) in counters {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        registry.register(name, help, c);
+    }
+    let rules = Gauge::<i64>::default();
+    rules.set(i64::try_from(p.rules).unwrap_or(i64::MAX));
+    registry.register("sockmon_policy_rules", "Rules of the policy in force", rules);
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
 }
@@ -320,6 +380,9 @@ pub fn render(s: &Status) -> String {
         let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         g.set(v);
         registry.register(name, help, g);
+    }
+    if let Some(p) = &s.policy {
+        register_policy(&mut registry, p);
     }
     let mut out = String::new();
     if encode(&mut out, &registry).is_err() {

@@ -81,6 +81,7 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
         table_cap: setup.config.table.cap,
         max_owners: setup.config.table.max_owners,
         snapshot: true,
+        policy: setup.config.policy(),
         ..EngineOptions::default()
     };
     let prepared = match Engine::prepare(opts) {
@@ -208,6 +209,13 @@ async fn daemon(
                             }
                             metrics = start_metrics(&new, &handle).await;
                         }
+                        // The policy thread swaps rules; the probes stay as they are.
+                        let policy = new.policy();
+                        tracing::info!(
+                            "policy: {}",
+                            policy.as_ref().map_or("none".to_string(), |p| format!("{} rules", p.rules.len()))
+                        );
+                        handle.policy.reload(policy);
                         config = new;
                         tracing::info!("configuration reloaded");
                     }

@@ -301,7 +301,8 @@ impl Sinks {
         !self.stdout && self.file.is_none()
     }
 
-    fn write(&mut self, lines: &[u8]) {
+    fn write(&mut self, batch: &Batch) {
+        let lines = &batch.lines[..];
         if let Some(f) = &mut self.file {
             if lines.is_empty() {
                 f.try_open(&self.shared); // the retry, even when idle
@@ -310,14 +311,15 @@ impl Sinks {
             }
         }
         if self.stdout && !lines.is_empty() {
+            let lines = batch.for_stdout();
             let mut out = io::stdout().lock();
-            if let Err(e) = out.write_all(lines).and_then(|()| out.flush()) {
+            if let Err(e) = out.write_all(&lines).and_then(|()| out.flush()) {
                 self.shared
                     .sink_write_failures
                     .fetch_add(1, Ordering::Relaxed);
                 self.shared
                     .sink_write_failed
-                    .fetch_add(count_events(lines), Ordering::Relaxed);
+                    .fetch_add(count_events(&lines), Ordering::Relaxed);
                 tracing::error!("stdout sink: {e}");
             }
         }
@@ -331,6 +333,41 @@ impl Sinks {
         if let Some(f) = &mut self.file {
             f.flush();
         }
+    }
+}
+
+/// Lines to write, and which of them stdout leaves out: alerts the policy
+/// thread has already written to the journal, when stdout is the journal
+/// too (see `policy::journal`). The file gets every line, in order.
+#[derive(Default)]
+struct Batch {
+    lines: Vec<u8>,
+    journaled: Vec<std::ops::Range<usize>>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.lines.clear();
+        self.journaled.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// The lines for stdout: all of them but the journaled ones.
+    fn for_stdout(&self) -> std::borrow::Cow<'_, [u8]> {
+        if self.journaled.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.lines);
+        }
+        let mut out = Vec::with_capacity(self.lines.len());
+        let mut at = 0;
+        for r in &self.journaled {
+            out.extend_from_slice(&self.lines[at..r.start]);
+            at = r.end;
+        }
+        out.extend_from_slice(&self.lines[at..]);
+        std::borrow::Cow::Owned(out)
     }
 }
 
@@ -350,7 +387,23 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
     // The ClickHouse sink runs on a thread of its own (a slow server must not stall these).
     let mut clickhouse = ClickHouseSink::start(&engine, &cfg.clickhouse).await;
     let mut sub = subscribe(&engine, &sinks, queue).await;
-    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut buf = Batch {
+        lines: Vec::with_capacity(64 * 1024),
+        journaled: Vec::new(),
+    };
+    let journal = engine.policy.counters.clone();
+    // Alerts already in the journal are left out of a stdout that is the journal.
+    let stdout_is_journal = crate::policy::journal::stdout_is_journal();
+    let encode = |item: &crate::engine::StreamItem, buf: &mut Batch| {
+        let start = buf.lines.len();
+        encode(item, &mut buf.lines);
+        if matches!(item, crate::engine::StreamItem::Alert(_))
+            && stdout_is_journal
+            && journal.journal.load(Ordering::Relaxed)
+        {
+            buf.journaled.push(start..buf.lines.len());
+        }
+    };
     let mut retry = tokio::time::interval(RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -424,7 +477,7 @@ pub async fn run(engine: EngineHandle, cfg: SinksConfig, mut control: mpsc::Rece
 
 /// Writes `buf` to the sinks on a blocking thread (a slow stdout reader or
 /// disk must not stall the runtime) and hands both back.
-async fn write_off_thread(mut sinks: Sinks, buf: Vec<u8>) -> (Sinks, Vec<u8>) {
+async fn write_off_thread(mut sinks: Sinks, buf: Batch) -> (Sinks, Batch) {
     if sinks.is_empty() {
         return (sinks, buf);
     }

@@ -65,6 +65,8 @@ pub enum StreamItem {
         cause: &'static str,
         count: u64,
     },
+    /// The policy's verdict on a listener (see `policy`).
+    Alert(Box<crate::policy::Alert>),
 }
 
 /// A request to the state task.
@@ -135,6 +137,8 @@ pub struct EngineOptions {
     pub stream_queue: usize,
     /// Flows (issue 13): emit a `flow` record per live TCP connection this often.
     pub flow_interval: Option<Duration>,
+    /// The policy of allowed listeners (`None`: judge nothing until a reload sets one).
+    pub policy: Option<Arc<crate::policy::Policy>>,
 }
 
 impl Default for EngineOptions {
@@ -147,6 +151,7 @@ impl Default for EngineOptions {
             snapshot: true,
             stream_queue: STREAM_QUEUE,
             flow_interval: None,
+            policy: None,
         }
     }
 }
@@ -180,6 +185,8 @@ pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
     pub shared: Arc<Shared>,
     queue: usize,
+    /// The policy thread (reload with `policy.reload`).
+    pub policy: crate::policy::PolicyHandle,
 }
 
 /// A running engine.
@@ -289,7 +296,10 @@ impl Prepared {
         let reader = tokio::spawn(reader::run(ring, batch_tx, opts.drain_interval));
         let (jobs, found) = worker::spawn()?;
         let shared = Arc::new(Shared::default());
+        let (policy, alerts) = crate::policy::spawn(opts.policy.clone())?;
         let mut state = State::new(table, probes, early, jobs, shared.clone());
+        state.policy = Some(policy.clone());
+        state.offer_listeners();
         if let Some((sockets, took, source)) = snapshot {
             state.stats.record_snapshot(sockets, took, source);
             state
@@ -301,12 +311,13 @@ impl Prepared {
             state.flows_rx = Some(flows::spawn_poller(every)); // flows (issue 13)
         }
         let (commands, command_rx) = mpsc::channel(1024);
-        let state = tokio::spawn(state.run(batch_rx, command_rx, found));
+        let state = tokio::spawn(state.run(batch_rx, command_rx, found, alerts));
         Ok(Engine {
             handle: EngineHandle {
                 commands,
                 shared,
                 queue: opts.stream_queue,
+                policy,
             },
             state,
             reader,

@@ -33,7 +33,7 @@ use crate::{
     filter::Filter,
     kernel::{Probes, reader::Batch},
     snapshot::{self, Snapshot},
-    table::SocketTable,
+    table::{SockState, SocketTable},
 };
 
 /// The state task's end of a [`Subscription`].
@@ -85,6 +85,7 @@ impl Subscriber {
                     && (self.filter.comms.is_empty() || self.viewer.sees_names_of(Some(e.uid)))
             }
             StreamItem::Lost { .. } => true,
+            StreamItem::Alert(a) => a.passes(&self.filter),
         }
     }
 
@@ -191,6 +192,8 @@ pub struct State {
     pub flows_rx: Option<mpsc::Receiver<super::flows::Round>>,
     flow_deltas: super::flows::Deltas,
     totals: super::totals::Totals,
+    /// The policy thread, handed listeners as they open and close.
+    pub policy: Option<crate::policy::PolicyHandle>,
 }
 
 impl State {
@@ -225,6 +228,7 @@ impl State {
             flows_rx: None,
             flow_deltas: Default::default(),
             totals: Default::default(),
+            policy: None,
         }
     }
 
@@ -234,6 +238,7 @@ impl State {
         mut batches: mpsc::Receiver<Batch>,
         mut commands: mpsc::Receiver<Command>,
         mut found: mpsc::Receiver<Found>,
+        mut alerts: mpsc::Receiver<crate::policy::Alert>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -259,6 +264,7 @@ impl State {
                 Some(f) = found.recv() => self.on_found(f),
                 Some(snap) = reconciled.recv() => self.finish_reconcile(snap),
                 Some(round) = super::flows::next(&mut flows_rx) => self.on_flow_round(round),
+                Some(a) = alerts.recv() => self.publish(StreamItem::Alert(Box::new(a))),
                 _ = tick.tick() => {
                     self.shared.table_sockets.store(self.table.len(), Ordering::Relaxed);
                     self.stats.tick();
@@ -284,7 +290,9 @@ impl State {
                     self.contexts.annotate(&mut e, &self.table);
                     self.totals.record(&e);
                     self.stats.count(e.kind);
+                    self.policy_before(&e);
                     self.table.apply(&e);
+                    self.policy_after(&e);
                     self.request_details_of(e.pid);
                     if !self.subscribers.is_empty() {
                         self.publish(StreamItem::Event(e));
@@ -306,6 +314,80 @@ impl State {
                         self.request_details_of(p.pid);
                     }
                 }
+            }
+        }
+    }
+
+    /// A listener that closes leaves the policy's tracking.
+    fn policy_before(&self, e: &crate::event::Event) {
+        let Some(policy) = self.policy.as_ref().filter(|p| p.enabled()) else {
+            return;
+        };
+        if e.kind == EventKind::Close
+            && self.table.get(e.inode).is_some_and(|s| {
+                s.state == SockState::Listening
+                    || (s.state == SockState::Bound && s.key.proto() == crate::event::Proto::Udp)
+            })
+        {
+            policy.closed(e.inode);
+        }
+    }
+
+    /// A listener that opened goes to the policy with what the table knows of its owner.
+    fn policy_after(&self, e: &crate::event::Event) {
+        let Some(policy) = self.policy.as_ref().filter(|p| p.enabled()) else {
+            return;
+        };
+        if !crate::policy::Candidate::is_listener(e) {
+            return;
+        }
+        let p = self.table.process(e.pid);
+        policy.offer(crate::policy::Candidate {
+            inode: e.inode,
+            netns: e.netns,
+            proto: e.proto,
+            ip: e.src.ip(),
+            port: e.src.port(),
+            pid: e.pid,
+            start_ticks: start_ticks(e.start_ns),
+            uid: e.uid,
+            comm: e.process_comm,
+            exe: p.and_then(|p| p.exe.clone()),
+            unit: p.and_then(|p| p.unit.clone()),
+            at_event: crate::policy::Candidate::identity_at_event(e),
+        });
+    }
+
+    /// Hands every listener of the table (the start-up snapshot's) to the policy.
+    pub fn offer_listeners(&self) {
+        let Some(policy) = self.policy.as_ref().filter(|p| p.enabled()) else {
+            return;
+        };
+        for s in self.table.iter() {
+            let udp = s.key.proto() == crate::event::Proto::Udp;
+            if !(s.state == SockState::Listening
+                || (udp && s.state == SockState::Bound && s.key.src().port() != 0))
+            {
+                continue;
+            }
+            for o in &s.owners {
+                let Some(p) = self.table.process(o.pid) else {
+                    continue;
+                };
+                policy.offer(crate::policy::Candidate {
+                    inode: s.inode,
+                    netns: s.key.netns,
+                    proto: s.key.proto(),
+                    ip: s.key.src().ip(),
+                    port: s.key.src().port(),
+                    pid: o.pid,
+                    start_ticks: p.start_ticks,
+                    uid: p.uid,
+                    comm: p.comm,
+                    exe: p.exe.clone(),
+                    unit: p.unit.clone(),
+                    at_event: None,
+                });
             }
         }
     }
@@ -599,6 +681,7 @@ impl State {
             .dropped
             .insert("exec_context_full".into(), self.contexts.dropped);
         status.units = self.totals.rows();
+        status.policy = self.policy.as_ref().map(|p| p.counters.status());
         status
     }
 }

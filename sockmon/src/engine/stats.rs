@@ -125,6 +125,9 @@ pub struct Status {
     /// Failures of the sinks (the events they cost are in `dropped`).
     #[serde(default)]
     pub sinks: SinkStatus,
+    /// The policy of allowed listeners: alerts by reason, rule and port class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicyStatus>,
 }
 
 /// Sink failures: opens (at start, on SIGHUP, on each retry) and writes.
@@ -253,6 +256,7 @@ impl Stats {
                 open_failures: shared.sink_open_failures.load(Ordering::Relaxed),
                 write_failures: shared.sink_write_failures.load(Ordering::Relaxed),
             },
+            policy: None,
         }
     }
 }

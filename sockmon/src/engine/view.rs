@@ -34,6 +34,21 @@ pub struct SocketView {
     /// (children forked from a listed owner, nearly always).
     #[serde(default)]
     pub inherited_more: u32,
+    /// IANA class of the local port (`well_known`, `registered`, `dynamic`).
+    #[serde(default)]
+    pub port_class: Option<String>,
+    /// Below the namespace's `ip_unprivileged_port_start` (null: not readable).
+    #[serde(default)]
+    pub port_privileged: Option<bool>,
+    /// Inside the namespace's `ip_local_port_range` (null: not readable).
+    #[serde(default)]
+    pub port_ephemeral: Option<bool>,
+    /// `loopback`, `link_local`, `specific` or `wildcard`.
+    #[serde(default)]
+    pub addr_scope: Option<String>,
+    /// IANA class of the remote port, when there is a remote side.
+    #[serde(default)]
+    pub dst_port_class: Option<String>,
 }
 
 /// One owner, as shown.
@@ -183,7 +198,23 @@ pub fn socket(
             }
         })
         .collect();
+    let facts = crate::policy::ports::PortFacts::of(
+        e.key.netns,
+        e.owners.first().map(|o| o.pid),
+        e.key.src().ip(),
+        e.key.src().port(),
+    );
+    let dst_port = e.key.dst().port();
     SocketView {
+        port_class: Some(facts.class.name().to_string()),
+        port_privileged: facts.privileged,
+        port_ephemeral: facts.ephemeral,
+        addr_scope: Some(facts.scope.name().to_string()),
+        dst_port_class: (dst_port != 0).then(|| {
+            crate::policy::ports::PortClass::of(dst_port)
+                .name()
+                .to_string()
+        }),
         proto: e.key.proto().name().to_string(),
         family: e.key.family().name().to_string(),
         src_ip: e.key.src().ip().to_string(),
@@ -327,6 +358,9 @@ mod tests {
         assert_eq!(o.exe.as_deref(), Some("/usr/sbin/nginx"));
         assert_eq!(o.unit.as_deref(), Some("nginx.service"));
         assert_eq!(o.source, "event");
+        assert_eq!(v.port_class.as_deref(), Some("well_known"));
+        assert_eq!(v.addr_scope.as_deref(), Some("wildcard"));
+        assert_eq!(v.dst_port_class, None);
         assert!(o.start_time.as_deref().is_some_and(|s| s.ends_with('Z')));
     }
 

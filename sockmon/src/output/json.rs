@@ -14,6 +14,10 @@ use crate::event::{
     flow::{Life, ProcCtx, tcp_state_name},
     kind_name,
 };
+use crate::policy::{
+    Alert,
+    ports::{PortClass, PortFacts},
+};
 
 /// Schema version written as `v`.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -39,6 +43,12 @@ struct JsonEvent<'a> {
     cgroup_id: u64,
     error: Option<Cow<'static, str>>,
     implicit: bool,
+    // Port classes (policy): IANA's class, the namespace's sysctls, the address scope.
+    port_class: &'static str,
+    port_privileged: Option<bool>,
+    port_ephemeral: Option<bool>,
+    addr_scope: &'static str,
+    dst_port_class: Option<&'static str>,
     /// Flows (issue 13): Community ID v1 of the connection; null without a remote side.
     community_id: Option<String>,
     /// Flows (issue 13): present on `close` events only.
@@ -155,6 +165,7 @@ impl JsonLife {
 
 /// Appends `e` as one JSON line (with the trailing newline) to `out`.
 pub fn write_event(out: &mut Vec<u8>, e: &Event) {
+    let facts = PortFacts::of(e.netns, Some(e.pid), e.src.ip(), e.src.port());
     let j = JsonEvent {
         v: SCHEMA_VERSION,
         time: e.time.rfc3339(),
@@ -182,6 +193,11 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event) {
         attach: e.source().name(),
         duration_us: e.duration_us(),
         local_pending: e.local_pending(),
+        port_class: facts.class.name(),
+        port_privileged: facts.privileged,
+        port_ephemeral: facts.ephemeral,
+        addr_scope: facts.scope.name(),
+        dst_port_class: (e.dst.port() != 0).then(|| PortClass::of(e.dst.port()).name()),
     };
     // Serializing plain strings and integers into a Vec cannot fail.
     if serde_json::to_writer(&mut *out, &j).is_ok() {
@@ -252,6 +268,9 @@ pub(crate) mod tests {
         assert_eq!(v["process_comm"], "");
         assert_eq!(v["implicit"], false);
         assert_eq!(v["community_id"], "1:gBZx9BMw9/hB9WnkZVEqeNE+RLo=");
+        assert_eq!(v["port_class"], "registered");
+        assert_eq!(v["addr_scope"], "specific");
+        assert_eq!(v["dst_port_class"], "well_known");
     }
 
     #[test]
@@ -488,6 +507,87 @@ pub fn write_lost(out: &mut Vec<u8>, time: crate::clock::WallTime, cause: &str, 
         event: "lost",
         cause,
         count,
+    };
+    if serde_json::to_writer(&mut *out, &j).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+#[derive(Serialize)]
+struct JsonAlert<'a> {
+    v: u32,
+    time: String,
+    event: &'static str,
+    reason: &'static str,
+    severity: &'static str,
+    rule: Option<&'a str>,
+    message: String,
+    proto: &'static str,
+    family: &'static str,
+    src_ip: String,
+    src_port: u16,
+    netns: u32,
+    inode: u64,
+    port_class: &'static str,
+    port_privileged: Option<bool>,
+    port_ephemeral: Option<bool>,
+    addr_scope: &'static str,
+    metadata: &'static str,
+    owners: [JsonAlertOwner<'a>; 1],
+    previous: Option<&'a crate::policy::alerts::Previous>,
+}
+
+#[derive(Serialize)]
+struct JsonAlertOwner<'a> {
+    pid: u32,
+    comm: &'a str,
+    uid: u32,
+    exe: Option<&'a str>,
+    unit: Option<&'a str>,
+    socket_unit: Option<&'a str>,
+    container: Option<serde_json::Value>,
+    ppid: Option<u32>,
+    parent_exe: Option<&'a str>,
+}
+
+/// Appends an `alert` record (schema v2): a listener the policy does not allow.
+pub fn write_alert(out: &mut Vec<u8>, a: &Alert) {
+    let o = &a.owner;
+    let container = o.container.as_deref().map(|c| match c.split_once(':') {
+        Some((runtime, id)) => serde_json::json!({"runtime": runtime, "id": id}),
+        None => serde_json::json!({"runtime": null, "id": c}),
+    });
+    let j = JsonAlert {
+        v: SCHEMA_VERSION,
+        time: a.time.rfc3339(),
+        event: "alert",
+        reason: a.reason.name(),
+        severity: a.severity.name(),
+        rule: a.rule.as_deref(),
+        message: a.message(),
+        proto: a.proto.name(),
+        family: if a.ip.is_ipv4() { "ipv4" } else { "ipv6" },
+        src_ip: a.ip.to_string(),
+        src_port: a.port,
+        netns: a.netns,
+        inode: a.inode,
+        port_class: a.facts.class.name(),
+        port_privileged: a.facts.privileged,
+        port_ephemeral: a.facts.ephemeral,
+        addr_scope: a.facts.scope.name(),
+        metadata: if a.complete { "complete" } else { "partial" },
+        owners: [JsonAlertOwner {
+            pid: o.pid,
+            comm: &o.comm,
+            uid: o.uid,
+            exe: o.exe.as_deref(),
+            unit: o.unit.as_deref(),
+            socket_unit: o.socket_unit.as_deref(),
+            container,
+            ppid: o.ppid,
+            parent_exe: o.parent_exe.as_deref(),
+        }],
+        previous: a.previous.as_ref(),
     };
     if serde_json::to_writer(&mut *out, &j).is_ok() {
         out.push(b'\n');

@@ -21,8 +21,8 @@ use crate::engine::view::{OwnerView, SocketView};
 pub fn write_table(out: &mut Vec<u8>, rows: &[SocketView]) {
     let _ = writeln!(
         out,
-        "{:<5} {:<10} {:<22} {:<22} {:<9} {:<11} OWNERS",
-        "PROTO", "STATE", "LOCAL", "REMOTE", "INODE", "NETNS"
+        "{:<5} {:<10} {:<22} {:<22} {:<9} {:<11} {:<10} OWNERS",
+        "PROTO", "STATE", "LOCAL", "REMOTE", "INODE", "NETNS", "CLASS"
     );
     for r in rows {
         let remote = if r.dst_port == 0 && is_unspecified(&r.dst_ip) {
@@ -41,13 +41,14 @@ pub fn write_table(out: &mut Vec<u8>, rows: &[SocketView]) {
         };
         let _ = writeln!(
             out,
-            "{:<5} {:<10} {:<22} {:<22} {:<9} {:<11} {}",
+            "{:<5} {:<10} {:<22} {:<22} {:<9} {:<11} {:<10} {}",
             r.proto,
             r.state,
             endpoint(&r.src_ip, Some(r.src_port)),
             remote,
             r.inode,
             r.netns,
+            r.port_class.as_deref().unwrap_or("-"),
             owners
         );
     }
@@ -103,6 +104,11 @@ mod tests {
             netns: 4026531840,
             owners,
             inherited_more: 0,
+            port_class: Some("registered".into()),
+            port_privileged: Some(false),
+            port_ephemeral: Some(false),
+            addr_scope: Some("wildcard".into()),
+            dst_port_class: None,
         }
     }
 
