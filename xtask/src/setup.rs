@@ -34,8 +34,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("tmux", "tmux"), // `sockmon top` is read from a real terminal
     ("clickhouse-server", "/usr/sbin/clickhouse-server"), // the ClickHouse sink's tests (18.16)
     ("dpkg-dev", "dpkg-shlibdeps"), // cargo-deb computes the package's Depends with it
-    ("binutils", "strip"),          // cargo-deb strips the packaged binary
-    ("man-db", "man"),              // the package test reads `man sockmon`
+    ("binutils", "strip"), // cargo-deb strips the packaged binary
+    ("man-db", "man"), // the package test reads `man sockmon`
     (
         "bash-completion",
         "/usr/share/bash-completion/bash_completion",

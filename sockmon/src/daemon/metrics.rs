@@ -187,7 +187,11 @@ fn register_policy(registry: &mut Registry, p: &crate::policy::PolicyStatus) {
     }
     let rules = Gauge::<i64>::default();
     rules.set(i64::try_from(p.rules).unwrap_or(i64::MAX));
-    registry.register("sockmon_policy_rules", "Rules of the policy in force", rules);
+    registry.register(
+        "sockmon_policy_rules",
+        "Rules of the policy in force",
+        rules,
+    );
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -441,6 +445,23 @@ mod tests {
                     retransmits: 1,
                 },
             )]),
+            policy: Some(crate::policy::PolicyStatus {
+                enabled: true,
+                rules: 4,
+                evaluated: 9,
+                dropped: 0,
+                partial: 1,
+                alerts_dropped: 0,
+                journal_errors: 0,
+                reloads: 2,
+                alerts: vec![crate::policy::AlertCount {
+                    reason: "not_allowed".into(),
+                    severity: "warning".into(),
+                    rule: "a\"b".into(),
+                    port_class: "registered".into(),
+                    count: 5,
+                }],
+            }),
         };
         let text = render(&s);
         assert!(
@@ -457,6 +478,13 @@ mod tests {
         assert!(text.contains("sockmon_snapshot_source{source=\"proc_net\"} 1\n"));
         assert!(text.contains("sockmon_snapshot_source{source=\"sock_diag\"} 0\n"));
         assert!(text.contains("# TYPE sockmon_uptime_seconds gauge\n"));
+        assert!(
+            text.contains("sockmon_policy_alerts_total{reason=\"not_allowed\",severity=\"warning\",rule=\"a\\\"b\",port_class=\"registered\"} 5\n"),
+            "{text}"
+        );
+        assert!(text.contains("sockmon_policy_listeners_judged_total 9\n"));
+        assert!(text.contains("sockmon_policy_reloads_total 2\n"));
+        assert!(text.contains("sockmon_policy_rules 4\n"));
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(
             text.contains(

@@ -261,6 +261,8 @@ async fn engine_loop(
 
 fn push(batch: &mut Vec<Update>, item: &StreamItem) {
     batch.push(match item {
+        // Policy verdicts are `watch`'s and the sinks' business, not the live picture's.
+        StreamItem::Alert(_) => return,
         StreamItem::Event(e) => Update::Event(e.clone()),
         StreamItem::Lost { cause, count, .. } => Update::Lost {
             cause: (*cause).to_string(),

@@ -26,6 +26,11 @@ fn view(inode: u64, pid: u32, state: &str, src: &str, dst: &str, source: &str) -
     let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
     SocketView {
         inherited_more: 0,
+        port_class: None,
+        port_privileged: None,
+        port_ephemeral: None,
+        addr_scope: None,
+        dst_port_class: None,
         proto: "tcp".into(),
         family: "ipv4".into(),
         src_ip: src.ip().to_string(),

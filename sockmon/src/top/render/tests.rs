@@ -40,6 +40,11 @@ fn listener(inode: u64, pid: u32, comm: &str, unit: &str, addr: &str, source: &s
     let a: std::net::SocketAddr = addr.parse().unwrap();
     SocketView {
         inherited_more: 0,
+        port_class: None,
+        port_privileged: None,
+        port_ephemeral: None,
+        addr_scope: None,
+        dst_port_class: None,
         proto: "tcp".into(),
         family: "ipv4".into(),
         src_ip: a.ip().to_string(),
