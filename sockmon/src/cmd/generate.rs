@@ -201,10 +201,21 @@ mod tests {
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        let expected: Vec<String> = std::iter::once("sockmon.8".to_string())
-            .chain(visible(&public_command()).map(|s| format!("sockmon-{}.8", s.get_name())))
-            .collect();
+        // Pre-order: each command's page, then its visible subcommands'
+        // (`sockmon policy check` is `sockmon-policy-check.8`).
+        fn pages(cmd: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+            out.push(format!("{prefix}.8"));
+            for s in visible(cmd) {
+                pages(s, &format!("{prefix}-{}", s.get_name()), out);
+            }
+        }
+        let mut expected = Vec::new();
+        pages(&public_command(), "sockmon", &mut expected);
         assert_eq!(names, expected);
+        assert!(
+            names.contains(&"sockmon-policy-check.8".to_string()),
+            "{names:?}"
+        );
         assert!(names.contains(&"sockmon-watch.8".to_string()), "{names:?}");
         assert!(
             !names

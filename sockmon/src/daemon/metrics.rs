@@ -147,7 +147,7 @@ fn register_policy(registry: &mut Registry, p: &crate::policy::PolicyStatus) {
             .get_or_create(&AlertLabel {
                 reason: a.reason.clone(),
                 severity: a.severity.clone(),
-                rule: a.rule.clone(),
+                rule: label(&a.rule),
                 port_class: a.port_class.clone(),
             })
             .inc_by(a.count);
