@@ -313,3 +313,197 @@ fn sockets_made_and_closed_while_the_snapshot_is_taken_are_neither_lost_nor_doub
     });
     assert_eq!(stale.count(), 0, "sockets of exited holders remain");
 }
+
+/// Runs `script` with python3; returns it, its stdout and its first line.
+fn python_line(
+    script: &str,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    String,
+) {
+    let mut p = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(p.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    (p, out, line.trim().to_string())
+}
+
+/// Processes a test started, killed however it ends (a failed assertion
+/// must not leave them holding sockets for the next test).
+struct KillOnDrop(Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            // SAFETY: kill(2) on processes this test started; at worst ESRCH.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn owner_pids(row: &serde_json::Value) -> Vec<u64> {
+    let mut v: Vec<u64> = row["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["pid"].as_u64().unwrap())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn a_process_that_closes_its_copy_of_a_shared_socket_leaves_its_owners() {
+    // No hook sees the close of a descriptor that is not the last: the
+    // re-check of shared sockets' owners (table.recheck_interval_ms) does.
+    let _g = exclusive();
+    let d = Daemon::start("partial-close", &["--no-config"]);
+    let sock = d.socket.to_str().unwrap().to_string();
+    let (mut p, mut out, line) = python_line(
+        // The child reads stdin too: the parent is told to close by SIGUSR1.
+        "import os,signal,socket,sys\nsignal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])\n\
+         s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\nc=os.fork()\nif c == 0:\n    sys.stdin.read(); os._exit(0)\n\
+         print('%d %s:%d' % ((c,) + s.getsockname()), flush=True)\nsignal.sigwait([signal.SIGUSR1])\ns.close()\nprint('closed', flush=True)\n\
+         signal.sigwait([signal.SIGUSR1])",
+    );
+    let (child, local) = line.split_once(' ').unwrap();
+    let child: u64 = child.parse().unwrap();
+    let parent = u64::from(p.id());
+    let _reap = KillOnDrop(vec![child as i32, parent as i32]);
+    // First both hold it: the parent by its listen, the child by the fork.
+    eventually("both processes own the listener", || {
+        let r = rows_for(&ls_json(&["--socket", &sock]), local);
+        (r.len() == 1 && owner_pids(&r[0]) == vec![parent.min(child), parent.max(child)])
+            .then_some(())
+    });
+    let stdin = p.stdin.take();
+    // SAFETY: kill on our own child.
+    unsafe { libc::kill(p.id() as i32, libc::SIGUSR1) };
+    let mut closed = String::new();
+    out.read_line(&mut closed).unwrap();
+    assert_eq!(closed.trim(), "closed");
+    // The parent lives on without it: only the child owns it now.
+    let rows = eventually("the parent leaves the owner list", || {
+        let r = rows_for(&ls_json(&["--socket", &sock]), local);
+        (r.len() == 1 && owner_pids(&r[0]) == vec![child]).then_some(r)
+    });
+    // Still the inherited owner, or confirmed by a snapshot meanwhile (a
+    // re-check of some other ownerless socket on the machine).
+    let source = rows[0]["owners"][0]["source"].as_str().unwrap();
+    assert!(["inherited", "snapshot"].contains(&source), "{source}");
+    assert!(p.try_wait().unwrap().is_none(), "the parent is still alive");
+    // SAFETY: kill on our own child.
+    unsafe { libc::kill(p.id() as i32, libc::SIGUSR1) };
+    assert!(p.wait().unwrap().success());
+    drop(stdin);
+    // SAFETY: the child is ours (through python); make sure it goes.
+    unsafe { libc::kill(child as i32, libc::SIGKILL) };
+}
+
+#[test]
+fn a_silent_scm_rights_receiver_becomes_the_owner_when_the_sender_exits() {
+    // The receiver takes the descriptor with recvmsg and does nothing with
+    // it; the sender closes its copy and exits. No event speaks for the
+    // receiver: the re-check of ownerless sockets finds it.
+    let _g = exclusive();
+    let d = Daemon::start("silent-receiver", &["--no-config"]);
+    let sock = d.socket.to_str().unwrap().to_string();
+    let (mut p, _out, line) = python_line(
+        "import array,os,socket,sys\na,b=socket.socketpair()\nr=os.fork()\nif r == 0:\n    a.close()\n    \
+         m,anc,f,x=b.recvmsg(1, socket.CMSG_SPACE(4))\n    held=array.array('i', anc[0][2])[0]\n    b.sendall(b'k')\n    sys.stdin.read(); os._exit(0)\n\
+         b.close()\ns=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\n\
+         a.sendmsg([b'x'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [s.fileno()]))])\na.recv(1)\n\
+         print('%d %s:%d' % ((r,) + s.getsockname()), flush=True)\nos._exit(0)",
+    );
+    let (receiver, local) = line.split_once(' ').unwrap();
+    let receiver: u64 = receiver.parse().unwrap();
+    let _reap = KillOnDrop(vec![receiver as i32]);
+    let sender = u64::from(p.id());
+    // The receiver was forked before the socket existed: nothing inherited.
+    let stdin = p.stdin.take();
+    assert!(p.wait().unwrap().success(), "the sender exits");
+    let rows = eventually("the receiver owns the listener", || {
+        let r = rows_for(&ls_json(&["--socket", &sock]), local);
+        (r.len() == 1 && owner_pids(&r[0]) == vec![receiver]).then_some(r)
+    });
+    assert_ne!(receiver, sender);
+    // Found holding it, not reported by an event.
+    assert_eq!(rows[0]["owners"][0]["source"], "snapshot");
+    assert_eq!(rows[0]["state"], "listen");
+    drop(stdin);
+    // SAFETY: the receiver is ours (through python); make sure it goes.
+    unsafe { libc::kill(receiver as i32, libc::SIGKILL) };
+}
+
+/// `status.drift` of the daemon `d`.
+fn drift(d: &Daemon) -> u64 {
+    d.request(r#"{"op":"status"}"#)["status"]["drift"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Rows of `ls --json` whose remote end is `peer`.
+fn rows_to(d: &Daemon, peer: &str) -> Vec<serde_json::Value> {
+    ls_json(&["--socket", d.socket.to_str().unwrap()])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| format!("{}:{}", v["dst_ip"].as_str().unwrap(), v["dst_port"]) == peer)
+        .collect()
+}
+
+#[test]
+fn an_accept_without_an_address_is_drift_in_the_socket_mode_and_an_event_in_syscalls() {
+    // accept(fd, NULL, NULL) never reaches getpeername, the socket mode's
+    // accept hook: the accepted socket is first seen at its release, and
+    // counted as drift. The syscalls mode sees the accept itself.
+    let _g = exclusive();
+    let script = "import ctypes,os,socket,sys\nlibc=ctypes.CDLL(None, use_errno=True)\n\
+        s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\nc=socket.create_connection(s.getsockname())\n\
+        fd=libc.accept(s.fileno(), None, None)\nassert fd >= 0, ctypes.get_errno()\n\
+        print('%s:%d' % c.getsockname(), flush=True)\nsys.stdin.readline()\nos.close(fd)\nprint('closed', flush=True)\nsys.stdin.read()";
+    for mode in ["socket", "syscalls"] {
+        let d = Daemon::start(&format!("drift-{mode}"), &["--no-config", "--attach", mode]);
+        let before = drift(&d);
+        let (mut p, mut out, peer) = python_line(script);
+        let pid = u64::from(p.id());
+        let _reap = KillOnDrop(vec![pid as i32]);
+        if mode == "syscalls" {
+            // The accept is an event: the table has the socket and its owner.
+            let rows = eventually("the accepted socket with its owner", || {
+                let r = rows_to(&d, &peer);
+                (r.len() == 1).then_some(r)
+            });
+            assert_eq!(owner_pids(&rows[0]), vec![pid]);
+            assert_eq!(rows[0]["owners"][0]["source"], "event");
+        }
+        let mut stdin = p.stdin.take().unwrap();
+        std::io::Write::write_all(&mut stdin, b"\n").unwrap();
+        let mut closed = String::new();
+        out.read_line(&mut closed).unwrap();
+        assert_eq!(closed.trim(), "closed");
+        if mode == "socket" {
+            // Its release is the table's first sight of it: one drift.
+            eventually("the release counted as drift", || {
+                (drift(&d) > before).then_some(())
+            });
+            assert_eq!(
+                drift(&d) - before,
+                1,
+                "socket mode: one socket no event reported"
+            );
+        } else {
+            eventually("the release removes it", || {
+                rows_to(&d, &peer).is_empty().then_some(())
+            });
+            assert_eq!(drift(&d), before, "syscalls mode: the accept was reported");
+        }
+        drop(stdin);
+        assert!(p.wait().unwrap().success());
+    }
+}

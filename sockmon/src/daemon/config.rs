@@ -87,6 +87,11 @@ pub struct TableConfig {
     /// Most owners listed per socket; more are counted (`inherited_more`).
     /// Restart to change.
     pub max_owners: usize,
+    /// Least time between two re-checks of who holds the sockets no event
+    /// can speak for (sockets left without owners, owners of shared
+    /// sockets that may have closed their copy), in milliseconds. Restart
+    /// to change.
+    pub recheck_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -199,6 +204,7 @@ impl Default for TableConfig {
         Self {
             cap: crate::table::DEFAULT_CAP,
             max_owners: crate::table::DEFAULT_MAX_OWNERS,
+            recheck_interval_ms: crate::engine::DEFAULT_RECHECK.as_millis() as u64,
         }
     }
 }
@@ -310,6 +316,15 @@ impl Config {
             return bad(
                 "table.max_owners",
                 format!("{} is not between 1 and 65536", self.table.max_owners),
+            );
+        }
+        if !(500..=3_600_000).contains(&self.table.recheck_interval_ms) {
+            return bad(
+                "table.recheck_interval_ms",
+                format!(
+                    "{} is not between 500 and 3600000",
+                    self.table.recheck_interval_ms
+                ),
             );
         }
         if !(1..=600_000).contains(&self.snapshot.dump_deadline_ms) {
@@ -543,6 +558,15 @@ level = "debug"
         assert!(parse("[api]\nmax_filter_values = 0\n").is_err());
         assert!(parse("[table]\ncap = 0\n").is_err());
         assert!(parse("[table]\nmax_owners = 0\n").is_err());
+        assert!(parse("[table]\nrecheck_interval_ms = 100\n").is_err());
+        assert_eq!(
+            parse("[table]\nrecheck_interval_ms = 1500\n")
+                .unwrap()
+                .table
+                .recheck_interval_ms,
+            1500
+        );
+        assert_eq!(Config::default().table.recheck_interval_ms, 3000);
         assert!(parse("[snapshot]\ndump_deadline_ms = 0\n").is_err());
         let c = parse("[table]\nmax_owners = 8\n[snapshot]\ndump_deadline_ms = 2500\n").unwrap();
         assert_eq!((c.table.max_owners, c.snapshot.dump_deadline_ms), (8, 2500));

@@ -302,7 +302,12 @@ pub fn render(s: &Status) -> String {
     }
     registry.register("sockmon_dropped", "Events lost, by cause", dropped);
     register_units(&mut registry, s);
-    let counters: [(&str, &str, u64); 3] = [
+    let counters: [(&str, &str, u64); 4] = [
+        (
+            "sockmon_drift",
+            "Sockets with a local address that no event reported (first seen at release or by a re-check)",
+            s.drift,
+        ),
         (
             "sockmon_reconciliations",
             "Re-snapshots of the table after lost events",
@@ -430,6 +435,7 @@ mod tests {
                 fallback: Some("sock_diag: the kernel refused the sock_diag dump".into()),
             }),
             reconciliations: 0,
+            drift: 7,
             clients: 1,
             subscribers: 0,
             sinks: SinkStatus {
@@ -484,6 +490,7 @@ mod tests {
         );
         assert!(text.contains("sockmon_policy_listeners_judged_total 9\n"));
         assert!(text.contains("sockmon_policy_reloads_total 2\n"));
+        assert!(text.contains("sockmon_drift_total 7\n"), "{text}");
         assert!(text.contains("sockmon_policy_rules 4\n"));
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(

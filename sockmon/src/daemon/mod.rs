@@ -80,6 +80,7 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
         },
         table_cap: setup.config.table.cap,
         max_owners: setup.config.table.max_owners,
+        recheck_interval: std::time::Duration::from_millis(setup.config.table.recheck_interval_ms),
         snapshot: true,
         policy: setup.config.policy(),
         ..EngineOptions::default()

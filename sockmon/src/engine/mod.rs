@@ -125,6 +125,12 @@ pub struct Subscription {
     pub lost: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Default least time between two re-checks of holders no event shows
+/// (see `State::recheck`): seconds, so a passed or half-closed socket is
+/// not misattributed for long, and never more often, so no user can turn
+/// re-checks into a load.
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(3);
+
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
     pub load: LoadOptions,
@@ -132,6 +138,9 @@ pub struct EngineOptions {
     pub table_cap: usize,
     /// Most owners listed per socket (`table.max_owners`).
     pub max_owners: usize,
+    /// Least time between two re-checks of holders no event shows
+    /// (`table.recheck_interval_ms`).
+    pub recheck_interval: Duration,
     /// Take the start-up snapshot (the daemon does; `watch` needs not).
     pub snapshot: bool,
     pub stream_queue: usize,
@@ -148,6 +157,7 @@ impl Default for EngineOptions {
             drain_interval: reader::DEFAULT_DRAIN_INTERVAL,
             table_cap: table::DEFAULT_CAP,
             max_owners: table::DEFAULT_MAX_OWNERS,
+            recheck_interval: DEFAULT_RECHECK,
             snapshot: true,
             stream_queue: STREAM_QUEUE,
             flow_interval: None,
@@ -299,6 +309,9 @@ impl Prepared {
         let (policy, alerts) = crate::policy::spawn(opts.policy.clone())?;
         let mut state = State::new(table, probes, early, jobs, shared.clone());
         state.policy = Some(policy.clone());
+        state.recheck_interval = opts.recheck_interval;
+        // Drift is judged against a table that started from a snapshot.
+        state.track_drift = snapshot.is_some();
         state.offer_listeners();
         if let Some((sockets, took, source)) = snapshot {
             state.stats.record_snapshot(sockets, took, source);

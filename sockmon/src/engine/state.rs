@@ -158,8 +158,11 @@ pub enum OnLag {
     Resume(&'static str),
 }
 
-/// How often sockets left without owners are checked against the kernel.
-const OWNERLESS_CHECK: Duration = Duration::from_secs(30);
+/// How often connection starts of sockets the table dropped are pruned.
+const LIVES_PRUNE: Duration = Duration::from_secs(30);
+
+/// Processes whose shared sockets are verified in one re-check at most.
+const VERIFY_PER_RECHECK: usize = 256;
 
 /// Processes whose details are requested per second at most, beyond those
 /// requested as they appear (bounds the worker queue after a big snapshot).
@@ -182,7 +185,15 @@ pub struct State {
     reconciling: Option<u64>,
     reconciled_tx: mpsc::Sender<Result<Snapshot, String>>,
     reconciled_rx: Option<mpsc::Receiver<Result<Snapshot, String>>>,
-    last_ownerless_check: Instant,
+    last_recheck: Instant,
+    /// Least time between two re-checks (`table.recheck_interval_ms`).
+    pub recheck_interval: Duration,
+    /// Whether the table started from a snapshot, so that a socket first
+    /// seen at its release is drift rather than one opened before start.
+    pub track_drift: bool,
+    /// Whether the reconciliation in flight is a re-check (its additions
+    /// are drift) rather than the healing after a counted loss.
+    recheck_in_flight: bool,
     /// Flows (issue 13): connection starts and close counters, joined into `close` events.
     pub lives: Lives,
     last_lives_prune: Instant,
@@ -221,7 +232,10 @@ impl State {
             reconciling: None,
             reconciled_tx,
             reconciled_rx: Some(reconciled_rx),
-            last_ownerless_check: Instant::now(),
+            last_recheck: Instant::now(),
+            recheck_interval: super::DEFAULT_RECHECK,
+            track_drift: false,
+            recheck_in_flight: false,
             lives,
             last_lives_prune: Instant::now(),
             contexts: ProcContexts::new(crate::kernel::cgroup::v2_root().ok()),
@@ -269,7 +283,7 @@ impl State {
                     self.shared.table_sockets.store(self.table.len(), Ordering::Relaxed);
                     self.stats.tick();
                     self.report_losses();
-                    self.check_ownerless();
+                    self.recheck();
                     self.maybe_reconcile();
                     self.request_details(DETAILS_PER_TICK);
                     self.prune_lives();
@@ -291,7 +305,8 @@ impl State {
                     self.totals.record(&e);
                     self.stats.count(e.kind);
                     self.policy_before(&e);
-                    self.table.apply(&e);
+                    let change = self.table.apply(&e);
+                    self.note_release(&e, change);
                     self.policy_after(&e);
                     self.request_details_of(e.pid);
                     if !self.subscribers.is_empty() {
@@ -463,21 +478,50 @@ impl State {
         }
     }
 
-    /// Sockets without any owner are kept only while the kernel still has
-    /// them: while some exist, the table is re-checked against a snapshot
-    /// every [`OWNERLESS_CHECK`]. That also finds who holds a socket whose
-    /// known owners all exited (it was passed on, or inherited unseen), and
-    /// heals an entry whose end was missed without any counted loss.
-    fn check_ownerless(&mut self) {
+    /// Re-checks, at most once per `recheck_interval`, what no hook on
+    /// this kernel sees: a close of a descriptor that was not the last, and
+    /// a receiver taking a descriptor with `recvmsg`.
+    /// - The owners of shared sockets are verified against their
+    ///   `/proc/PID/fd` on the `/proc` worker (bounded per round): one that
+    ///   closed its copy leaves the owner list.
+    /// - Sockets without any owner (their known owners exited while the
+    ///   kernel still holds them) make the table re-snapshot, which finds
+    ///   who holds them now (a silent SCM_RIGHTS receiver, a child forked
+    ///   unseen), and heals an entry whose end was missed without any
+    ///   counted loss. Sockets it finds that no event reported are drift.
+    fn recheck(&mut self) {
+        if self.last_recheck.elapsed() < self.recheck_interval {
+            return;
+        }
+        self.last_recheck = Instant::now();
+        for req in self.table.shared_holdings(VERIFY_PER_RECHECK) {
+            if self.jobs.try_send(Job::Verify(req)).is_err() {
+                self.stats.worker_dropped += 1;
+            }
+        }
         if self.reconcile_due.is_some() || self.reconciling.is_some() {
             return;
         }
-        if self.last_ownerless_check.elapsed() < OWNERLESS_CHECK {
-            return;
-        }
-        self.last_ownerless_check = Instant::now();
-        if self.table.iter().any(|e| e.owners.is_empty()) {
+        if self.table.has_ownerless() || self.stats.drift_pending {
+            self.stats.drift_pending = false;
+            self.recheck_in_flight = true;
             self.reconcile_due = Some(Instant::now());
+        }
+    }
+
+    /// A TCP or UDP socket with a local address that the table first sees
+    /// at its release: no event reported it (an `accept` without an
+    /// address buffer in the socket mode, say). Counted, and it makes the
+    /// table re-check itself at the next round.
+    fn note_release(&mut self, e: &crate::event::Event, change: crate::table::Change) {
+        if self.track_drift
+            && e.kind == EventKind::Close
+            && change == crate::table::Change::Unchanged
+            && e.src.port() != 0
+            && self.table.evictions() == 0
+        {
+            self.stats.drift += 1;
+            self.stats.drift_pending = true;
         }
     }
 
@@ -501,7 +545,7 @@ impl State {
 
     /// Forgets connection starts of sockets the table dropped without a close.
     fn prune_lives(&mut self) {
-        if self.last_lives_prune.elapsed() >= OWNERLESS_CHECK {
+        if self.last_lives_prune.elapsed() >= LIVES_PRUNE {
             self.last_lives_prune = Instant::now();
             self.lives.prune(&self.table);
         }
@@ -531,6 +575,9 @@ impl State {
             Ok(snap) => {
                 let r = self.table.finish_reconcile(&snap, cutoff);
                 self.stats.reconciliations += 1;
+                if std::mem::take(&mut self.recheck_in_flight) {
+                    self.stats.drift += r.added_bound as u64;
+                }
                 tracing::info!(
                     "table reconciled after lost events: {} stale sockets removed, {} missing added, {} gone processes removed",
                     r.removed,

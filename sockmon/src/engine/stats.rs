@@ -116,6 +116,10 @@ pub struct Status {
     pub snapshot: Option<SnapshotStatus>,
     /// Times the table was re-synchronised with a fresh snapshot after losses.
     pub reconciliations: u64,
+    /// Sockets with a local address that no event reported: first seen at
+    /// their release, or found by a re-check (`table.recheck_interval_ms`).
+    #[serde(default)]
+    pub drift: u64,
     pub clients: usize,
     pub subscribers: usize,
     /// Flows (issue 13): what closed TCP connections moved, by systemd unit
@@ -148,6 +152,11 @@ pub struct Stats {
     pub snapshot: Option<SnapshotStatus>,
     /// Re-snapshots done after lost events.
     pub reconciliations: u64,
+    /// Sockets with a local address that no event reported (first seen at
+    /// their release, or found by a re-check).
+    pub drift: u64,
+    /// A drift seen at a release asks for a re-check at the next round.
+    pub drift_pending: bool,
 }
 
 impl Default for Stats {
@@ -161,6 +170,8 @@ impl Default for Stats {
             worker_dropped: 0,
             snapshot: None,
             reconciliations: 0,
+            drift: 0,
+            drift_pending: false,
         }
     }
 }
@@ -249,6 +260,7 @@ impl Stats {
             table,
             snapshot: self.snapshot.clone(),
             reconciliations: self.reconciliations,
+            drift: self.drift,
             clients: shared.clients.load(Ordering::Relaxed),
             subscribers: shared.subscribers.load(Ordering::Relaxed),
             units: BTreeMap::new(),

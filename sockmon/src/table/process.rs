@@ -51,6 +51,9 @@ pub struct VerifyRequest {
     pub pid: u32,
     pub start_ticks: u64,
     pub inodes: Vec<u64>,
+    /// The table's change clock when it was asked: a socket an event
+    /// touched since is left as that event made it.
+    pub clock: u64,
 }
 
 /// The inodes of a set, in order (for requests and deterministic output).
@@ -140,6 +143,7 @@ impl SocketTable {
                     pid: c.pid,
                     start_ticks: start,
                     inodes,
+                    clock: self.clock,
                 })
             }
             EventKind::Exit => {
@@ -230,11 +234,51 @@ impl SocketTable {
         }
         for inode in req.inodes.iter().filter(|i| !held.contains(i)) {
             if let Some(e) = self.by_inode.get_mut(inode) {
+                if e.touched > req.clock {
+                    continue;
+                }
                 e.owners.retain(|o| o.pid != req.pid);
             }
             self.uncount(req.pid, *inode);
             self.forget_holding(req.pid, *inode);
         }
+    }
+
+    /// Verify requests for the owners of shared sockets (two or more
+    /// owners): one of them may have closed its copy, which no hook sees.
+    /// At most `max` processes, those holding the most shared sockets
+    /// first, so a round's cost is bounded whatever the table holds.
+    pub fn shared_holdings(&self, max: usize) -> Vec<VerifyRequest> {
+        let mut reqs: Vec<VerifyRequest> = self
+            .processes
+            .values()
+            .filter_map(|p| {
+                let mut inodes: Vec<u64> = p
+                    .sockets
+                    .iter()
+                    .copied()
+                    .filter(|i| self.by_inode.get(i).is_some_and(|e| e.owners.len() > 1))
+                    .collect();
+                if inodes.is_empty() {
+                    return None;
+                }
+                inodes.sort_unstable();
+                Some(VerifyRequest {
+                    pid: p.pid,
+                    start_ticks: p.start_ticks,
+                    inodes,
+                    clock: self.clock,
+                })
+            })
+            .collect();
+        reqs.sort_unstable_by(|a, b| b.inodes.len().cmp(&a.inodes.len()).then(a.pid.cmp(&b.pid)));
+        reqs.truncate(max);
+        reqs
+    }
+
+    /// Whether some socket has no owner left (its holders are unknown).
+    pub fn has_ownerless(&self) -> bool {
+        self.by_inode.values().any(|e| e.owners.is_empty())
     }
 
     /// Records what enrichment learned about a process (if it is still the same one).

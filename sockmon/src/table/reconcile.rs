@@ -27,6 +27,8 @@ use crate::snapshot::Snapshot;
 pub struct Reconciled {
     pub removed: usize,
     pub added: usize,
+    /// Of `added`, the sockets with a local port (no event reported them).
+    pub added_bound: usize,
     pub processes_removed: usize,
 }
 
@@ -124,6 +126,7 @@ impl SocketTable {
                 None => {
                     self.add_holders(row, snap);
                     done.added += 1;
+                    done.added_bound += usize::from(row.src.port() != 0);
                 }
             }
         }

@@ -268,7 +268,8 @@ fn exec_asks_to_verify_and_drops_what_close_on_exec_closed() {
         VerifyRequest {
             pid: 200,
             start_ticks: 200 * 100,
-            inodes: vec![10, 11]
+            inodes: vec![10, 11],
+            clock: req.clock,
         }
     );
     t.apply_verified(&req, &[11].into_iter().collect());
@@ -429,6 +430,7 @@ mod reconcile {
             Reconciled {
                 removed: 1,
                 added: 1,
+                added_bound: 1,
                 processes_removed: 0
             }
         );
@@ -573,4 +575,49 @@ fn sizes_of_what_each_socket_costs() {
         size_of::<Owners>()
     );
     assert!(size_of::<TupleKey>() <= 44);
+}
+
+#[test]
+fn a_shared_socket_whose_owner_closed_its_copy_loses_that_owner_only() {
+    let mut t = SocketTable::new(16);
+    t.apply(&ev(EventKind::Listen, 10, 100, "0.0.0.0:80", "0.0.0.0:0"));
+    t.apply(&ev(EventKind::Listen, 11, 100, "0.0.0.0:81", "0.0.0.0:0"));
+    t.apply_proc(&proc_change(EventKind::Fork, 100, 200));
+    // Both sockets are shared: both processes are asked about both.
+    let reqs = t.shared_holdings(16);
+    assert_eq!(
+        reqs.iter()
+            .map(|r| (r.pid, r.inodes.clone()))
+            .collect::<Vec<_>>(),
+        vec![(100, vec![10, 11]), (200, vec![10, 11])]
+    );
+    assert_eq!(t.shared_holdings(1).len(), 1, "bounded");
+    // The parent closed its copy of 10; the child still holds both.
+    t.apply_verified(&reqs[0], &[11].into_iter().collect());
+    t.apply_verified(&reqs[1], &[10, 11].into_iter().collect());
+    assert_eq!(owner_pids(&t, 10), vec![(200, OwnerSource::Inherited)]);
+    assert_eq!(
+        owner_pids(&t, 11),
+        vec![(100, OwnerSource::Event), (200, OwnerSource::Inherited)]
+    );
+    // 10 is no longer shared: only 11 is asked about next time.
+    let next = t.shared_holdings(16);
+    assert!(next.iter().all(|r| r.inodes == vec![11]), "{next:?}");
+    assert!(!t.has_ownerless());
+}
+
+#[test]
+fn a_verify_answer_leaves_a_socket_an_event_touched_since_the_question() {
+    let mut t = SocketTable::new(16);
+    t.apply(&ev(EventKind::Listen, 10, 100, "0.0.0.0:80", "0.0.0.0:0"));
+    t.apply_proc(&proc_change(EventKind::Fork, 100, 200));
+    let reqs = t.shared_holdings(16);
+    // The parent acts on the socket after the question was asked: the
+    // answer (read before the act) must not drop it.
+    t.apply(&ev(EventKind::Listen, 10, 100, "0.0.0.0:80", "0.0.0.0:0"));
+    t.apply_verified(&reqs[0], &std::collections::HashSet::new());
+    assert_eq!(
+        owner_pids(&t, 10),
+        vec![(100, OwnerSource::Event), (200, OwnerSource::Inherited)]
+    );
 }
