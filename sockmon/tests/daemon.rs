@@ -473,8 +473,8 @@ fn a_subscriber_that_stops_reading_is_cut_off_with_a_lost_notice() {
         request_on(&mut slow, r#"{"op":"subscribe"}"#)["subscribed"],
         true
     );
-    // Far more events than its queue (4096) and socket buffers hold, while it reads nothing.
-    for _ in 0..20_000 {
+    // Far more events than its queue (32768) and socket buffers hold, while it reads nothing.
+    for _ in 0..60_000 {
         drop(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
     }
     let st = eventually("the subscriber counted as lagging", || {

@@ -312,13 +312,23 @@ pub async fn serve(
 /// client costs in kernel memory and in encoding per deadline.
 const SEND_BUFFER: libc::c_int = 32 * 1024;
 
+/// A subscriber's: the stream is v2 events of ~900 bytes, five per
+/// connection; with the 32 KiB of a request connection each wake-up of the
+/// reader carried ~70 events, and on a busy machine a reader that keeps up
+/// on average was cut off within a second (BENCHMARKS.md). Its queue is
+/// bounded on its own; this bounds the kernel's part.
+const SUBSCRIBER_SEND_BUFFER: libc::c_int = 512 * 1024;
+
 fn limit_send_buffer(stream: &UnixStream) {
     use std::os::fd::AsRawFd as _;
-    let size = SEND_BUFFER;
+    set_send_buffer(stream.as_raw_fd(), SEND_BUFFER);
+}
+
+fn set_send_buffer(fd: std::os::fd::RawFd, size: libc::c_int) {
     // SAFETY: setsockopt on a live descriptor with a pointer to a local int.
     let rc = unsafe {
         libc::setsockopt(
-            stream.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_SNDBUF,
             (&raw const size).cast(),
@@ -415,6 +425,7 @@ async fn connection(
             return Ok(());
         }
     };
+    let raw_fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::with_capacity(512);
@@ -454,6 +465,8 @@ async fn connection(
         };
         let response = match request {
             Request::Subscribe(filter) => {
+                // The halves keep the descriptor open.
+                set_send_buffer(raw_fd, SUBSCRIBER_SEND_BUFFER);
                 write_within(&mut write, &Response::subscribed().to_line(), timeout).await?;
                 return stream_events(engine, filter, viewer, timeout, reader, write).await;
             }

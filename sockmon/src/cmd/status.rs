@@ -113,6 +113,11 @@ pub fn human(s: &Status) -> String {
     );
     let _ = writeln!(
         o,
+        "re-checks: {} reconciliations, {} drift (sockets no event reported)",
+        s.reconciliations, s.drift
+    );
+    let _ = writeln!(
+        o,
         "clients:   {} connected, {} subscribed",
         s.clients, s.subscribers
     );

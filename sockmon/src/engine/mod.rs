@@ -48,8 +48,13 @@ use crate::{
     table::{self, SocketTable},
 };
 
-/// Default queue of each subscriber, in events (after its filter).
-pub const STREAM_QUEUE: usize = 4096;
+/// Default queue of each subscriber, in events (after its filter): about
+/// 0.4 s of a loopback connection loop at full speed on 2 cores (v2 events
+/// are ~900 bytes of JSON, five per connection with `connect_result`), so a
+/// reader that keeps up on average survives being descheduled. 4096 cut the
+/// benchmark's own reader off within 0.3 s (BENCHMARKS.md). It holds
+/// pointers to events shared by every queue: 256 KiB a subscriber.
+pub const STREAM_QUEUE: usize = 32_768;
 /// Batches that may wait between the reader and the state task. Small on
 /// purpose: when the state task is behind, events wait in the kernel ring
 /// buffer (bounded, counted when full) rather than in process memory.
