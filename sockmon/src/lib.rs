@@ -5,11 +5,13 @@
 //! [`output`] (text or NDJSON).
 
 pub mod api;
+pub mod cgroup_unit;
 pub mod cli;
 pub mod clock;
 pub mod cmd;
 pub mod daemon;
 pub mod engine;
+pub mod escape;
 pub mod event;
 pub mod filter;
 pub mod kernel;
@@ -17,6 +19,7 @@ pub mod logging;
 pub mod output;
 pub mod policy;
 pub mod procfs;
+pub mod signals;
 pub mod snapshot;
 pub mod table;
 pub mod top;

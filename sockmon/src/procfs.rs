@@ -18,7 +18,19 @@ use std::{
     ptr::NonNull,
 };
 
-use crate::{event::Comm, snapshot::ProcRow};
+use crate::event::Comm;
+
+/// What `/proc` says about a process holding at least one socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcRow {
+    pub pid: u32,
+    /// `/proc/PID/comm`: the process leader's name.
+    pub comm: Comm,
+    /// Real uid (first field of `Uid:` in `/proc/PID/status`).
+    pub uid: u32,
+    /// Field 22 of `/proc/PID/stat`: start time in clock ticks after boot.
+    pub start_ticks: u64,
+}
 
 /// The pids of all processes (thread-group ids), ascending.
 pub fn pids() -> io::Result<Vec<u32>> {

@@ -211,7 +211,7 @@ fn install_docs(
     if stage.exists() {
         fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
     }
-    crate::package::generate_docs(built, &stage)?;
+    generate_docs(built, &stage)?;
     let man_dir = prefix.join("share/man/man8");
     let mut pages: Vec<PathBuf> = fs::read_dir(stage.join("man"))?
         .filter_map(Result::ok)
@@ -268,6 +268,27 @@ fn staged(destdir: Option<&Path>, path: &Path) -> PathBuf {
                 .collect::<PathBuf>(),
         ),
     }
+}
+
+/// Has `bin` write its manual pages into `dir/man` and its completions into
+/// `dir/completions` (what `cargo xtask install` and the package install).
+pub fn generate_docs(bin: &Path, dir: &Path) -> anyhow::Result<()> {
+    for (what, sub) in [("man", "man"), ("completions", "completions")] {
+        let mut cmd = Command::new(bin);
+        cmd.args(["generate", what]).arg(dir.join(sub));
+        let out = cmd
+            .output()
+            .with_context(|| format!("cannot start {}", crate::run::describe(&cmd)))?;
+        if !out.status.success() {
+            bail!(
+                "{} failed: {}\n{}",
+                crate::run::describe(&cmd),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `unit` with its one `ExecStart=` line running `bin daemon`.

@@ -81,7 +81,7 @@ pub fn build(out_dir: &Path) -> anyhow::Result<PathBuf> {
     if stage.exists() {
         fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
     }
-    generate_docs(&bin, &stage)?;
+    install::generate_docs(&bin, &stage)?;
     // Debian policy: pages compressed (cargo-deb leaves files it takes from
     // the target directory as they are). -n: no name or time in the header,
     // so the same page gives the same bytes.
@@ -124,25 +124,4 @@ pub fn build(out_dir: &Path) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
-}
-
-/// Has `bin` write its manual pages into `dir/man` and its completions into
-/// `dir/completions` (what `cargo xtask install` and the package install).
-pub fn generate_docs(bin: &Path, dir: &Path) -> anyhow::Result<()> {
-    for (what, sub) in [("man", "man"), ("completions", "completions")] {
-        let mut cmd = Command::new(bin);
-        cmd.args(["generate", what]).arg(dir.join(sub));
-        let out = cmd
-            .output()
-            .with_context(|| format!("cannot start {}", describe(&cmd)))?;
-        if !out.status.success() {
-            bail!(
-                "{} failed: {}\n{}",
-                describe(&cmd),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-    Ok(())
 }

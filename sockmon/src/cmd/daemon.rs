@@ -19,13 +19,16 @@ pub fn run(args: DaemonArgs, socket: Option<PathBuf>, log: LogHandle) -> ExitCod
     };
     let build = move || build_config(path.as_deref(), &args, socket.as_ref());
     match build() {
-        Ok(config) => daemon::run(
+        Ok(config) => match daemon::run(
             DaemonSetup {
                 config,
                 reload: Box::new(build),
             },
             log,
-        ),
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => fail(&f.message, if f.usage { EXIT_USAGE } else { 1 }),
+        },
         Err(e) => fail(&e, EXIT_USAGE),
     }
 }

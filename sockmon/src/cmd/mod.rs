@@ -9,10 +9,13 @@ pub mod lookup;
 pub mod ls;
 pub mod modes;
 pub mod policy;
-pub mod signals;
 pub mod status;
 pub mod top;
 pub mod watch;
+
+/// SIGINT/SIGTERM handling lives below the daemon (a leaf), so that both
+/// the daemon and the client commands can use it.
+pub use crate::signals;
 
 use std::{io::Write as _, path::Path, process::ExitCode};
 
@@ -35,29 +38,12 @@ pub fn fail(err: &dyn std::fmt::Display, code: u8) -> ExitCode {
 
 /// Prints `err` and every error below it (`a: b: c`), then exits with `code`.
 pub fn fail_chain(err: &dyn std::error::Error, code: u8) -> ExitCode {
-    let mut msg = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    fail(&msg, code)
+    fail(&crate::logging::chain(err), code)
 }
 
-/// The runtime of the long-running commands: one thread. The work is one
-/// pipeline whose stages hand each other small messages; on one thread those
-/// hand-offs cost no cross-thread wake-ups, which is what dominates a
-/// lookup's latency on a small, busy machine. (Blocking work, `/proc` reads
-/// and sink writes, runs on threads of its own.)
+/// [`crate::engine::runtime`], or the exit of a command that cannot start it.
 pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(&format!("cannot start the runtime: {e}"), 1))
+    crate::engine::runtime().map_err(|e| fail(&format!("cannot start the runtime: {e}"), 1))
 }
 
 /// Where a client command gets its answers.

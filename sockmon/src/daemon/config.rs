@@ -54,6 +54,9 @@ pub struct Config {
     pub policy: Option<crate::policy::PolicyConfig>,
 }
 
+/// Default queue of the sinks' subscription, in events.
+pub const SINK_QUEUE: usize = 65_536;
+
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
@@ -126,7 +129,7 @@ impl Default for SinksConfig {
         Self {
             stdout: StdoutSinkConfig::default(),
             file: FileSinkConfig::default(),
-            queue: crate::daemon::sinks::SINK_QUEUE,
+            queue: SINK_QUEUE,
             clickhouse: Box::default(),
         }
     }

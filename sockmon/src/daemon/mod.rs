@@ -15,7 +15,6 @@ pub mod sinks;
 
 use std::{
     path::PathBuf,
-    process::ExitCode,
     sync::{Arc, atomic::Ordering},
 };
 
@@ -27,10 +26,10 @@ use tokio::{
 
 use crate::{
     api::server::{self, Limits},
-    cmd::{EXIT_USAGE, fail, fail_chain, signals},
     engine::{Engine, EngineOptions, Prepared},
     kernel::{AttachMode, LoadOptions, privileges},
     logging::LogHandle,
+    signals,
 };
 
 /// What the daemon runs with, and how to rebuild it on SIGHUP.
@@ -40,17 +39,48 @@ pub struct DaemonSetup {
     pub reload: Box<dyn Fn() -> Result<Config, String> + Send>,
 }
 
-pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
+/// Why the daemon did not start, or stopped: what to tell the user, and
+/// whether it is theirs to fix (a bad setting, missing privileges: exit
+/// status 2 in `cmd::daemon`) or not (1).
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub usage: bool,
+}
+
+impl Failure {
+    fn new(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            usage: false,
+        }
+    }
+
+    fn usage(message: impl std::fmt::Display) -> Self {
+        Self {
+            usage: true,
+            ..Self::new(message)
+        }
+    }
+
+    /// `err` and what caused it (`a: b: c`).
+    fn chain(err: &dyn std::error::Error) -> Self {
+        Self::new(crate::logging::chain(err))
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (`Ok`) or a failure.
+pub fn run(setup: DaemonSetup, log: LogHandle) -> Result<(), Failure> {
     log.set_level(&setup.config.log.level);
     // Before the slow start-up: SIGINT may arrive ignored, and SIGTERM
     // during the load must still end the daemon cleanly.
     if let Err(e) = signals::install() {
-        return fail(&format!("cannot install signal handlers: {e}"), 1);
+        return Err(Failure::new(format!("cannot install signal handlers: {e}")));
     }
     let nofile = match limits::raise_nofile() {
         Ok(n) => {
             if let Err(e) = limits::check_descriptors(&setup.config, n) {
-                return fail(&e, EXIT_USAGE);
+                return Err(Failure::usage(e));
             }
             n
         }
@@ -65,7 +95,7 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
     let socket = setup.config.api.socket.clone();
     let listener = match server::bind_std(&socket) {
         Ok(l) => l,
-        Err(e) => return fail_chain(&e, 1),
+        Err(e) => return Err(Failure::chain(&e)),
     };
     let ring_bytes = setup.config.kernel.ring_kib * 1024;
     crate::snapshot::set_dump_deadline(std::time::Duration::from_millis(
@@ -89,27 +119,28 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             let _ = std::fs::remove_file(&socket);
-            return fail_chain(&e, if e.is_privileges() { EXIT_USAGE } else { 1 });
+            let usage = e.is_privileges();
+            return Err(Failure {
+                usage,
+                ..Failure::chain(&e)
+            });
         }
     };
     // Going on with full root after a failed drop would make every parser
     // bug a root bug: a failed drop is fatal.
     if let Err(e) = privileges::drop_all_but(&privileges::KEPT_AFTER_LOAD) {
         let _ = std::fs::remove_file(&socket);
-        return fail(
-            &format!("cannot drop capabilities after loading, refusing to go on: {e}"),
-            1,
-        );
+        return Err(Failure::new(format!(
+            "cannot drop capabilities after loading, refusing to go on: {e}"
+        )));
     }
     if signals::requested() {
         let _ = std::fs::remove_file(&socket);
         tracing::info!("stopped during start-up");
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
-    let rt = match crate::cmd::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
+    let rt = crate::engine::runtime()
+        .map_err(|e| Failure::new(format!("cannot start the runtime: {e}")))?;
     let refusals = limits::refusals(&setup.config, nofile);
     rt.block_on(daemon(setup, log, listener, prepared, refusals))
 }
@@ -120,7 +151,7 @@ async fn daemon(
     listener: std::os::unix::net::UnixListener,
     prepared: Prepared,
     refusals: usize,
-) -> ExitCode {
+) -> Result<(), Failure> {
     let DaemonSetup { mut config, reload } = setup;
     // Handlers first: a SIGHUP or SIGTERM that arrives during start-up (or
     // right after READY) must not kill the process with the default action.
@@ -129,7 +160,7 @@ async fn daemon(
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
     ) else {
-        return fail(&"cannot install signal handlers", 1);
+        return Err(Failure::new("cannot install signal handlers"));
     };
     let socket = config.api.socket.clone();
     let listener = match listener
@@ -137,13 +168,18 @@ async fn daemon(
         .and_then(|()| tokio::net::UnixListener::from_std(listener))
     {
         Ok(l) => l,
-        Err(e) => return fail(&format!("cannot serve {}: {e}", socket.display()), 1),
+        Err(e) => {
+            return Err(Failure::new(format!(
+                "cannot serve {}: {e}",
+                socket.display()
+            )));
+        }
     };
     let engine = match prepared.run().await {
         Ok(e) => e,
         Err(e) => {
             let _ = std::fs::remove_file(&socket);
-            return fail_chain(&e, 1);
+            return Err(Failure::chain(&e));
         }
     };
     let handle = engine.handle.clone();
@@ -187,13 +223,13 @@ async fn daemon(
     );
 
     let mut watchdog = tokio::time::interval(std::time::Duration::from_millis(500));
-    let code = loop {
+    let outcome = loop {
         if signals::requested() {
-            break ExitCode::SUCCESS; // arrived before tokio's handlers were in
+            break Ok(()); // arrived before tokio's handlers were in
         }
         tokio::select! {
-            _ = term.recv() => break ExitCode::SUCCESS,
-            _ = int.recv() => break ExitCode::SUCCESS,
+            _ = term.recv() => break Ok(()),
+            _ = int.recv() => break Ok(()),
             _ = hup.recv() => {
                 match reload() {
                     Ok(new) => {
@@ -225,8 +261,7 @@ async fn daemon(
             }
             _ = watchdog.tick() => {
                 if engine.is_finished() {
-                    tracing::error!("the event pipeline stopped unexpectedly");
-                    break ExitCode::from(1);
+                    break Err(Failure::new("the event pipeline stopped unexpectedly"));
                 }
             }
         }
@@ -250,7 +285,7 @@ async fn daemon(
     }
     engine.shutdown().await;
     tracing::info!("sockmon daemon stopped; every program detached");
-    code
+    outcome
 }
 
 type MetricsTask = (watch::Sender<bool>, tokio::task::JoinHandle<()>);

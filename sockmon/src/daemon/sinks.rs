@@ -371,8 +371,7 @@ impl Batch {
     }
 }
 
-/// Default queue of the sinks' subscription, in events.
-pub const SINK_QUEUE: usize = 65_536;
+pub use super::config::SINK_QUEUE;
 
 /// Runs the sinks until told to stop. With no sink configured it holds no
 /// subscription, so events cost nothing here. If the sinks fall behind and

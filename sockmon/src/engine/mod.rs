@@ -14,7 +14,6 @@
 //! capabilities before any thread exists); only then do the reader and the
 //! state task start ([`Prepared::run`]) and apply those events in order.
 
-mod cgroup_unit;
 pub mod flows;
 mod life;
 pub mod local;
@@ -33,7 +32,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-pub use cgroup_unit::{Placement, from_proc_cgroup};
+pub use crate::cgroup_unit::{Placement, from_proc_cgroup};
 pub use state::OnLag;
 use state::State;
 use stats::{Shared, Status};
@@ -128,6 +127,17 @@ pub enum Command {
 pub struct Subscription {
     pub rx: mpsc::Receiver<Arc<StreamItem>>,
     pub lost: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The runtime of the long-running commands and the daemon: one thread.
+/// The work is one pipeline whose stages hand each other small messages;
+/// on one thread those hand-offs cost no cross-thread wake-ups, which is
+/// what dominates a lookup's latency on a small, busy machine. (Blocking
+/// work, `/proc` reads and sink writes, runs on threads of its own.)
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// Default least time between two re-checks of holders no event shows

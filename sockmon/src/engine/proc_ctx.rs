@@ -16,7 +16,7 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
-use super::cgroup_unit::CgroupNames;
+use crate::cgroup_unit::CgroupNames;
 use crate::{
     event::{
         Event,

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::WallTime,
+    escape,
     event::{Event, Proto},
     filter::Filter,
-    output::escape,
     table::{SocketEntry, SocketTable},
 };
 

@@ -14,8 +14,7 @@ use std::{collections::HashSet, fs, os::unix::ffi::OsStrExt as _, sync::Arc};
 
 use tokio::sync::mpsc;
 
-use super::cgroup_unit;
-use crate::{output::escape, procfs, table::VerifyRequest};
+use crate::{cgroup_unit, escape, procfs, table::VerifyRequest};
 
 /// Work for the worker.
 #[derive(Debug)]

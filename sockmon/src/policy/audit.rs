@@ -74,7 +74,7 @@ pub fn listeners(snap: &Snapshot, scope: &[u32]) -> Vec<Listener> {
                 let id: Identity = identify(*pid, p.start_ticks, None, None)?;
                 Some(ListenerOwner {
                     pid: *pid,
-                    comm: crate::output::escape::for_json(p.comm.as_bytes()).into_owned(),
+                    comm: crate::escape::for_json(p.comm.as_bytes()).into_owned(),
                     uid: p.uid,
                     exe: id.exe,
                     unit: id.unit,

@@ -330,7 +330,7 @@ pub fn identify(
     };
     let exe = exe.map(str::to_string).or_else(|| read_exe(pid));
     let placement = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map(|t| crate::engine::from_proc_cgroup(&t))
+        .map(|t| crate::cgroup_unit::from_proc_cgroup(&t))
         .unwrap_or_default();
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     let ppid = ppid_of(&stat);
@@ -423,7 +423,7 @@ fn judge(
         inode: c.inode,
         owner: AlertOwner {
             pid: c.pid,
-            comm: crate::output::escape::for_json(c.comm.as_bytes()).into_owned(),
+            comm: crate::escape::for_json(c.comm.as_bytes()).into_owned(),
             uid: c.uid,
             exe: id.exe,
             unit: id.unit,

@@ -44,7 +44,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::event::{Comm, Family, Proto};
+use crate::event::{Family, Proto};
 
 /// One socket as sock_diag reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,17 +68,8 @@ pub struct SockRow {
     pub uid: u32,
 }
 
-/// A process holding at least one socket.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcRow {
-    pub pid: u32,
-    /// `/proc/PID/comm`: the process leader's name.
-    pub comm: Comm,
-    /// Real uid (first field of `Uid:` in `/proc/PID/status`).
-    pub uid: u32,
-    /// Field 22 of `/proc/PID/stat`: start time in clock ticks after boot.
-    pub start_ticks: u64,
-}
+/// What `/proc` says about a pid (it lives with the readers).
+pub use crate::procfs::ProcRow;
 
 #[derive(Debug, Default)]
 pub struct Snapshot {

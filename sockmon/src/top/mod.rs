@@ -21,6 +21,7 @@ pub mod order;
 pub mod ports;
 pub mod render;
 pub mod screen;
+pub mod text;
 
 use std::{
     sync::{

@@ -591,8 +591,8 @@ impl Model {
             .map(|mut r| {
                 r.pids.sort_unstable();
                 r.name = match &r.key {
-                    RowKey::Pid(pid) => super::render::shown(self.comm(*pid).unwrap_or_default()),
-                    RowKey::Unit(u) => super::render::unit_label(u),
+                    RowKey::Pid(pid) => super::text::shown(self.comm(*pid).unwrap_or_default()),
+                    RowKey::Unit(u) => super::text::unit_label(u),
                 };
                 r
             })
@@ -653,8 +653,8 @@ impl Model {
                     inode: *inode,
                     pid: *pid,
                     owners: s.owners.len(),
-                    name: super::render::shown(self.comm(*pid).unwrap_or_default()),
-                    unit: self.unit(*pid).map(super::render::unit_label),
+                    name: super::text::shown(self.comm(*pid).unwrap_or_default()),
+                    unit: self.unit(*pid).map(super::text::unit_label),
                     source,
                 })
             })

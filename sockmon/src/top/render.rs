@@ -17,29 +17,13 @@ use ratatui::{
     widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState},
 };
 
+pub use super::text::{shown, unit_label};
 use super::{
     input::{Ui, View},
     model::Group,
     ports,
     screen::{Body, Header, Screen},
 };
-use crate::output::escape;
-
-/// Escapes untrusted bytes (names) for the terminal.
-pub fn shown(bytes: &[u8]) -> String {
-    escape::for_terminal(bytes).into_owned()
-}
-
-/// A unit as people read it, escaped: a container by its short id
-/// (`docker:0123456789ab`; the full id is in the JSON views).
-pub fn unit_label(u: &str) -> String {
-    match u.split_once(':') {
-        Some((runtime, id)) if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            shown(format!("{runtime}:{}", &id[..12]).as_bytes())
-        }
-        _ => shown(u.as_bytes()),
-    }
-}
 
 /// One column: title, width, and priority (0 is never dropped; higher
 /// numbers are dropped first when the terminal is narrow).

@@ -8,7 +8,7 @@ use super::{
     input::{Ui, View},
     model::{ConnRow, ListenRow, Model, ProcRow, Rates, RowKey},
     order::Order,
-    render::shown,
+    text::shown,
 };
 use crate::{
     clock::WallTime,
@@ -124,7 +124,7 @@ pub fn build(
             "{} (pid {pid})",
             shown(model.comm(*pid).unwrap_or_default())
         ),
-        RowKey::Unit(u) => super::render::unit_label(u),
+        RowKey::Unit(u) => super::text::unit_label(u),
     };
     let body = match &ui.view {
         View::Processes => Body::Processes(procs),

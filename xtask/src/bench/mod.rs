@@ -29,6 +29,7 @@ mod memory;
 mod procs;
 mod rate;
 mod report;
+mod results;
 mod soak;
 mod startup;
 mod stats;

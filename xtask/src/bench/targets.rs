@@ -10,7 +10,7 @@ use super::{
     lookup::{self, LookupResults},
     memory::MemoryResults,
     rate::{RateResults, Row},
-    report::{Results, fmt_f, fmt_sum, group},
+    results::{Results, fmt_f, fmt_sum, group},
     soak::SoakResults,
     startup::StartupResults,
     tracers::Tracer,

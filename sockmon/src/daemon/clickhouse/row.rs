@@ -18,7 +18,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    engine::from_proc_cgroup,
+    cgroup_unit::from_proc_cgroup,
     event::{Event, errno, kind_name},
     output::escape,
 };
