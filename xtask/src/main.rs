@@ -13,6 +13,7 @@
 mod bench;
 mod guest;
 mod install;
+mod layers;
 mod package;
 mod run;
 mod setup;

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the README's one test command.
 //!
-//! Order: setup → rustfmt check → clippy (user crates, and the kernel crate
+//! Order: setup → the layers check (`layers.rs`) → rustfmt check → clippy (user crates, and the kernel crate
 //! for the BPF target) → every test of the workspace → `bench --quick` →
 //! the real-kernel tests inside Debian's kernels under qemu (`guest`).
 //! `--kernel` picks where: `host` (this machine's kernel: every test layer
@@ -92,6 +92,7 @@ impl TestArgs {
 }
 
 pub fn run_lints() -> anyhow::Result<()> {
+    crate::layers::check(&root())?;
     exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
     exec(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     // The kernel crate only compiles for the BPF target, with the nightly.

@@ -1,5 +1,7 @@
 //! A blocking client of the daemon's API, for the CLI (`ls`, `lookup`,
-//! `status`, `watch` when a daemon runs).
+//! `status`, `watch` and `top` when a daemon runs). Its methods mirror
+//! `EngineHandle`'s (`lookup`, `list`, `status`, `subscribe`) and send the
+//! same typed [`Request`] the server parses.
 
 use std::{
     io::{self, BufRead as _, BufReader, Write as _},
@@ -10,7 +12,14 @@ use std::{
 
 use thiserror::Error;
 
-use super::protocol::Response;
+use super::protocol::{Request, Response};
+use crate::{
+    engine::{
+        stats::Status,
+        view::{Lookup, SocketView},
+    },
+    filter::Filter,
+};
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -55,12 +64,38 @@ impl Client {
         })
     }
 
-    /// Sends one request (a JSON value) and reads its response.
-    pub fn request(&mut self, request: &serde_json::Value) -> Result<Response, ClientError> {
-        let mut line =
-            serde_json::to_vec(request).map_err(|e| ClientError::Invalid(e.to_string()))?;
-        line.push(b'\n');
-        self.writer.write_all(&line)?;
+    /// The sockets matching `query` (usually one).
+    pub fn lookup(&mut self, query: Lookup) -> Result<Vec<SocketView>, ClientError> {
+        Ok(self
+            .request(&Request::Lookup(query))?
+            .sockets
+            .unwrap_or_default())
+    }
+
+    /// The live table, filtered.
+    pub fn list(&mut self, filter: Filter) -> Result<Vec<SocketView>, ClientError> {
+        Ok(self
+            .request(&Request::List(filter))?
+            .sockets
+            .unwrap_or_default())
+    }
+
+    /// The daemon's status.
+    pub fn status(&mut self) -> Result<Status, ClientError> {
+        self.request(&Request::Status)?
+            .status
+            .ok_or_else(|| ClientError::Invalid("the daemon's answer had no status".into()))
+    }
+
+    /// Turns this connection into the event stream (read it with
+    /// [`Client::next_line`]).
+    pub fn subscribe(&mut self, filter: Filter) -> Result<(), ClientError> {
+        self.request(&Request::Subscribe(filter)).map(drop)
+    }
+
+    /// Sends one request and reads its response.
+    pub fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
+        self.writer.write_all(&request.to_line())?;
         let response = self.read_line()?;
         let r: Response = serde_json::from_str(&response)
             .map_err(|e| ClientError::Invalid(format!("{e}: {response}")))?;

@@ -3,8 +3,6 @@
 
 use std::{path::Path, process::ExitCode};
 
-use serde_json::json;
-
 use super::{Backend, EXIT_USAGE, backend, fail, fail_chain, print};
 use crate::{
     cli::LsArgs,
@@ -12,7 +10,6 @@ use crate::{
         local,
         view::{self, SocketView, Viewer},
     },
-    filter::Filter,
     output::sockets,
 };
 
@@ -20,19 +17,17 @@ pub fn run(args: &LsArgs, socket: &Path, no_daemon: bool) -> ExitCode {
     let filter = args.filter.resolve();
     let rows = match backend(socket, no_daemon) {
         Err(code) => return code,
-        Ok(Backend::Daemon(mut client)) => {
-            match client.request(&json!({"op": "list", "filter": wire(&filter)})) {
-                Ok(r) => r.sockets.unwrap_or_default(),
-                Err(e) => return fail(&e, 1),
-            }
-        }
+        Ok(Backend::Daemon(mut client)) => match client.list(filter.clone()) {
+            Ok(rows) => rows,
+            Err(e) => return fail(&e, 1),
+        },
         Ok(Backend::Alone) => match local::snapshot_table() {
             Ok(t) => view::list(&t.table, &filter, Viewer::ROOT, &t.boot),
             Err(e) => return fail_chain(&e, EXIT_USAGE),
         },
     };
     let rows = narrow(rows, args);
-    let _ = print(&render(&rows, args.json));
+    let _ = print(&sockets::render(&rows, args.json));
     ExitCode::SUCCESS
 }
 
@@ -51,29 +46,4 @@ fn narrow(mut rows: Vec<SocketView>, args: &LsArgs) -> Vec<SocketView> {
         });
     }
     rows
-}
-
-/// Human table or JSON lines.
-pub fn render(rows: &[SocketView], json: bool) -> Vec<u8> {
-    let mut out = Vec::new();
-    if json {
-        for r in rows {
-            if serde_json::to_writer(&mut out, r).is_ok() {
-                out.push(b'\n');
-            }
-        }
-    } else {
-        sockets::write_table(&mut out, rows);
-    }
-    out
-}
-
-/// A filter as the API's `filter` object.
-pub fn wire(f: &Filter) -> serde_json::Value {
-    json!({
-        "pid": f.pids,
-        "comm": f.comms,
-        "port": f.ports,
-        "proto": f.proto.map(|p| p.name()),
-    })
 }

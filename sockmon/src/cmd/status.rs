@@ -2,8 +2,6 @@
 
 use std::{fmt::Write as _, path::Path, process::ExitCode};
 
-use serde_json::json;
-
 use super::{Backend, backend, fail, print};
 use crate::{cli::StatusArgs, engine::stats::Status};
 
@@ -21,11 +19,8 @@ pub fn run(args: &StatusArgs, socket: &Path) -> ExitCode {
             );
         }
     };
-    let status = match client.request(&json!({"op": "status"})) {
-        Ok(r) => match r.status {
-            Some(s) => s,
-            None => return fail(&"the daemon's answer had no status", 1),
-        },
+    let status = match client.status() {
+        Ok(s) => s,
         Err(e) => return fail(&e, 1),
     };
     let out = if args.json {

@@ -9,10 +9,9 @@
 
 use std::{path::Path, process::ExitCode};
 
-use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{Backend, EXIT_USAGE, backend, fail, fail_chain, ls, print, signals};
+use super::{Backend, EXIT_USAGE, backend, fail, fail_chain, print, signals};
 use crate::{
     api::client::Client,
     cli::WatchConfig,
@@ -43,19 +42,11 @@ pub fn run(cfg: WatchConfig, socket: &Path, no_daemon: bool) -> ExitCode {
 
 /// Prints the daemon's stream, filtered by the daemon.
 fn from_daemon(mut client: Client, cfg: &WatchConfig) -> ExitCode {
-    let mut filter = ls::wire(&cfg.filter);
-    filter["event"] = json!(
-        cfg.filter
-            .events
-            .iter()
-            .map(|k| crate::event::kind_name(*k))
-            .collect::<Vec<_>>()
-    );
-    let attach = match client.request(&json!({"op": "status"})) {
-        Ok(r) => r.status.map(|s| s.attach).unwrap_or_default(),
+    let attach = match client.status() {
+        Ok(s) => s.attach,
         Err(e) => return fail(&e, 1),
     };
-    if let Err(e) = client.request(&json!({"op": "subscribe", "filter": filter})) {
+    if let Err(e) = client.subscribe(cfg.filter.clone()) {
         return fail(&e, 1);
     }
     // A signal shuts the socket down, which ends the blocking read below.

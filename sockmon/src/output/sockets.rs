@@ -17,6 +17,22 @@ use std::io::Write as _;
 use super::escape;
 use crate::engine::view::{OwnerView, SocketView};
 
+/// What `ls` and `lookup` print: the human table, or one JSON object per
+/// socket and line.
+pub fn render(rows: &[SocketView], json: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    if json {
+        for r in rows {
+            if serde_json::to_writer(&mut out, r).is_ok() {
+                out.push(b'\n');
+            }
+        }
+    } else {
+        write_table(&mut out, rows);
+    }
+    out
+}
+
 /// Appends the header and one line per socket.
 pub fn write_table(out: &mut Vec<u8>, rows: &[SocketView]) {
     let _ = writeln!(

@@ -22,11 +22,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
-
 use super::decode::{self, Update};
 use crate::{
-    api::client::Client,
+    api::{client::Client, protocol::Request},
     engine::{Prepared, StreamItem, Subscription, view::SocketView, view::Viewer},
     filter::Filter,
 };
@@ -94,7 +92,7 @@ fn subscribe(socket: &Path, tx: &SyncSender<Input>) -> Result<(), (String, bool)
     let before = |e: std::io::Error| (e.to_string(), false);
     let mut stream = UnixStream::connect(socket).map_err(before)?;
     stream
-        .write_all(b"{\"op\":\"subscribe\"}\n")
+        .write_all(&Request::Subscribe(Filter::default()).to_line())
         .map_err(before)?;
     let mut reader = BufReader::with_capacity(256 * 1024, stream);
     let mut line = String::new();
@@ -132,12 +130,8 @@ fn subscribe(socket: &Path, tx: &SyncSender<Input>) -> Result<(), (String, bool)
 fn list_loop(socket: &Path, tx: &SyncSender<Input>) {
     loop {
         let asked = Instant::now();
-        let msg = match Client::connect(socket).and_then(|mut c| c.request(&json!({"op": "list"})))
-        {
-            Ok(r) => Input::Table {
-                sockets: r.sockets.unwrap_or_default(),
-                asked,
-            },
+        let msg = match Client::connect(socket).and_then(|mut c| c.list(Filter::default())) {
+            Ok(sockets) => Input::Table { sockets, asked },
             Err(e) => Input::Notice(format!("list: {e}")),
         };
         if tx.send(msg).is_err() {
