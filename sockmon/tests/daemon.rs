@@ -117,6 +117,69 @@ fn a_filtered_subscriber_gets_exactly_the_matching_events() {
 }
 
 #[test]
+fn a_counters_subscriber_gets_exact_per_process_sums_once_per_interval() {
+    let _g = exclusive();
+    let d = Daemon::start("counters", &["--no-config"]);
+    let open = TcpListener::bind("127.0.0.1:0").unwrap();
+    let po = open.local_addr().unwrap().port();
+    // A port with nothing listening: connects to it are refused.
+    let pc = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sub = d.connect();
+    let ok = request_on(
+        &mut sub,
+        &format!(r#"{{"op":"counters","every_ms":200,"filter":{{"port":[{po},{pc}]}}}}"#),
+    );
+    assert_eq!(ok, serde_json::json!({"ok": true, "subscribed": true}));
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let c = TcpStream::connect(("127.0.0.1", po)).unwrap();
+        let (a, _) = open.accept().unwrap();
+        kept.push((c, a));
+    }
+    for _ in 0..2 {
+        let e = TcpStream::connect(("127.0.0.1", pc)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+    let me = u64::from(std::process::id());
+    let (mut lines, mut sums) = (0, [0u64; 4]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Sum the intervals until our five connects, two failures and three
+    // accepts are in, then one more second: nothing else may arrive.
+    let mut settled: Option<Instant> = None;
+    while settled.is_none_or(|t| t.elapsed() < Duration::from_secs(1)) {
+        assert!(Instant::now() < deadline, "sums so far: {sums:?}");
+        let line = read_json_line(&mut sub);
+        lines += 1;
+        assert_eq!(line["interval_ms"], 200, "{line}");
+        assert_eq!(line["lost"], 0, "{line}");
+        let procs = line["processes"].as_array().expect("processes");
+        for p in procs {
+            assert_eq!(p["pid"], me, "only this process uses these ports: {line}");
+            assert!(p["comm"].as_str().is_some_and(|c| !c.is_empty()), "{line}");
+            for (i, k) in ["connects", "failed", "accepts", "events"]
+                .iter()
+                .enumerate()
+            {
+                sums[i] += p[*k].as_u64().unwrap_or_else(|| panic!("{k} in {line}"));
+            }
+        }
+        if settled.is_none() && sums[..3] == [5, 2, 3] {
+            settled = Some(Instant::now());
+        }
+    }
+    assert_eq!(sums[..3], [5, 2, 3], "connects, failed, accepts");
+    // At least a connect and an accept per connection, a connect per refusal.
+    assert!(sums[3] >= 3 * 2 + 2, "events: {sums:?}");
+    // One line per interval, including the empty ones.
+    assert!(lines >= 5, "{lines} lines in more than a second at 200 ms");
+    drop(kept);
+}
+
+#[test]
 fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
     let _g = exclusive();
     let d = Daemon::start("malformed", &["--no-config"]);

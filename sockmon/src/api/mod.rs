@@ -3,5 +3,6 @@
 
 pub mod access;
 pub mod client;
+pub mod counters;
 pub mod protocol;
 pub mod server;

@@ -10,7 +10,7 @@
 //! same [`WireRequest`], so a new filter field is one field here, and a test
 //! holds `parse(r.to_line()) == r` for every request the fuzz corpus yields.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +47,20 @@ pub enum WireRequest {
         #[serde(default, skip_serializing_if = "WireFilter::is_empty")]
         filter: WireFilter,
     },
+    /// Per-process sums of the stream, one line per interval
+    /// ([`CountersLine`]), instead of every event.
+    Counters {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        every_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "WireFilter::is_empty")]
+        filter: WireFilter,
+    },
 }
+
+/// `counters`: the interval when none is asked for, and the bounds of one.
+pub const COUNTERS_EVERY_DEFAULT: Duration = Duration::from_secs(1);
+pub const COUNTERS_EVERY_MIN: Duration = Duration::from_millis(100);
+pub const COUNTERS_EVERY_MAX: Duration = Duration::from_secs(60);
 
 /// A filter as it is on the wire.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -114,6 +127,11 @@ pub enum Request {
     List(Filter),
     Status,
     Subscribe(Filter),
+    /// Per-process sums of the events matching the filter, every `every`.
+    Counters {
+        filter: Filter,
+        every: Duration,
+    },
 }
 
 impl Request {
@@ -129,6 +147,10 @@ impl Request {
             Self::List(f) => WireRequest::List { filter: f.into() },
             Self::Status => WireRequest::Status {},
             Self::Subscribe(f) => WireRequest::Subscribe { filter: f.into() },
+            Self::Counters { filter, every } => WireRequest::Counters {
+                every_ms: Some(every.as_millis() as u64),
+                filter: filter.into(),
+            },
         }
     }
 
@@ -199,6 +221,21 @@ pub fn parse(line: &[u8]) -> Result<Request, ApiError> {
         }
         WireRequest::Status {} => Request::Status,
         WireRequest::Subscribe { filter } => Request::Subscribe(filter_of(filter)?),
+        WireRequest::Counters { every_ms, filter } => {
+            let every = every_ms.map_or(COUNTERS_EVERY_DEFAULT, Duration::from_millis);
+            if !(COUNTERS_EVERY_MIN..=COUNTERS_EVERY_MAX).contains(&every) {
+                return Err(ApiError::bad_request(format!(
+                    "`every_ms`: {} is outside {}..={}",
+                    every.as_millis(),
+                    COUNTERS_EVERY_MIN.as_millis(),
+                    COUNTERS_EVERY_MAX.as_millis()
+                )));
+            }
+            Request::Counters {
+                filter: filter_of(filter)?,
+                every,
+            }
+        }
     })
 }
 
@@ -269,6 +306,61 @@ pub fn check_filter_len(f: &Filter, max: usize) -> Result<(), ApiError> {
             "`{name}`: {n} distinct values; at most {max} are accepted (api.max_filter_values)"
         ))),
         None => Ok(()),
+    }
+}
+
+/// One line of a `counters` subscription: what each process did in the
+/// interval that ended at `time`. Processes without events in it are left
+/// out; every count is the interval's own (add them up for totals).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountersLine {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub interval_ms: u64,
+    /// Events counted, all kinds.
+    pub events: u64,
+    /// Events this subscription missed (it fell behind); also in `status`.
+    pub lost: u64,
+    pub processes: Vec<ProcCounters>,
+}
+
+/// One process in a [`CountersLine`] (counting rule: `event::tally`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcCounters {
+    pub pid: u32,
+    /// The process's name (its leader's), escaped as in events; empty
+    /// where the viewer may not see it (as `list` hides it).
+    pub comm: String,
+    /// The systemd unit, where known and the viewer may see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    pub events: u64,
+    pub connects: u64,
+    pub failed: u64,
+    pub accepts: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl ProcCounters {
+    pub fn counts(&self) -> crate::event::tally::Counts {
+        crate::event::tally::Counts {
+            connects: self.connects,
+            failed: self.failed,
+            accepts: self.accepts,
+            sent: self.bytes_sent,
+            received: self.bytes_received,
+        }
+    }
+}
+
+impl CountersLine {
+    /// The line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        // Strings and numbers only: encoding cannot fail.
+        let mut v = serde_json::to_vec(self).unwrap_or_default();
+        v.push(b'\n');
+        v
     }
 }
 
@@ -401,6 +493,10 @@ mod tests {
             br#"{"op":"subscribe","filter":{"event":["exec"]}}"#,
             br#"{"op":"subscribe","filter":{"event":[3]}}"#,
             br#"{"op":"status","extra":1}"#,
+            br#"{"op":"counters","every_ms":10}"#,
+            br#"{"op":"counters","every_ms":600000}"#,
+            br#"{"op":"counters","every_ms":-1}"#,
+            br#"{"op":"counters","every":1000}"#,
             b"\xff\xfe",
         ];
         for line in bad {
@@ -408,6 +504,29 @@ mod tests {
             assert_eq!(e.code, "bad_request", "{:?}", String::from_utf8_lossy(line));
             assert!(!e.message.is_empty());
         }
+    }
+
+    #[test]
+    fn counters_take_an_interval_within_bounds_and_a_filter() {
+        assert_eq!(
+            parse(br#"{"op":"counters"}"#),
+            Ok(Request::Counters {
+                filter: Filter::default(),
+                every: COUNTERS_EVERY_DEFAULT
+            })
+        );
+        assert_eq!(
+            parse(br#"{"op":"counters","every_ms":100,"filter":{"port":[80,80]}}"#),
+            Ok(Request::Counters {
+                filter: Filter {
+                    ports: vec![80],
+                    ..Filter::default()
+                },
+                every: Duration::from_millis(100)
+            })
+        );
+        let e = parse(br#"{"op":"counters","every_ms":99}"#).unwrap_err();
+        assert!(e.message.contains("every_ms"), "{}", e.message);
     }
 
     #[test]
@@ -503,6 +622,13 @@ mod tests {
             Request::List(filter),
             Request::Subscribe(subscribe),
             Request::Subscribe(Filter::default()),
+            Request::Counters {
+                filter: Filter {
+                    pids: vec![3],
+                    ..Filter::default()
+                },
+                every: Duration::from_millis(250),
+            },
             Request::Lookup(Lookup {
                 proto: Some(Proto::Tcp),
                 src: "[::1]:5000".parse().unwrap(),

@@ -30,6 +30,7 @@ use tokio::{
 
 use super::{
     access::{self, Peer},
+    counters::Window,
     protocol::{self, ApiError, MAX_REQUEST, Request, Response},
 };
 use crate::{
@@ -449,7 +450,7 @@ async fn connection(
         let max_values = limits.max_filter_values.load(Ordering::Relaxed);
         let request = protocol::parse(trim_newline(&line)).and_then(|r| {
             match &r {
-                Request::List(f) | Request::Subscribe(f) => {
+                Request::List(f) | Request::Subscribe(f) | Request::Counters { filter: f, .. } => {
                     protocol::check_filter_len(f, max_values)?;
                 }
                 Request::Lookup(_) | Request::Status => {}
@@ -469,6 +470,11 @@ async fn connection(
                 set_send_buffer(raw_fd, SUBSCRIBER_SEND_BUFFER);
                 write_within(&mut write, &Response::subscribed().to_line(), timeout).await?;
                 return stream_events(engine, filter, viewer, timeout, reader, write).await;
+            }
+            Request::Counters { filter, every } => {
+                write_within(&mut write, &Response::subscribed().to_line(), timeout).await?;
+                return stream_counters(engine, filter, every, viewer, timeout, reader, write)
+                    .await;
             }
             Request::List(filter) => {
                 write_list(ctx, filter, viewer, &mut write, timeout).await?;
@@ -494,7 +500,7 @@ async fn answer(engine: &EngineHandle, r: Request, viewer: Viewer) -> Response {
             .status()
             .await
             .map_or_else(|_| gone(), Response::status),
-        Request::List(_) | Request::Subscribe(_) => gone(),
+        Request::List(_) | Request::Subscribe(_) | Request::Counters { .. } => gone(),
     }
 }
 
@@ -661,6 +667,60 @@ async fn stream_events<R: AsyncRead + Unpin>(
         }
         // A subscriber that stopped reading is dropped, not waited on forever.
         write_within(&mut write, &buf, timeout).await?;
+    }
+}
+
+/// Counts the events matching `filter` per process and writes what each
+/// interval added as one line (`counters` in docs/api.md), so the client's
+/// cost does not grow with the event rate. Falling behind is counted
+/// (`lost` in the next line), never a reason to cut the client off: the
+/// sums are cheap to keep up with.
+async fn stream_counters<R: AsyncRead + Unpin>(
+    engine: &EngineHandle,
+    filter: Filter,
+    every: Duration,
+    viewer: Viewer,
+    timeout: Duration,
+    mut reader: BufReader<R>,
+    mut write: OwnedWriteHalf,
+) -> io::Result<()> {
+    let Ok(mut sub) = engine
+        .subscribe_with(filter, None, viewer, OnLag::Resume("counters_lagged"))
+        .await
+    else {
+        return Ok(());
+    };
+    let shared = engine.shared.clone();
+    shared.subscribers.fetch_add(1, Ordering::Relaxed);
+    let _guard = Decrement(&shared.subscribers);
+    let mut window = Window::new(viewer);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let interval_ms = every.as_millis() as u64;
+    let mut sink = [0u8; 256];
+    loop {
+        tokio::select! {
+            item = sub.rx.recv() => {
+                let Some(item) = item else { return Ok(()) }; // the engine stopped
+                window.count(&item);
+                // Take what is queued in one go, bounded so the tick is not starved.
+                for _ in 0..4096 {
+                    match sub.rx.try_recv() {
+                        Ok(item) => window.count(&item),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let line = window.take(crate::clock::WallTime::now(), interval_ms);
+                write_within(&mut write, &line.to_line(), timeout).await?;
+            }
+            // Anything the client sends now is ignored; EOF means it left.
+            n = reader.read(&mut sink) => match n {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => {}
+            },
+        }
     }
 }
 

@@ -25,15 +25,19 @@ pub fn run(args: &TopArgs, socket: &Path, no_daemon: bool) -> ExitCode {
             EXIT_USAGE,
         );
     }
-    let opts = |source: String| top::Options {
+    let opts = |source: String, wanted| top::Options {
         source,
         frame: args.refresh,
         filter: filter.clone(),
         filter_text: text.clone(),
+        wanted,
     };
     let result = match backend(socket, no_daemon) {
         Err(code) => return code,
-        Ok(Backend::Daemon(_)) => top::run(feed::daemon(socket), opts(feed::describe(socket))),
+        Ok(Backend::Daemon(_)) => {
+            let (rx, wanted) = feed::daemon(socket, args.refresh);
+            top::run(rx, opts(feed::describe(socket), Some(wanted)))
+        }
         Ok(Backend::Alone) => {
             let eopts = EngineOptions {
                 snapshot: true,
@@ -50,7 +54,7 @@ pub fn run(args: &TopArgs, socket: &Path, no_daemon: bool) -> ExitCode {
                 Ok(v) => v,
                 Err(e) => return fail(&format!("cannot start the engine: {e}"), 1),
             };
-            let r = top::run(rx, opts("alone (probes loaded by top)".into()));
+            let r = top::run(rx, opts("alone (probes loaded by top)".into(), None));
             local.stop();
             r
         }

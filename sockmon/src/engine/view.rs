@@ -87,7 +87,9 @@ impl Viewer {
         hide_names: false,
     };
 
-    fn sees_details_of(&self, owner_uid: Option<u32>) -> bool {
+    /// Whether the details (exe, args, unit, container) of a process of
+    /// `owner_uid` may be shown.
+    pub fn sees_details_of(&self, owner_uid: Option<u32>) -> bool {
         match self.uid {
             None => true,
             Some(me) => owner_uid == Some(me),

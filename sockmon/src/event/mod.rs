@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod errno;
 pub mod flow;
+pub mod tally;
 #[cfg(test)]
 pub mod testing;
 

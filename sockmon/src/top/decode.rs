@@ -14,10 +14,12 @@ use std::{borrow::Cow, net::IpAddr, net::SocketAddr};
 use serde::Deserialize;
 
 use crate::{
+    api::protocol::CountersLine,
     clock::WallTime,
     event::{
         Comm, Event, EventKind, Family, Proto,
         flow::{Life, TcpCounters},
+        tally::Counts,
     },
 };
 
@@ -44,6 +46,48 @@ pub enum Update {
         cause: String,
         count: u64,
     },
+    /// One line of the daemon's `counters` subscription: what each process
+    /// did in the interval (instead of its events).
+    Counters {
+        processes: Vec<ProcCount>,
+        events: u64,
+    },
+}
+
+/// One process in an [`Update::Counters`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcCount {
+    pub pid: u32,
+    pub comm: Comm,
+    pub unit: Option<String>,
+    pub counts: Counts,
+}
+
+/// Decodes one line of a `counters` subscription: the sums, and a `lost`
+/// update when the daemon says this subscription missed events.
+pub fn counters_line(line: &str) -> Option<(Update, Option<Update>)> {
+    let c: CountersLine = serde_json::from_str(line).ok()?;
+    let lost = (c.lost > 0).then(|| Update::Lost {
+        cause: "counters_lagged".into(),
+        count: c.lost,
+    });
+    let processes = c
+        .processes
+        .iter()
+        .map(|p| ProcCount {
+            pid: p.pid,
+            comm: comm_of(&p.comm),
+            unit: p.unit.clone(),
+            counts: p.counts(),
+        })
+        .collect();
+    Some((
+        Update::Counters {
+            processes,
+            events: c.events,
+        },
+        lost,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -1,7 +1,16 @@
-//! Where `top`'s data comes from: a running daemon (its `subscribe` stream
-//! and a periodic `list`), or an engine of its own (the probes loaded in
-//! this process, like `watch` without a daemon, plus a start-up snapshot so
-//! that listeners opened before `top` are seen).
+//! Where `top`'s data comes from: a running daemon (its `counters` or
+//! `subscribe` stream and a periodic `list`), or an engine of its own (the
+//! probes loaded in this process, like `watch` without a daemon, plus a
+//! start-up snapshot so that listeners opened before `top` are seen).
+//!
+//! From a daemon, `top` reads only what the view on screen needs
+//! ([`Want`]): per-process sums once a frame (`counters`) while it shows
+//! processes or listeners, and events (of the selected process where it can
+//! say so to the daemon) while it shows connections or the stream. Decoding
+//! every event's JSON cost 5.7% of a core at 10k events/s; the sums cost the
+//! same whatever the rate (BENCHMARKS.md, `top`). Switching between the two
+//! closes one subscription and opens the other: the events of that moment
+//! are counted by neither.
 //!
 //! Either way the data arrives on one bounded channel, in batches (all the
 //! events read together), and is applied by the UI thread between frames.
@@ -11,10 +20,11 @@
 //! what `top` dropped the same way.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader, ErrorKind, Write as _},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     sync::{
+        Arc, Mutex,
         atomic::Ordering,
         mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
     },
@@ -24,7 +34,10 @@ use std::{
 
 use super::decode::{self, Update};
 use crate::{
-    api::{client::Client, protocol::Request},
+    api::{
+        client::Client,
+        protocol::{COUNTERS_EVERY_MAX, COUNTERS_EVERY_MIN, Request},
+    },
     engine::{Prepared, StreamItem, Subscription, view::SocketView, view::Viewer},
     filter::Filter,
 };
@@ -52,24 +65,70 @@ pub enum Input {
     Fatal(String),
 }
 
-/// Reads a daemon's API at `socket` (a thread for the stream, one for `list`).
-pub fn daemon(socket: &Path) -> Receiver<Input> {
+/// What the view on screen needs from a daemon's stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Per-process sums, once per interval.
+    Counters,
+    /// Every event matching this filter.
+    Events(Filter),
+}
+
+/// The UI's side of [`Want`]: the stream thread follows what is set here
+/// (within [`SWITCH_WITHIN`]).
+#[derive(Clone, Debug)]
+pub struct Wanted(Arc<Mutex<Want>>);
+
+impl Wanted {
+    pub fn set(&self, want: Want) {
+        if let Ok(mut w) = self.0.lock()
+            && *w != want
+        {
+            *w = want;
+        }
+    }
+
+    fn get(&self) -> Want {
+        self.0
+            .lock()
+            .map_or(Want::Events(Filter::default()), |w| w.clone())
+    }
+}
+
+/// Longest time the stream thread takes to notice a new [`Want`].
+const SWITCH_WITHIN: Duration = Duration::from_millis(200);
+
+/// Reads a daemon's API at `socket` (a thread for the stream, one for
+/// `list`); sums come every `every`. The stream follows the returned handle.
+pub fn daemon(socket: &Path, every: Duration) -> (Receiver<Input>, Wanted) {
     let (tx, rx) = sync_channel(QUEUE);
     let (s1, s2) = (socket.to_path_buf(), socket.to_path_buf());
     let t2 = tx.clone();
+    let wanted = Wanted(Arc::new(Mutex::new(Want::Counters)));
+    let w = wanted.clone();
+    let every = every.clamp(COUNTERS_EVERY_MIN, COUNTERS_EVERY_MAX);
     let _ = thread::Builder::new()
         .name("top-stream".into())
-        .spawn(move || stream_loop(&s1, &tx));
+        .spawn(move || stream_loop(&s1, &tx, &w, every));
     let _ = thread::Builder::new()
         .name("top-list".into())
         .spawn(move || list_loop(&s2, &t2));
-    rx
+    (rx, wanted)
 }
 
-fn stream_loop(socket: &Path, tx: &SyncSender<Input>) {
+/// How a subscription ended without an error.
+enum End {
+    /// The UI is gone.
+    UiGone,
+    /// The UI wants something else.
+    Switch,
+}
+
+fn stream_loop(socket: &Path, tx: &SyncSender<Input>, wanted: &Wanted, every: Duration) {
     loop {
-        let (e, was_subscribed) = match subscribe(socket, tx) {
-            Ok(()) => return, // the UI is gone
+        let (e, was_subscribed) = match subscribe(socket, tx, wanted, every) {
+            Ok(End::UiGone) => return,
+            Ok(End::Switch) => continue,
             Err(e) => e,
         };
         if tx
@@ -86,14 +145,25 @@ fn stream_loop(socket: &Path, tx: &SyncSender<Input>) {
     }
 }
 
-/// One subscription, until it ends (`Err`, and whether it had begun) or
-/// the UI goes away (`Ok`).
-fn subscribe(socket: &Path, tx: &SyncSender<Input>) -> Result<(), (String, bool)> {
+/// One subscription, until it ends (`Err`, and whether it had begun), the
+/// UI wants something else, or the UI goes away.
+fn subscribe(
+    socket: &Path,
+    tx: &SyncSender<Input>,
+    wanted: &Wanted,
+    every: Duration,
+) -> Result<End, (String, bool)> {
     let before = |e: std::io::Error| (e.to_string(), false);
+    let want = wanted.get();
+    let request = match &want {
+        Want::Counters => Request::Counters {
+            filter: Filter::default(),
+            every,
+        },
+        Want::Events(f) => Request::Subscribe(f.clone()),
+    };
     let mut stream = UnixStream::connect(socket).map_err(before)?;
-    stream
-        .write_all(&Request::Subscribe(Filter::default()).to_line())
-        .map_err(before)?;
+    stream.write_all(&request.to_line()).map_err(before)?;
     let mut reader = BufReader::with_capacity(256 * 1024, stream);
     let mut line = String::new();
     reader.read_line(&mut line).map_err(before)?;
@@ -104,25 +174,53 @@ fn subscribe(socket: &Path, tx: &SyncSender<Input>) -> Result<(), (String, bool)
     }
     let after = |e: std::io::Error| (e.to_string(), true);
     if tx.send(Input::Notice(String::new())).is_err() {
-        return Ok(());
+        return Ok(End::UiGone);
     }
+    // Wake up now and then to see whether the UI wants something else.
+    reader
+        .get_ref()
+        .set_read_timeout(Some(SWITCH_WITHIN))
+        .map_err(after)?;
     let mut batch = Vec::with_capacity(BATCH);
+    // Bytes, not a String: a read cut by the timeout keeps its part of a line.
+    let mut buf = Vec::with_capacity(4096);
     loop {
-        line.clear();
-        let n = reader.read_line(&mut line).map_err(after)?;
-        if n > 0
-            && let Some(u) = decode::line(&line)
-        {
-            batch.push(u);
+        let n = match reader.read_until(b'\n', &mut buf) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if wanted.get() != want {
+                    return Ok(End::Switch);
+                }
+                continue;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(after(e)),
+        };
+        if n > 0 && buf.last() == Some(&b'\n') {
+            if let Ok(text) = std::str::from_utf8(&buf) {
+                match want {
+                    Want::Counters => {
+                        if let Some((sums, lost)) = decode::counters_line(text) {
+                            batch.push(sums);
+                            batch.extend(lost);
+                        }
+                    }
+                    Want::Events(_) => batch.extend(decode::line(text)),
+                }
+            }
+            buf.clear();
         }
         if (n == 0 || reader.buffer().is_empty() || batch.len() >= BATCH)
             && !batch.is_empty()
             && tx.send(Input::Updates(std::mem::take(&mut batch))).is_err()
         {
-            return Ok(());
+            return Ok(End::UiGone);
         }
         if n == 0 {
             return Err(("the daemon closed the stream".into(), true));
+        }
+        if reader.buffer().is_empty() && wanted.get() != want {
+            return Ok(End::Switch);
         }
     }
 }
@@ -257,6 +355,28 @@ fn push(batch: &mut Vec<Update>, item: &StreamItem) {
     batch.push(match item {
         // Policy verdicts are `watch`'s and the sinks' business, not the live picture's.
         StreamItem::Alert(_) => return,
+        // The same updates as the daemon's stream gives (`decode`).
+        StreamItem::Event(e) if e.kind == crate::event::EventKind::Flow => {
+            let (sent, received) = e
+                .life
+                .as_ref()
+                .and_then(|l| l.tcp)
+                .map_or((0, 0), |t| (t.bytes_sent, t.bytes_received));
+            Update::Flow {
+                pid: e.pid,
+                netns: e.netns,
+                inode: e.inode,
+                sent,
+                received,
+            }
+        }
+        StreamItem::Event(e) if e.kind == crate::event::EventKind::ConnectResult => {
+            Update::ConnectResult {
+                pid: e.pid,
+                inode: e.inode,
+                failed: e.error.is_some(),
+            }
+        }
         StreamItem::Event(e) => Update::Event(e.clone()),
         StreamItem::Lost { cause, count, .. } => Update::Lost {
             cause: (*cause).to_string(),

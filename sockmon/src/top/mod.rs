@@ -54,6 +54,25 @@ pub struct Options {
     pub frame: Duration,
     pub filter: TopFilter,
     pub filter_text: String,
+    /// From a daemon: what the stream should carry (set every frame).
+    pub wanted: Option<feed::Wanted>,
+}
+
+/// What the view on screen needs from a daemon's stream: sums while it
+/// shows processes or listeners with a filter on processes only (the
+/// sums cannot be split by port, protocol or state), else events, of the
+/// selected process where the daemon can filter them.
+pub fn want_of(view: &View, model: &Model) -> feed::Want {
+    use feed::Want;
+    match view {
+        View::Processes | View::Listeners if model.per_process() => Want::Counters,
+        View::Connections(model::RowKey::Pid(pid))
+        | View::Events(Some(model::RowKey::Pid(pid))) => Want::Events(crate::filter::Filter {
+            pids: vec![*pid],
+            ..crate::filter::Filter::default()
+        }),
+        _ => Want::Events(crate::filter::Filter::default()),
+    }
 }
 
 /// Takes over the terminal until the user quits or a signal arrives.
@@ -166,6 +185,9 @@ fn event_loop(
             return Ok(());
         }
         let now = Instant::now();
+        if let Some(w) = &l.opts.wanted {
+            w.set(want_of(&l.ui.view, &l.model));
+        }
         l.drain(feed, now)?;
         if now >= next {
             l.model.tick(now);

@@ -23,7 +23,10 @@ use smallvec::SmallVec;
 use super::{decode::Update, filter::Subject, filter::TopFilter};
 use crate::{
     engine::view::SocketView,
-    event::{Comm, Event, EventKind, Proto},
+    event::{
+        Comm, Event, EventKind, Proto,
+        tally::{Counts, Tally},
+    },
 };
 
 /// Closed connections stay on screen (greyed) this long.
@@ -47,15 +50,6 @@ pub enum Group {
     #[default]
     Process,
     Unit,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct Counts {
-    connects: u64,
-    failed: u64,
-    opened: u64,
-    sent: u64,
-    received: u64,
 }
 
 /// Per-second rates over the last full second.
@@ -154,9 +148,8 @@ pub struct Model {
     /// When the last table (`list`) arrived.
     pub table_at: Option<Instant>,
     pub table_sockets: usize,
-    /// Sockets whose connect returned an error (their `connect_result` is
-    /// not counted again).
-    failed_connects: HashSet<u64>,
+    /// The counting rule (shared with the daemon's `counters`).
+    tally: Tally,
 }
 
 /// The state a socket event leaves its socket in (for `state:` filters).
@@ -168,11 +161,6 @@ pub fn event_state(e: &Event) -> &'static str {
         EventKind::Connect | EventKind::Accept => "connected",
         _ => "closed",
     }
-}
-
-/// Whether a connect event failed (`EINPROGRESS` is a connect under way).
-pub fn connect_failed(e: &Event) -> bool {
-    e.error.is_some_and(|err| err != libc::EINPROGRESS)
 }
 
 fn leader_comm(e: &Event) -> Comm {
@@ -200,7 +188,7 @@ impl Model {
             last_tick: now,
             table_at: None,
             table_sockets: 0,
-            failed_connects: HashSet::new(),
+            tally: Tally::default(),
         }
     }
 
@@ -219,7 +207,7 @@ impl Model {
 
     /// Whether the filter only picks processes (pid, comm, unit): then the
     /// counters since start apply; a filter on sockets needs its own.
-    fn per_process(&self) -> bool {
+    pub fn per_process(&self) -> bool {
         self.filter.ports.is_empty()
             && self.filter.proto.is_empty()
             && self.filter.states.is_empty()
@@ -253,6 +241,7 @@ impl Model {
                 sent,
                 received,
             } => {
+                self.events_seen += 1;
                 self.flows_on = true;
                 let pass = match self.socks.get_mut(&(netns, inode)) {
                     Some(s) => {
@@ -278,13 +267,29 @@ impl Model {
             Update::ConnectResult { pid, inode, failed } => {
                 // Counted already if the connect itself returned the error
                 // (syscall mode); else the connect was counted as opened.
-                if failed
-                    && !self.failed_connects.remove(&inode)
-                    && let Some(p) = self.procs.get_mut(&pid)
-                {
+                self.events_seen += 1;
+                let delta = self.tally.connect_result(inode, failed);
+                if let Some(p) = self.procs.get_mut(&pid) {
                     for m in [&mut p.all, &mut p.matched] {
-                        m.counts.failed += 1;
-                        m.counts.opened = m.counts.opened.saturating_sub(1);
+                        m.counts.add(&delta);
+                    }
+                }
+            }
+            Update::Counters { processes, events } => {
+                // The daemon counted (only asked for while the filter picks
+                // processes, so every count is one of `all`).
+                self.events_seen += events;
+                for c in processes {
+                    let p = self.procs.entry(c.pid).or_default();
+                    if !c.comm.as_bytes().is_empty() {
+                        p.comm = c.comm;
+                    }
+                    if c.unit.is_some() {
+                        p.unit = c.unit;
+                    }
+                    for m in [&mut p.all, &mut p.matched] {
+                        m.counts.add(&c.counts);
+                        m.last = Some(now);
                     }
                 }
             }
@@ -307,31 +312,13 @@ impl Model {
             state: event_state(&e),
         };
         let matched = self.filter.matches(&subject);
-        let mut mark_failed = false;
+        let delta = self.tally.event(&e);
         for m in [&mut p.all]
             .into_iter()
             .chain(matched.then_some(&mut p.matched))
         {
             m.last = Some(now);
-            match e.kind {
-                EventKind::Connect => {
-                    m.counts.connects += 1;
-                    if connect_failed(&e) {
-                        m.counts.failed += 1;
-                        mark_failed = true;
-                    } else {
-                        m.counts.opened += 1;
-                    }
-                }
-                EventKind::Accept if e.error.is_none() => m.counts.opened += 1,
-                _ => {}
-            }
-        }
-        if mark_failed && e.inode != 0 {
-            if self.failed_connects.len() > 10_000 {
-                self.failed_connects.clear();
-            }
-            self.failed_connects.insert(e.inode);
+            m.counts.add(&delta);
         }
         self.track(&e, now);
         if self.events.len() == EVENTS_KEPT {
@@ -585,7 +572,7 @@ impl Model {
             r.pids.push(*pid);
             let m = self.meter(p);
             r.rates.add(&m.rates);
-            r.total += m.counts.opened;
+            r.total += m.counts.opened();
         }
         rows.into_values()
             .map(|mut r| {

@@ -369,3 +369,136 @@ fn the_events_kept_are_bounded() {
     assert_eq!(m.events(None, usize::MAX).len(), EVENTS_KEPT);
     assert_eq!(m.events(None, 1)[0].inode, EVENTS_KEPT as u64 + 10);
 }
+
+#[test]
+fn the_daemons_sums_give_the_rows_the_raw_stream_gives() {
+    use crate::{api::counters::Window, clock::WallTime, engine::StreamItem};
+    let events = vec![
+        ev(
+            EventKind::Connect,
+            10,
+            42,
+            "127.0.0.1:40000",
+            "127.0.0.1:8080",
+        ),
+        failed(20, 42, "127.0.0.1:1"),
+        Event {
+            error: Some(libc::EINPROGRESS),
+            ..ev(
+                EventKind::Connect,
+                21,
+                42,
+                "127.0.0.1:40010",
+                "10.0.0.1:443",
+            )
+        },
+        // Its outcome, later: refused.
+        Event {
+            error: Some(libc::ECONNREFUSED),
+            ..ev(
+                EventKind::ConnectResult,
+                21,
+                42,
+                "127.0.0.1:40010",
+                "10.0.0.1:443",
+            )
+        },
+        // The immediate failure's own result is not counted twice.
+        Event {
+            error: Some(libc::ECONNREFUSED),
+            ..ev(
+                EventKind::ConnectResult,
+                20,
+                42,
+                "127.0.0.1:40000",
+                "127.0.0.1:1",
+            )
+        },
+        ev(
+            EventKind::Accept,
+            30,
+            7,
+            "127.0.0.1:8080",
+            "127.0.0.1:40000",
+        ),
+        ev(
+            EventKind::Close,
+            10,
+            42,
+            "127.0.0.1:40000",
+            "127.0.0.1:8080",
+        ),
+    ];
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(1);
+    // The raw stream, as `decode` turns it into updates.
+    let mut raw = Model::new(t0);
+    for e in &events {
+        let u = match e.kind {
+            EventKind::ConnectResult => Update::ConnectResult {
+                pid: e.pid,
+                inode: e.inode,
+                failed: e.error.is_some(),
+            },
+            _ => Update::Event(e.clone()),
+        };
+        raw.apply(u, t0);
+    }
+    // The same events summed by the daemon, sent as one line, read back.
+    let mut window = Window::new(crate::engine::view::Viewer::ROOT);
+    for e in &events {
+        window.count(&StreamItem::Event(e.clone()));
+    }
+    let line = window.take(WallTime(0), 1000).to_line();
+    let (sums, lost) = crate::top::decode::counters_line(std::str::from_utf8(&line).unwrap())
+        .expect("a counters line");
+    assert_eq!(lost, None);
+    let mut summed = Model::new(t0);
+    summed.apply(sums, t0);
+    for m in [&mut raw, &mut summed] {
+        m.tick(t1);
+    }
+    for pid in [42, 7] {
+        let (a, b) = (
+            raw.process_rows(Group::Process, t1),
+            summed.process_rows(Group::Process, t1),
+        );
+        let (a, b) = (row(&a, pid), row(&b, pid));
+        assert_eq!(
+            (a.rates, a.total, &a.name),
+            (b.rates, b.total, &b.name),
+            "pid {pid}"
+        );
+    }
+    let rows = summed.process_rows(Group::Process, t1);
+    let r = row(&rows, 42);
+    // Three attempts, two refused (one at once, one later), one connected.
+    assert_eq!((r.rates.connects, r.rates.failed, r.total), (3.0, 2.0, 1));
+    assert_eq!(r.name, "curl");
+    assert_eq!(row(&rows, 7).total, 1);
+    assert_eq!((raw.events_per_s, summed.events_per_s), (7.0, 7.0));
+}
+
+#[test]
+fn a_daemon_feed_asks_for_sums_only_where_they_are_enough() {
+    use crate::top::{feed::Want, input::View, want_of};
+    let t0 = Instant::now();
+    let mut m = Model::new(t0);
+    assert_eq!(want_of(&View::Processes, &m), Want::Counters);
+    assert_eq!(want_of(&View::Listeners, &m), Want::Counters);
+    let of_42 = Want::Events(crate::filter::Filter {
+        pids: vec![42],
+        ..crate::filter::Filter::default()
+    });
+    assert_eq!(want_of(&View::Connections(RowKey::Pid(42)), &m), of_42);
+    assert_eq!(want_of(&View::Events(Some(RowKey::Pid(42))), &m), of_42);
+    let all = Want::Events(crate::filter::Filter::default());
+    assert_eq!(want_of(&View::Events(None), &m), all);
+    assert_eq!(
+        want_of(&View::Connections(RowKey::Unit("nginx.service".into())), &m),
+        all
+    );
+    // A filter on sockets needs the events themselves.
+    m.set_filter(TopFilter::parse("port:443").unwrap(), t0);
+    assert_eq!(want_of(&View::Processes, &m), all);
+}

@@ -1,0 +1,196 @@
+//! The `counters` subscription's sums: per process, what the events of one
+//! interval added (counted by `event::tally`, the rule `top` uses on the raw
+//! stream).
+//!
+//! Why it exists: a client that wants rates (`sockmon top`) would otherwise
+//! decode every ~900-byte event line, and the daemon encode it, at the full
+//! event rate. Here each event costs one hash-map update in the daemon and
+//! nothing on the wire; the client reads one line per interval, whatever the
+//! rate (BENCHMARKS.md, `top`). Pure: items in, lines out, so it is tested
+//! without a daemon.
+
+use std::collections::HashMap;
+
+use super::protocol::{CountersLine, ProcCounters};
+use crate::{
+    clock::WallTime,
+    engine::{StreamItem, view::Viewer},
+    escape,
+    event::{
+        Comm,
+        tally::{Counts, Tally},
+    },
+};
+
+#[derive(Debug, Default)]
+struct Sum {
+    comm: Comm,
+    unit: Option<String>,
+    events: u64,
+    counts: Counts,
+}
+
+/// The interval being counted.
+#[derive(Debug)]
+pub struct Window {
+    viewer: Viewer,
+    tally: Tally,
+    procs: HashMap<u32, Sum>,
+    events: u64,
+    lost: u64,
+}
+
+impl Window {
+    pub fn new(viewer: Viewer) -> Self {
+        Self {
+            viewer,
+            tally: Tally::default(),
+            procs: HashMap::new(),
+            events: 0,
+            lost: 0,
+        }
+    }
+
+    /// Counts one item of the subscription.
+    pub fn count(&mut self, item: &StreamItem) {
+        let e = match item {
+            StreamItem::Event(e) => e,
+            StreamItem::Lost { count, .. } => {
+                self.lost += count;
+                return;
+            }
+            StreamItem::Alert(_) => return,
+        };
+        self.events += 1;
+        let delta = self.tally.event(e);
+        if e.pid == 0 {
+            return; // a flow record of a socket without a known owner
+        }
+        let sum = self.procs.entry(e.pid).or_default();
+        sum.events += 1;
+        sum.counts.add(&delta);
+        if self.viewer.sees_names_of(Some(e.uid)) {
+            let leader = if e.process_comm.as_bytes().is_empty() {
+                e.comm
+            } else {
+                e.process_comm
+            };
+            if !leader.as_bytes().is_empty() {
+                sum.comm = leader;
+            }
+        }
+        if sum.unit.is_none()
+            && self.viewer.sees_details_of(Some(e.uid))
+            && let Some(unit) = e.ctx.as_deref().and_then(|c| c.unit.as_ref())
+        {
+            sum.unit = Some(unit.clone());
+        }
+    }
+
+    /// The line for the interval that ends now, and a fresh interval.
+    pub fn take(&mut self, time: WallTime, interval_ms: u64) -> CountersLine {
+        let mut processes: Vec<ProcCounters> = self
+            .procs
+            .drain()
+            .map(|(pid, s)| ProcCounters {
+                pid,
+                comm: escape::for_json(s.comm.as_bytes()).into_owned(),
+                unit: s.unit,
+                events: s.events,
+                connects: s.counts.connects,
+                failed: s.counts.failed,
+                accepts: s.counts.accepts,
+                bytes_sent: s.counts.sent,
+                bytes_received: s.counts.received,
+            })
+            .collect();
+        processes.sort_unstable_by_key(|p| p.pid);
+        CountersLine {
+            time: time.rfc3339(),
+            interval_ms,
+            events: std::mem::take(&mut self.events),
+            lost: std::mem::take(&mut self.lost),
+            processes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventKind, testing};
+
+    fn ev(kind: EventKind, pid: u32, uid: u32, error: Option<i32>) -> StreamItem {
+        StreamItem::Event(Event {
+            uid,
+            error,
+            ..testing::event(kind, 10 + u64::from(pid), pid, "127.0.0.1:1", "127.0.0.1:2")
+        })
+    }
+
+    #[test]
+    fn sums_per_process_then_starts_again() {
+        let mut w = Window::new(Viewer::ROOT);
+        for item in [
+            ev(EventKind::Connect, 5, 0, None),
+            ev(EventKind::Connect, 5, 0, Some(libc::ECONNREFUSED)),
+            ev(EventKind::Accept, 6, 0, None),
+            ev(EventKind::Close, 6, 0, None),
+            StreamItem::Lost {
+                time: WallTime(0),
+                cause: "counters_lagged",
+                count: 3,
+            },
+        ] {
+            w.count(&item);
+        }
+        let line = w.take(WallTime(0), 250);
+        assert_eq!((line.events, line.lost, line.interval_ms), (4, 3, 250));
+        let p: Vec<_> = line
+            .processes
+            .iter()
+            .map(|p| {
+                (
+                    p.pid,
+                    p.comm.as_str(),
+                    p.events,
+                    p.connects,
+                    p.failed,
+                    p.accepts,
+                )
+            })
+            .collect();
+        assert_eq!(p, [(5, "proc", 2, 2, 1, 0), (6, "proc", 2, 0, 0, 1)]);
+        let next = w.take(WallTime(1), 250);
+        assert_eq!((next.events, next.lost, next.processes.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn names_are_hidden_as_list_hides_them() {
+        let viewer = Viewer {
+            uid: Some(1000),
+            hide_names: true,
+        };
+        let mut w = Window::new(viewer);
+        w.count(&ev(EventKind::Connect, 5, 0, None));
+        w.count(&ev(EventKind::Connect, 7, 1000, None));
+        let line = w.take(WallTime(0), 1000);
+        let names: Vec<_> = line
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.comm.as_str()))
+            .collect();
+        assert_eq!(names, [(5, ""), (7, "proc")]);
+    }
+
+    #[test]
+    fn the_line_reads_back() {
+        let mut w = Window::new(Viewer::ROOT);
+        w.count(&ev(EventKind::Connect, 5, 0, None));
+        let line = w.take(WallTime(0), 1000);
+        let bytes = line.to_line();
+        assert_eq!(bytes.last(), Some(&b'\n'));
+        let back: CountersLine = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, line);
+    }
+}
