@@ -419,9 +419,11 @@ impl State {
             }
             let (missed, keep) = s.offer(&item);
             if missed > 0 {
+                // Sinks resume with `sink_lagged`; API clients are
+                // subscribers whether cut off or resumed (`counters`).
                 let counter = match s.on_lag {
-                    OnLag::CutOff => &shared.subscriber_lagged,
-                    OnLag::Resume(_) => &shared.sink_lagged,
+                    OnLag::Resume("sink_lagged") => &shared.sink_lagged,
+                    OnLag::CutOff | OnLag::Resume(_) => &shared.subscriber_lagged,
                 };
                 counter.fetch_add(missed, Ordering::Relaxed);
             }

@@ -30,6 +30,10 @@ pub struct Status {
     /// Re-snapshots after losses.
     pub reconciliations: Option<u64>,
     pub dropped: BTreeMap<String, u64>,
+    /// Events since start, all kinds (`events_total` summed).
+    pub events_total: u64,
+    /// Clients reading a stream (`subscribe` or `counters`).
+    pub subscribers: u64,
 }
 
 /// The drop counter that is not the kernel's: a subscriber too slow for
@@ -50,6 +54,11 @@ impl Api {
         Self {
             path: path.to_path_buf(),
         }
+    }
+
+    /// The API socket.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn connect(&self) -> anyhow::Result<UnixStream> {
@@ -212,6 +221,10 @@ fn parse_status(resp: &Value) -> anyhow::Result<Status> {
         table_processes: s["table"]["processes"].as_u64(),
         reconciliations: s["reconciliations"].as_u64(),
         dropped,
+        events_total: s["events_total"]
+            .as_object()
+            .map_or(0, |m| m.values().filter_map(Value::as_u64).sum()),
+        subscribers: s["subscribers"].as_u64().unwrap_or(0),
     })
 }
 
@@ -224,11 +237,12 @@ mod tests {
         let v: Value = serde_json::from_str(
             r#"{"ok":true,"status":{"version":"0.1.0","dropped":{"ring_full":3,"pending_full":1,
             "pending_missing":0,"subscriber_lagged":7},"table":{"sockets":1234,"processes":56,"cap":10},
-            "reconciliations":2}}"#,
+            "reconciliations":2,"events_total":{"bind":10,"connect":40,"close":80},"subscribers":3}}"#,
         )
         .unwrap();
         let s = parse_status(&v).unwrap();
         assert_eq!(s.table_sockets, 1234);
+        assert_eq!((s.events_total, s.subscribers), (130, 3));
         assert_eq!((s.table_processes, s.reconciliations), (Some(56), Some(2)));
         assert_eq!(kernel_drops(&s.dropped), 4);
         assert_eq!(s.dropped["subscriber_lagged"], 7);

@@ -94,6 +94,7 @@ pub fn profile(tools: &Tools, secs: f64) -> anyhow::Result<BpfProfile> {
         secs,
         warmup: 0.0,
         port: 0,
+        per_sec: 0.0,
     })?;
     let c1 = counts(&ids)?;
     let calls = tools.run_worker(&Job::Getppid { secs, warmup: 0.0 })?;

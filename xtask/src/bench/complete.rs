@@ -132,6 +132,7 @@ fn flood(plan: &Plan, tools: &Tools, ring: u32) -> anyhow::Result<FloodRun> {
         secs: plan.flood_s,
         warmup: 0.0,
         port,
+        per_sec: 0.0,
     };
     let t0 = Instant::now();
     let m = tools.run_worker(&job)?;

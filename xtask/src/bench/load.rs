@@ -62,6 +62,9 @@ pub enum Job {
         /// Listen on this port of 127.0.0.1 (0: any).
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Connections per second in all (0: as many as the clients can).
+        #[arg(long, default_value_t = 0.0)]
+        per_sec: f64,
     },
     /// `getppid()` in a loop.
     Getppid {
@@ -138,12 +141,14 @@ impl Job {
                 secs,
                 warmup,
                 port,
+                per_sec,
             } => vec![
                 "rate".into(),
                 format!("--threads={threads}"),
                 format!("--secs={}", f(*secs)),
                 format!("--warmup={}", f(*warmup)),
                 format!("--port={port}"),
+                format!("--per-sec={}", f(*per_sec)),
             ],
             Self::Getppid { secs, warmup } => vec![
                 "getppid".into(),
@@ -287,7 +292,8 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             secs,
             warmup,
             port,
-        } => serde_json::to_string(&rate(threads, secs, warmup, port)?)?,
+            per_sec,
+        } => serde_json::to_string(&rate(threads, secs, warmup, port, per_sec)?)?,
         Job::Getppid { secs, warmup } => serde_json::to_string(&timed_loop(secs, warmup, || {
             // SAFETY: getppid has no arguments and cannot fail.
             unsafe { libc::getppid() };
@@ -325,7 +331,15 @@ struct Counter {
     failed: AtomicU64,
 }
 
-fn rate(threads: usize, secs: f64, warmup: f64, port: u16) -> anyhow::Result<Measured> {
+fn rate(
+    threads: usize,
+    secs: f64,
+    warmup: f64,
+    port: u16,
+    per_sec: f64,
+) -> anyhow::Result<Measured> {
+    // Each client thread's share of a paced rate: one connection per `gap`.
+    let gap = (per_sec > 0.0).then(|| Duration::from_secs_f64(threads as f64 / per_sec));
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, port)).context("binding the listener")?;
     let addr = listener.local_addr()?;
@@ -341,7 +355,7 @@ fn rate(threads: usize, secs: f64, warmup: f64, port: u16) -> anyhow::Result<Mea
         .iter()
         .map(|c| {
             let (c, stop) = (Arc::clone(c), Arc::clone(&stop));
-            thread::spawn(move || client(addr, &c, &stop))
+            thread::spawn(move || client(addr, &c, &stop, gap))
         })
         .collect();
     let sum = |cs: &[Arc<Counter>]| cs.iter().map(|c| c.ok.load(Ordering::Relaxed)).sum::<u64>();
@@ -384,9 +398,17 @@ fn acceptor(listener: &TcpListener) {
     }
 }
 
-fn client(addr: SocketAddr, counter: &Counter, stop: &AtomicBool) {
+fn client(addr: SocketAddr, counter: &Counter, stop: &AtomicBool, gap: Option<Duration>) {
     let mut byte = [0u8; 1];
+    let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(gap) = gap {
+            // Paced: on a fixed schedule, catching up after a slow one.
+            next += gap;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+        }
         match TcpStream::connect(addr) {
             Ok(mut s) => {
                 // Wait for the server's close, then reset: no TIME_WAIT.
@@ -780,6 +802,7 @@ mod tests {
                 secs: 0.25,
                 warmup: 0.1,
                 port: 4242,
+                per_sec: 0.0,
             },
             Job::Getppid {
                 secs: 1.5,
@@ -835,10 +858,18 @@ mod tests {
 
     #[test]
     fn rate_loop_counts_connections() {
-        let m = rate(1, 0.1, 0.0, 0).unwrap();
+        let m = rate(1, 0.1, 0.0, 0, 0.0).unwrap();
         assert!(m.ops > 0 && m.total_ops >= m.ops, "{m:?}");
         assert_eq!(m.failed, 0);
         assert_ne!(m.port, 0);
+    }
+
+    #[test]
+    fn a_paced_rate_loop_keeps_to_its_schedule() {
+        // 200/s over 0.5 s: about 100, never a free-running loop's thousands.
+        let m = rate(2, 0.5, 0.0, 0, 200.0).unwrap();
+        assert!((60..=140).contains(&m.ops), "{m:?}");
+        assert_eq!(m.failed, 0);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! `lookup` (who owns this four-tuple: API, CLI, `ss`, `lsof`), `memory`
 //! (daemon bytes per socket), `startup` (time to READY with sockets open,
 //! against `ss -tunap`), `soak` (minutes of churn from short-lived
-//! processes: nothing missed, memory given back, table agrees with `ss`).
+//! processes: nothing missed, memory given back, table agrees with `ss`),
+//! `top` (`sockmon top`'s CPU in a real terminal at set event rates,
+//! reading the daemon's sums against reading every event).
 //!
 //! `--quick` runs each part briefly and only checks that each produced
 //! numbers; the full run also rewrites the generated section of
@@ -34,6 +36,7 @@ mod soak;
 mod startup;
 mod stats;
 mod targets;
+mod top;
 mod tracers;
 
 use std::{
@@ -88,6 +91,7 @@ pub enum Part {
     Memory,
     Startup,
     Soak,
+    Top,
 }
 
 /// How long and how often each part measures.
@@ -125,6 +129,9 @@ pub struct Plan {
     /// process.
     pub soak_conns: u64,
     pub soak_udp: u64,
+    /// Each window of `sockmon top` under a load, and how many per load and way.
+    pub top_s: f64,
+    pub top_rounds: usize,
 }
 
 impl Plan {
@@ -153,6 +160,8 @@ impl Plan {
                 soak_procs: 4,
                 soak_conns: 200,
                 soak_udp: 50,
+                top_s: 2.0,
+                top_rounds: 1,
             }
         } else {
             Self {
@@ -178,6 +187,8 @@ impl Plan {
                 soak_procs: 4,
                 soak_conns: 200,
                 soak_udp: 50,
+                top_s: 10.0,
+                top_rounds: 3,
             }
         };
         if let Some(r) = rounds {
@@ -255,6 +266,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             Part::Memory,
             Part::Startup,
             Part::Soak,
+            Part::Top,
         ]
     } else {
         args.parts.clone()
@@ -284,6 +296,7 @@ fn run_part(part: Part, plan: &Plan, tools: &Tools, results: &mut report::Result
         Part::Memory => results.memory = daemon_part(tools, || memory::run(plan, tools)),
         Part::Startup => results.startup = daemon_part(tools, || startup::run(plan, tools)),
         Part::Soak => results.soak = daemon_part(tools, || soak::run(plan, tools)),
+        Part::Top => results.top = daemon_part(tools, || top::run(plan, tools)),
     }
 }
 

@@ -109,6 +109,7 @@ fn workloads(plan: &Plan, cores: usize) -> Vec<Workload> {
             secs: plan.rate_s,
             warmup: plan.warmup_s,
             port: 0,
+            per_sec: 0.0,
         },
     };
     let mut w = vec![conn(1)];

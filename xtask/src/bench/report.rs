@@ -22,6 +22,7 @@ use super::{
     startup::StartupResults,
     stats::Summary,
     targets,
+    top::TopResults,
     tracers::{SockmonMode, Tracer},
 };
 use crate::run::output;
@@ -109,6 +110,12 @@ pub fn markdown(r: &Results) -> String {
         startup_table,
     );
     section(&mut s, "7. Soak", &r.soak, soak_table);
+    section(
+        &mut s,
+        "8. `sockmon top` in a real terminal",
+        &r.top,
+        top_table,
+    );
     targets::write(&mut s, r);
     s
 }
@@ -409,6 +416,32 @@ fn startup_table(s: &mut String, st: &StartupResults) {
             );
         }
     }
+}
+
+fn top_table(s: &mut String, t: &TopResults) {
+    let _ = writeln!(
+        s,
+        "`sockmon top` against the daemon in a detached tmux (120×40, a frame every 250 ms), reading the daemon's per-process sums (`counters`, its default) or every event (a `proto:tcp` filter, which matches every event here, makes it subscribe to the raw stream); the two ways alternate, order rotated each round. CPU is utime+stime over each window, % of one core; events/s is the daemon's count over the same window (five per connection).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| load | events/s | top reading sums, % of a core | top reading every event, % | sums ÷ events | daemon (sums), % | daemon (events), % |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    for r in &t.rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.load,
+            fmt_sum(r.events_per_s, 0),
+            fmt_sum(r.sums_pct, 1),
+            fmt_sum(r.events_pct, 1),
+            fmt_sum(r.sums_over_events, 2),
+            fmt_sum(r.daemon_sums_pct, 1),
+            fmt_sum(r.daemon_events_pct, 1),
+        );
+    }
+    s.push('\n');
 }
 
 fn soak_table(s: &mut String, k: &SoakResults) {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{
     Plan, Tools, complete::CompletenessResults, lookup::LookupResults, memory::MemoryResults,
-    rate::RateResults, soak::SoakResults, startup::StartupResults, stats::Summary,
+    rate::RateResults, soak::SoakResults, startup::StartupResults, stats::Summary, top::TopResults,
     tracers::SockmonMode,
 };
 use crate::run::output;
@@ -135,6 +135,7 @@ pub struct Results {
     pub memory: Outcome<MemoryResults>,
     pub startup: Outcome<StartupResults>,
     pub soak: Outcome<SoakResults>,
+    pub top: Outcome<TopResults>,
 }
 
 impl Results {
@@ -150,6 +151,7 @@ impl Results {
             memory: Outcome::NotRun,
             startup: Outcome::NotRun,
             soak: Outcome::NotRun,
+            top: Outcome::NotRun,
         }
     }
 
@@ -165,6 +167,7 @@ impl Results {
             && self.memory.ran()
             && self.startup.ran()
             && self.soak.ran()
+            && self.top.ran()
     }
 
     /// Fails naming each part that ran but produced no numbers.
@@ -189,6 +192,7 @@ impl Results {
                 self.startup.lacks_numbers(StartupResults::has_numbers),
             ),
             ("soak", self.soak.lacks_numbers(SoakResults::has_numbers)),
+            ("top", self.top.lacks_numbers(TopResults::has_numbers)),
         ]
         .into_iter()
         .filter(|(_, lacks)| *lacks)

@@ -13,6 +13,7 @@ use super::{
     results::{Results, fmt_f, fmt_sum, group},
     soak::SoakResults,
     startup::StartupResults,
+    top::{TARGET_PCT, TopResults},
     tracers::Tracer,
 };
 
@@ -58,6 +59,19 @@ fn target_rows(r: &Results) -> Vec<TargetRow> {
     memory_target(&mut rows, r.memory.done());
     startup_target(&mut rows, r.startup.done());
     soak_targets(&mut rows, r.soak.done());
+    let top = r.top.done().and_then(TopResults::at_10k);
+    rows.push((
+        format!("`sockmon top` ≤ {TARGET_PCT}% of a core at 10k events/s"),
+        top.map_or("–".into(), |t| {
+            format!(
+                "{}% at {} events/s ({})",
+                fmt_sum(t.sums_pct, 1),
+                fmt_sum(t.events_per_s, 0),
+                t.load
+            )
+        }),
+        top.and_then(|t| t.sums_pct).map(|p| p.median <= TARGET_PCT),
+    ));
     rows
 }
 
