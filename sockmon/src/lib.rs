@@ -22,4 +22,5 @@ pub mod procfs;
 pub mod signals;
 pub mod snapshot;
 pub mod table;
+pub mod toml_text;
 pub mod top;

@@ -18,6 +18,7 @@ use crate::api::server::{
     DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_UID, DEFAULT_MAX_FILTER_VALUES, DEFAULT_SOCKET,
     DEFAULT_WRITE_TIMEOUT_MS,
 };
+use crate::toml_text;
 
 pub const DEFAULT_CONFIG: &str = "/etc/sockmon/config.toml";
 
@@ -233,18 +234,15 @@ impl Default for LogConfig {
 impl Config {
     /// Parses `text` (the contents of `path`) and validates it.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError::Invalid {
-                path: path.to_path_buf(),
-                line,
-                column,
-                reason: e.message().trim().to_string(),
-            }
+        let cfg: Config = toml_text::parse(text).map_err(|at| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: at.line,
+            column: at.column,
+            reason: at.reason,
         })?;
         cfg.validate().map_err(|e| match e {
             ConfigError::Value { what, reason } => {
-                let (line, column) = locate_key(text, &what);
+                let (line, column) = toml_text::locate_key(text, &what);
                 ConfigError::Invalid {
                     path: path.to_path_buf(),
                     line,
@@ -429,34 +427,6 @@ impl Config {
     }
 }
 
-/// 1-based line and column of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
-    (line, column)
-}
-
-/// Where the key of `dotted` (`table.key`) is set, best effort (1:1 if not found).
-fn locate_key(text: &str, dotted: &str) -> (usize, usize) {
-    let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
-    let mut in_table = table.is_empty();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-            in_table = name.trim() == table;
-            continue;
-        }
-        if in_table && t.split('=').next().map(str::trim) == Some(key) {
-            return (i + 1, line.len() - line.trim_start().len() + 1);
-        }
-    }
-    (1, 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,11 +560,5 @@ level = "debug"
             "{e}"
         );
         assert!(parse("").unwrap().policy().is_none());
-    }
-
-    #[test]
-    fn line_col_counts_from_one() {
-        assert_eq!(line_col("abc\ndef", 5), (2, 2));
-        assert_eq!(line_col("abc", 0), (1, 1));
     }
 }

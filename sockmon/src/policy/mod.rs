@@ -465,17 +465,6 @@ pub enum PolicyError {
     },
 }
 
-/// 1-based line and column of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
-    (line, column)
-}
-
 /// Where key `key` of rule `rule` (0-based; `None`: a top-level key) is set
 /// in `text`, whose rule tables are headed `[[{header}]]`; best effort.
 pub fn locate(
@@ -513,14 +502,11 @@ pub fn locate(
 
 /// Parses the text of a policy file (rules at top level, `[[rule]]`).
 pub fn parse_file(path: &Path, text: &str) -> Result<(PolicyConfig, Policy), PolicyError> {
-    let cfg: PolicyConfig = toml::from_str(text).map_err(|e| {
-        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-        PolicyError::Invalid {
-            path: path.to_path_buf(),
-            line,
-            column,
-            reason: e.message().trim().to_string(),
-        }
+    let cfg: PolicyConfig = crate::toml_text::parse(text).map_err(|at| PolicyError::Invalid {
+        path: path.to_path_buf(),
+        line: at.line,
+        column: at.column,
+        reason: at.reason,
     })?;
     if cfg.file.is_some() {
         let (line, column) = locate(text, "rule", "", None, "file");
