@@ -507,3 +507,59 @@ fn an_accept_without_an_address_is_drift_in_the_socket_mode_and_an_event_in_sysc
         assert!(p.wait().unwrap().success());
     }
 }
+
+/// `status.reconciliations` of the daemon `d`.
+fn reconciliations(d: &Daemon) -> u64 {
+    d.request(r#"{"op":"status"}"#)["status"]["reconciliations"]
+        .as_u64()
+        .expect("status.reconciliations")
+}
+
+#[test]
+fn a_socket_nobody_holds_is_looked_for_once_not_at_every_recheck() {
+    // A listener whose only reference is a descriptor in flight (queued on
+    // a Unix socket, never received): no process holds it, so no snapshot
+    // can find an owner. Its last owner's exit makes one snapshot look for
+    // it; after that the re-checks (every 500 ms here) leave it alone.
+    let _g = exclusive();
+    let dir = std::env::temp_dir().join(format!("sockmon-inflight-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(&config, "[table]\nrecheck_interval_ms = 500\n").unwrap();
+    let d = Daemon::start("in-flight", &["--config", config.to_str().unwrap()]);
+    let sock = d.socket.to_str().unwrap().to_string();
+    let (mut p, _out, line) = python_line(
+        // The child keeps both ends of the pair (the queue) and nothing else.
+        "import array,os,socket,sys\na,b=socket.socketpair()\nk=os.fork()\nif k == 0:\n    sys.stdin.read(); os._exit(0)\n\
+         s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\n\
+         a.sendmsg([b'x'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [s.fileno()]))])\n\
+         print('%d %s:%d' % ((k,) + s.getsockname()), flush=True)\nos._exit(0)",
+    );
+    let (keeper, local) = line.split_once(' ').unwrap();
+    let keeper: i32 = keeper.parse().unwrap();
+    let _reap = KillOnDrop(vec![keeper]);
+    let stdin = p.stdin.take();
+    assert!(p.wait().unwrap().success(), "the listener's maker exits");
+    // Still a listener in the kernel, listed without an owner.
+    let rows = eventually("the listener without an owner", || {
+        let r = rows_for(&ls_json(&["--socket", &sock]), local);
+        (r.len() == 1 && owner_pids(&r[0]).is_empty()).then_some(r)
+    });
+    assert_eq!(rows[0]["state"], "listen");
+    // Let the snapshot its orphaning asked for finish, then count.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let before = reconciliations(&d);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = reconciliations(&d);
+    // Six re-checks passed; each used to re-snapshot for this socket. (One
+    // more is allowed for something else on the machine.)
+    assert!(
+        after - before <= 1,
+        "{before} → {after} re-snapshots in 3 s for a socket nobody holds"
+    );
+    assert_eq!(rows_for(&ls_json(&["--socket", &sock]), local).len(), 1);
+    drop(stdin);
+    // SAFETY: the keeper is ours (through python).
+    unsafe { libc::kill(keeper, libc::SIGKILL) };
+    let _ = std::fs::remove_dir_all(&dir);
+}

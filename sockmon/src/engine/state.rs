@@ -504,7 +504,7 @@ impl State {
         if self.reconcile_due.is_some() || self.reconciling.is_some() {
             return;
         }
-        if self.table.has_ownerless() || self.stats.drift_pending {
+        if self.table.take_orphaned() || self.stats.drift_pending {
             self.stats.drift_pending = false;
             self.recheck_in_flight = true;
             self.reconcile_due = Some(Instant::now());

@@ -258,7 +258,19 @@ pub struct SocketTable {
     clock: u64,
     /// While a reconciliation is in flight: inodes removed since it began.
     tombstones: Option<std::collections::HashSet<u64>>,
+    /// Sockets whose last known owner went (it exited, or a re-check found
+    /// it had closed its copy) while the socket stayed: someone no hook saw
+    /// may hold it. Taken by [`SocketTable::take_orphaned`]; a socket
+    /// that a snapshot itself found without a holder (held in another pid
+    /// namespace, or only by a descriptor in flight) is not listed, so it
+    /// does not make the table re-snapshot again and again.
+    orphaned: Vec<u64>,
+    /// More were orphaned than `orphaned` keeps.
+    orphaned_overflow: bool,
 }
+
+/// Most orphaned sockets remembered between two re-checks.
+const ORPHANED_KEPT: usize = 65_536;
 
 impl SocketTable {
     pub fn new(cap: usize) -> Self {
@@ -275,7 +287,30 @@ impl SocketTable {
             evictions: 0,
             clock: 0,
             tombstones: None,
+            orphaned: Vec::new(),
+            orphaned_overflow: false,
         }
+    }
+
+    /// Notes that `inode` may have lost its last owner.
+    fn note_orphan(&mut self, inode: u64) {
+        if self.orphaned.len() < ORPHANED_KEPT {
+            self.orphaned.push(inode);
+        } else {
+            self.orphaned_overflow = true;
+        }
+    }
+
+    /// Whether a socket lost its last owner since the previous call and is
+    /// still without one (then a snapshot should find who holds it).
+    pub fn take_orphaned(&mut self) -> bool {
+        let overflow = std::mem::take(&mut self.orphaned_overflow);
+        let found = self
+            .orphaned
+            .iter()
+            .any(|i| self.by_inode.get(i).is_some_and(|e| e.owners.is_empty()));
+        self.orphaned.clear();
+        overflow || found
     }
 
     pub fn len(&self) -> usize {

@@ -111,6 +111,9 @@ impl SocketTable {
             for inode in p.sockets {
                 if let Some(e) = self.by_inode.get_mut(&inode) {
                     e.owners.retain(|o| o.pid != pid);
+                    if e.owners.is_empty() {
+                        self.note_orphan(inode);
+                    }
                 }
             }
             for inode in p.collapsed.iter() {
@@ -238,6 +241,9 @@ impl SocketTable {
                     continue;
                 }
                 e.owners.retain(|o| o.pid != req.pid);
+                if e.owners.is_empty() {
+                    self.note_orphan(*inode);
+                }
             }
             self.uncount(req.pid, *inode);
             self.forget_holding(req.pid, *inode);
@@ -274,11 +280,6 @@ impl SocketTable {
         reqs.sort_unstable_by(|a, b| b.inodes.len().cmp(&a.inodes.len()).then(a.pid.cmp(&b.pid)));
         reqs.truncate(max);
         reqs
-    }
-
-    /// Whether some socket has no owner left (its holders are unknown).
-    pub fn has_ownerless(&self) -> bool {
-        self.by_inode.values().any(|e| e.owners.is_empty())
     }
 
     /// Records what enrichment learned about a process (if it is still the same one).

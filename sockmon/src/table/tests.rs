@@ -603,7 +603,7 @@ fn a_shared_socket_whose_owner_closed_its_copy_loses_that_owner_only() {
     // 10 is no longer shared: only 11 is asked about next time.
     let next = t.shared_holdings(16);
     assert!(next.iter().all(|r| r.inodes == vec![11]), "{next:?}");
-    assert!(!t.has_ownerless());
+    assert!(!t.take_orphaned());
 }
 
 #[test]
@@ -620,4 +620,26 @@ fn a_verify_answer_leaves_a_socket_an_event_touched_since_the_question() {
         owner_pids(&t, 10),
         vec![(100, OwnerSource::Event), (200, OwnerSource::Inherited)]
     );
+}
+
+#[test]
+fn only_a_socket_that_lost_its_last_owner_asks_for_a_snapshot_and_only_once() {
+    let mut t = SocketTable::new(16);
+    t.apply(&ev(EventKind::Listen, 10, 100, "0.0.0.0:80", "0.0.0.0:0"));
+    t.apply(&ev(EventKind::Listen, 11, 300, "0.0.0.0:81", "0.0.0.0:0"));
+    t.apply_proc(&proc_change(EventKind::Fork, 100, 200));
+    assert!(!t.take_orphaned());
+    // The parent exits: the child still holds 10.
+    t.apply_proc(&proc_change(EventKind::Exit, 100, 100));
+    assert!(!t.take_orphaned());
+    // Its last owner exits, the socket stays (no close seen): ask once.
+    t.apply_proc(&proc_change(EventKind::Exit, 200, 200));
+    assert_eq!(owner_pids(&t, 10), vec![]);
+    assert!(t.take_orphaned());
+    // Still ownerless after the snapshot: not asked again.
+    assert!(!t.take_orphaned());
+    // A socket closed with its owner's exit is no orphan.
+    t.apply(&ev(EventKind::Close, 11, 300, "0.0.0.0:81", "0.0.0.0:0"));
+    t.apply_proc(&proc_change(EventKind::Exit, 300, 300));
+    assert!(!t.take_orphaned());
 }
