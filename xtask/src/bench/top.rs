@@ -151,13 +151,24 @@ fn measure(
     way: Way,
     per_sec: Option<f64>,
 ) -> anyhow::Result<(f64, f64, f64)> {
-    let before = api.status()?.subscribers;
+    // The previous window's `top` has let go (nothing else subscribes to
+    // this daemon), so the next subscriber is this window's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.status()?.subscribers > 0 {
+        if Instant::now() > deadline {
+            bail!("the previous `sockmon top` still holds its subscription after 20 s");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
     let tmux = Tmux::start(dir, tools, api, way)?;
     // Subscribed (and one frame drawn) before the window opens.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while api.status()?.subscribers <= before {
+    while api.status()?.subscribers == 0 {
         if Instant::now() > deadline {
-            bail!("`sockmon top` did not subscribe within 20 s");
+            bail!(
+                "`sockmon top` did not subscribe within 20 s; its screen:\n{}",
+                tmux.screen()
+            );
         }
         thread::sleep(Duration::from_millis(50));
     }
@@ -247,6 +258,14 @@ impl Tmux {
             .trim()
             .parse()
             .context("tmux gave no pane pid")
+    }
+
+    fn screen(&self) -> String {
+        self.cmd()
+            .args(["capture-pane", "-p"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("(tmux capture-pane failed: {e})"))
     }
 
     fn stop(self) {}
