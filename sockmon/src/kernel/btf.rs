@@ -190,9 +190,11 @@ impl Layout {
     }
 }
 
-/// Resolves every offset the programs use.
-pub fn resolve(btf_path: &str, tracefs: Option<&Path>) -> Result<KernelOffsets, BtfError> {
-    let offsets = resolve_all(btf_path, tracefs)?;
+/// Resolves every offset the programs use. The caller parses the BTF once
+/// ([`Layout::from_file`]) for this and [`resolve_flow`]: a parse of this
+/// kernel's vmlinux BTF is the larger part of the time to load.
+pub fn resolve(l: &Layout, tracefs: Option<&Path>) -> Result<KernelOffsets, BtfError> {
+    let offsets = resolve_all(l, tracefs)?;
     check_sock_head(&offsets)?;
     Ok(offsets)
 }
@@ -222,8 +224,7 @@ fn check_sock_head(o: &KernelOffsets) -> Result<(), BtfError> {
     Ok(())
 }
 
-fn resolve_all(btf_path: &str, tracefs: Option<&Path>) -> Result<KernelOffsets, BtfError> {
-    let l = Layout::from_file(btf_path)?;
+fn resolve_all(l: &Layout, tracefs: Option<&Path>) -> Result<KernelOffsets, BtfError> {
     // The syscall tracepoints' record layout: only the `syscalls` mode needs
     // it (0 when tracefs is missing; that mode then does not load).
     let (tp_sys_enter_args, tp_sys_exit_ret) = match tracefs {
@@ -289,9 +290,8 @@ fn resolve_all(btf_path: &str, tracefs: Option<&Path>) -> Result<KernelOffsets, 
 /// socket's drop counters (`sk_drop_counters` is new in 6.18 and optional),
 /// and what exec capture reads (`mm_struct`, the exe file, the tracepoint's
 /// `filename`).
-pub fn resolve_flow(btf_path: &str, tracefs: &Path) -> Result<FlowOffsets, BtfError> {
-    let l = Layout::from_file(btf_path)?;
-    let mut o = resolve_flow_in(&l)?;
+pub fn resolve_flow(l: &Layout, tracefs: &Path) -> Result<FlowOffsets, BtfError> {
+    let mut o = resolve_flow_in(l)?;
     o.tp_exec_filename =
         Format::read(tracefs, "sched", "sched_process_exec")?.offset("filename")?;
     Ok(o)

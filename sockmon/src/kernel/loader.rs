@@ -279,11 +279,19 @@ impl Probes {
             return Err(LoadError::Privileges(privileges::explain(&missing)));
         }
         raise_memlock_limit();
+        // Parsed once for every mode tried: for the offsets (btf-rs) and for
+        // aya's relocations and typed attachments (its own parser).
+        let btf = btf::Layout::from_file(btf::VMLINUX_BTF)?;
+        let aya_btf = Btf::from_sys_fs().map_err(|e| BtfError::Open {
+            path: btf::VMLINUX_BTF.to_string(),
+            reason: e.to_string(),
+        })?;
+        let btf = (&btf, &aya_btf);
         match opts.attach {
-            AttachMode::Auto => match Self::load_mode(&opts, AttachMode::Socket) {
+            AttachMode::Auto => match Self::load_mode(&opts, AttachMode::Socket, btf) {
                 Ok(p) => Ok(p),
                 Err(e) if !e.is_privileges() => {
-                    let mut p = Self::load_mode(&opts, AttachMode::Syscalls).map_err(|e2| {
+                    let mut p = Self::load_mode(&opts, AttachMode::Syscalls, btf).map_err(|e2| {
                         LoadError::ModeUnavailable {
                             mode: "auto",
                             reason: format!("socket: {e}; syscalls: {e2}"),
@@ -294,18 +302,23 @@ impl Probes {
                 }
                 Err(e) => Err(e),
             },
-            mode => Self::load_mode(&opts, mode),
+            mode => Self::load_mode(&opts, mode, btf),
         }
     }
 
-    fn load_mode(opts: &LoadOptions, mode: AttachMode) -> Result<Self, LoadError> {
+    fn load_mode(
+        opts: &LoadOptions,
+        mode: AttachMode,
+        (btf, aya_btf): (&btf::Layout, &Btf),
+    ) -> Result<Self, LoadError> {
         let syscalls = mode == AttachMode::Syscalls;
         // Every mode attaches the sched tracepoints, which need tracefs.
         let tracefs = tracefs::ensure_mounted()?;
-        let offsets = btf::resolve(btf::VMLINUX_BTF, Some(&tracefs))?;
-        let flow_offsets = btf::resolve_flow(btf::VMLINUX_BTF, &tracefs)?; // flows (issue 13)
+        let offsets = btf::resolve(btf, Some(&tracefs))?;
+        let flow_offsets = btf::resolve_flow(btf, &tracefs)?; // flows (issue 13)
         let syscalls_flag: u64 = syscalls.into();
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(aya_btf))
             .override_global(OFFSETS_GLOBAL, &offsets, true)
             .override_global(FLOW_OFFSETS_GLOBAL, &flow_offsets, true) // flows (issue 13)
             .override_global(WAKEUP_BYTES_GLOBAL, &opts.wakeup_bytes, true)
@@ -316,7 +329,7 @@ impl Probes {
         // has no log map and there is nothing to forward.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         check_registry(&ebpf)?;
-        attach_mode(&mut ebpf, mode).map_err(|e| match e {
+        attach_mode(&mut ebpf, mode, aya_btf).map_err(|e| match e {
             LoadError::Program { program, source } => LoadError::ModeUnavailable {
                 mode: mode.name(),
                 reason: format!("program `{program}`: {source}"),
@@ -411,12 +424,8 @@ fn check_registry(ebpf: &Ebpf) -> Result<(), LoadError> {
 }
 
 /// Loads and attaches the programs of `mode`; the others stay unloaded on purpose.
-fn attach_mode(ebpf: &mut Ebpf, mode: AttachMode) -> Result<(), LoadError> {
+fn attach_mode(ebpf: &mut Ebpf, mode: AttachMode, btf: &Btf) -> Result<(), LoadError> {
     let wanted = |f: Family| f != Family::Syscalls || mode == AttachMode::Syscalls;
-    let btf = Btf::from_sys_fs().map_err(|e| BtfError::Open {
-        path: btf::VMLINUX_BTF.to_string(),
-        reason: e.to_string(),
-    })?;
     // On 5.7+ aya attaches cgroup programs through a bpf_link, which always
     // coexists with other programs on the cgroup and takes no mode flags (the
     // kernel rejects any with EINVAL): `Single` is what passes flags = 0.
@@ -439,7 +448,7 @@ fn attach_mode(ebpf: &mut Ebpf, mode: AttachMode) -> Result<(), LoadError> {
             }
             Hook::BtfTracepoint(tracepoint) => {
                 let tp: &mut BtfTracePoint = program(ebpf, name)?;
-                tp.load(tracepoint, &btf).map_err(fail(name))?;
+                tp.load(tracepoint, btf).map_err(fail(name))?;
                 tp.attach().map_err(fail(name))?;
             }
             Hook::CgroupSock => {
