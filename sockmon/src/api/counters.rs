@@ -30,12 +30,19 @@ struct Sum {
     counts: Counts,
 }
 
+/// Most processes one interval lists; the rest are summed in `other`, so
+/// a client's cost in daemon memory is bounded whatever the fork rate
+/// (about 100 bytes a process: ~1.6 MiB).
+pub const MAX_PROCESSES: usize = 16_384;
+
 /// The interval being counted.
 #[derive(Debug)]
 pub struct Window {
     viewer: Viewer,
     tally: Tally,
     procs: HashMap<u32, Sum>,
+    /// Processes beyond [`MAX_PROCESSES`], summed.
+    other: Sum,
     events: u64,
     lost: u64,
 }
@@ -46,6 +53,7 @@ impl Window {
             viewer,
             tally: Tally::default(),
             procs: HashMap::new(),
+            other: Sum::default(),
             events: 0,
             lost: 0,
         }
@@ -66,7 +74,16 @@ impl Window {
         if e.pid == 0 {
             return; // a flow record of a socket without a known owner
         }
-        let sum = self.procs.entry(e.pid).or_default();
+        let full = self.procs.len() >= MAX_PROCESSES;
+        let sum = match self.procs.get_mut(&e.pid) {
+            Some(sum) => sum,
+            None if full => {
+                self.other.events += 1;
+                self.other.counts.add(&delta);
+                return;
+            }
+            None => self.procs.entry(e.pid).or_default(),
+        };
         sum.events += 1;
         sum.counts.add(&delta);
         if self.viewer.sees_names_of(Some(e.uid)) {
@@ -89,28 +106,28 @@ impl Window {
 
     /// The line for the interval that ends now, and a fresh interval.
     pub fn take(&mut self, time: WallTime, interval_ms: u64) -> CountersLine {
-        let mut processes: Vec<ProcCounters> = self
-            .procs
-            .drain()
-            .map(|(pid, s)| ProcCounters {
-                pid,
-                comm: escape::for_json(s.comm.as_bytes()).into_owned(),
-                unit: s.unit,
-                events: s.events,
-                connects: s.counts.connects,
-                failed: s.counts.failed,
-                accepts: s.counts.accepts,
-                bytes_sent: s.counts.sent,
-                bytes_received: s.counts.received,
-            })
-            .collect();
+        let row = |pid, s: Sum| ProcCounters {
+            pid,
+            comm: escape::for_json(s.comm.as_bytes()).into_owned(),
+            unit: s.unit,
+            events: s.events,
+            connects: s.counts.connects,
+            failed: s.counts.failed,
+            accepts: s.counts.accepts,
+            bytes_sent: s.counts.sent,
+            bytes_received: s.counts.received,
+        };
+        let mut processes: Vec<ProcCounters> =
+            self.procs.drain().map(|(pid, s)| row(pid, s)).collect();
         processes.sort_unstable_by_key(|p| p.pid);
+        let other = std::mem::take(&mut self.other);
         CountersLine {
             time: time.rfc3339(),
             interval_ms,
             events: std::mem::take(&mut self.events),
             lost: std::mem::take(&mut self.lost),
             processes,
+            other: (other.events > 0).then(|| row(0, other)),
         }
     }
 }
@@ -181,6 +198,23 @@ mod tests {
             .map(|p| (p.pid, p.comm.as_str()))
             .collect();
         assert_eq!(names, [(5, ""), (7, "proc")]);
+    }
+
+    #[test]
+    fn beyond_the_bound_processes_are_summed_in_other() {
+        let mut w = Window::new(Viewer::ROOT);
+        for pid in 1..=MAX_PROCESSES as u32 + 3 {
+            w.count(&ev(EventKind::Connect, pid, 0, None));
+        }
+        // A process already listed is still counted as itself.
+        w.count(&ev(EventKind::Connect, 1, 0, None));
+        let line = w.take(WallTime(0), 1000);
+        assert_eq!(line.processes.len(), MAX_PROCESSES);
+        assert_eq!(line.processes[0].connects, 2);
+        let other = line.other.expect("other");
+        assert_eq!((other.pid, other.events, other.connects), (0, 3, 3));
+        assert_eq!(line.events, MAX_PROCESSES as u64 + 4);
+        assert_eq!(w.take(WallTime(1), 1000).other, None);
     }
 
     #[test]

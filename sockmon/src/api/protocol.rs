@@ -322,6 +322,10 @@ pub struct CountersLine {
     /// Events this subscription missed (it fell behind); also in `status`.
     pub lost: u64,
     pub processes: Vec<ProcCounters>,
+    /// Processes beyond the most one line lists (`api::counters::MAX_PROCESSES`),
+    /// summed (`pid` 0, `comm` empty); absent when there were none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<ProcCounters>,
 }
 
 /// One process in a [`CountersLine`] (counting rule: `event::tally`).

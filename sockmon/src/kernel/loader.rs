@@ -291,12 +291,13 @@ impl Probes {
             AttachMode::Auto => match Self::load_mode(&opts, AttachMode::Socket, btf) {
                 Ok(p) => Ok(p),
                 Err(e) if !e.is_privileges() => {
-                    let mut p = Self::load_mode(&opts, AttachMode::Syscalls, btf).map_err(|e2| {
-                        LoadError::ModeUnavailable {
-                            mode: "auto",
-                            reason: format!("socket: {e}; syscalls: {e2}"),
-                        }
-                    })?;
+                    let mut p =
+                        Self::load_mode(&opts, AttachMode::Syscalls, btf).map_err(|e2| {
+                            LoadError::ModeUnavailable {
+                                mode: "auto",
+                                reason: format!("socket: {e}; syscalls: {e2}"),
+                            }
+                        })?;
                     p.fallback = Some(e.to_string());
                     Ok(p)
                 }
