@@ -21,12 +21,9 @@
 
 pub use crate::event::flow::Container;
 
-/// What a cgroup path says about a process.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Placement {
-    pub unit: Option<String>,
-    pub container: Option<String>,
-}
+/// What a cgroup path says about a process: the systemd unit only, and the
+/// container apart, with its full id (the conventions of the event schema).
+pub type Placement = Classified;
 
 /// Reads the placement from the contents of `/proc/PID/cgroup`.
 pub fn from_proc_cgroup(text: &str) -> Placement {
@@ -43,14 +40,9 @@ pub fn from_proc_cgroup(text: &str) -> Placement {
     from_path(path)
 }
 
-/// Reads the placement from one cgroup path (the container in its short,
-/// human form `runtime:id12`).
+/// Reads the placement from one cgroup path.
 pub fn from_path(path: &str) -> Placement {
-    let c = classify(path);
-    Placement {
-        unit: c.unit,
-        container: c.container.map(|c| format!("{}:{}", c.runtime, c.short())),
-    }
+    classify(path)
 }
 
 /// What a cgroup path says, in full (flows, issue 13).
@@ -236,25 +228,31 @@ mod tests {
 
     #[test]
     fn containers_by_runtime() {
+        let short = |p: Placement| {
+            p.container.map(|c| {
+                assert_eq!(c.id, ID, "the full id is kept");
+                format!("{}:{}", c.runtime, c.short())
+            })
+        };
         let docker = from_path(&format!("/system.slice/docker-{ID}.scope"));
-        assert_eq!(docker.container, unit("docker:3f4e5d6c7b8a"));
+        assert_eq!(short(docker.clone()), unit("docker:3f4e5d6c7b8a"));
         assert_eq!(docker.unit, unit(&format!("docker-{ID}.scope")));
         assert_eq!(
-            from_path(&format!("/docker/{ID}")).container,
+            short(from_path(&format!("/docker/{ID}"))),
             unit("docker:3f4e5d6c7b8a")
         );
         let podman = format!("/machine.slice/libpod-{ID}.scope/container");
-        assert_eq!(from_path(&podman).container, unit("podman:3f4e5d6c7b8a"));
+        assert_eq!(short(from_path(&podman)), unit("podman:3f4e5d6c7b8a"));
         let k8s = format!(
             "/kubepods.slice/kubepods-burstable.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope"
         );
-        assert_eq!(from_path(&k8s).container, unit("containerd:3f4e5d6c7b8a"));
+        assert_eq!(short(from_path(&k8s)), unit("containerd:3f4e5d6c7b8a"));
         assert_eq!(
-            from_path(&format!("/kubepods/burstable/pod1/{ID}")).container,
+            short(from_path(&format!("/kubepods/burstable/pod1/{ID}"))),
             unit("containerd:3f4e5d6c7b8a")
         );
         assert_eq!(
-            from_path(&format!("/system.slice/crio-{ID}.scope")).container,
+            short(from_path(&format!("/system.slice/crio-{ID}.scope"))),
             unit("crio:3f4e5d6c7b8a")
         );
     }

@@ -563,3 +563,50 @@ fn a_socket_nobody_holds_is_looked_for_once_not_at_every_recheck() {
     unsafe { libc::kill(keeper, libc::SIGKILL) };
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_owner_started_after_the_daemon_is_listed_with_its_argv_parent_and_unit_apart() {
+    // The exec was seen: `list` joins its argv and parent (captured by the
+    // kernel at exec) to the owner, and the unit is the unit only.
+    let _g = exclusive();
+    let d = Daemon::start("owner-args", &["--no-config"]);
+    let sock = d.socket.to_str().unwrap().to_string();
+    let script = "import socket,sys\ns=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\n\
+                  print('%s:%d' % s.getsockname(), flush=True); sys.stdin.read()";
+    let mut p = Command::new("/usr/bin/python3")
+        .args(["-c", script, "marker-7a1f"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _reap = KillOnDrop(vec![p.id() as i32]);
+    let mut local = String::new();
+    BufReader::new(p.stdout.take().unwrap())
+        .read_line(&mut local)
+        .unwrap();
+    let local = local.trim().to_string();
+    let rows = eventually("the listener with its owner's argv", || {
+        let r = rows_for(&ls_json(&["--socket", &sock]), &local);
+        (r.len() == 1 && r[0]["owners"][0]["args"].is_array()).then_some(r)
+    });
+    let o = &rows[0]["owners"][0];
+    assert_eq!(o["pid"], p.id());
+    assert_eq!(
+        o["args"],
+        serde_json::json!(["/usr/bin/python3", "-c", script, "marker-7a1f"])
+    );
+    assert_eq!(o["args_truncated"], false);
+    assert_eq!(o["ppid"], std::process::id());
+    assert!(
+        o["exe"].as_str().is_some_and(|e| e.contains("python3")),
+        "{o}"
+    );
+    // The unit field holds a unit or nothing, never a container; no
+    // container here.
+    assert_eq!(o["container"], serde_json::Value::Null);
+    if let Some(u) = o["unit"].as_str() {
+        assert!(u.ends_with(".service") || u.ends_with(".scope"), "{u}");
+    }
+    drop(p.stdin.take());
+    assert!(p.wait().unwrap().success());
+}

@@ -26,7 +26,15 @@ pub fn run(args: &LookupArgs, socket: &Path, no_daemon: bool) -> ExitCode {
             Err(e) => return fail(&e, 1),
         },
         Ok(Backend::Alone) => match local::snapshot_table() {
-            Ok(t) => view::lookup(&t.table, &query, Viewer::ROOT, &t.boot),
+            Ok(t) => view::lookup(
+                &t.table,
+                &query,
+                Viewer::ROOT,
+                view::Joins {
+                    boot: &t.boot,
+                    execs: None,
+                },
+            ),
             Err(e) => return fail_chain(&e, EXIT_USAGE),
         },
     };

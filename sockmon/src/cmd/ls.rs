@@ -22,7 +22,15 @@ pub fn run(args: &LsArgs, socket: &Path, no_daemon: bool) -> ExitCode {
             Err(e) => return fail(&e, 1),
         },
         Ok(Backend::Alone) => match local::snapshot_table() {
-            Ok(t) => view::list(&t.table, &filter, Viewer::ROOT, &t.boot),
+            Ok(t) => view::list(
+                &t.table,
+                &filter,
+                Viewer::ROOT,
+                view::Joins {
+                    boot: &t.boot,
+                    execs: None,
+                },
+            ),
             Err(e) => return fail_chain(&e, EXIT_USAGE),
         },
     };

@@ -22,8 +22,8 @@ pub fn snapshot_table() -> Result<LocalTable, SnapshotError> {
     table.apply_snapshot(&snap);
     let processes: Vec<(u32, u64)> = table.processes().map(|p| (p.pid, p.start_ticks)).collect();
     for (pid, start) in processes {
-        if let Some((exe, unit)) = worker::details(pid, start) {
-            table.set_process_details(pid, start, exe, unit);
+        if let Some(d) = worker::details(pid, start) {
+            table.set_process_details(pid, start, d);
         }
     }
     Ok(LocalTable {

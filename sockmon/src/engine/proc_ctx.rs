@@ -72,6 +72,15 @@ impl ProcContexts {
         self.execs.insert(x.pid, Arc::new(x));
     }
 
+    /// The exec record of `pid`, if it is still the process that started
+    /// at `start_ticks` (ticks since boot, as `/proc/PID/stat` says).
+    pub fn exec_of(&self, pid: u32, start_ticks: u64) -> Option<&ExecCtx> {
+        self.execs
+            .get(&pid)
+            .map(|x| &**x)
+            .filter(|x| crate::event::start_ticks(x.start_ns) == start_ticks)
+    }
+
     /// The last thread of `pid` exited.
     pub fn on_exit(&mut self, pid: u32) {
         self.execs.remove(&pid);

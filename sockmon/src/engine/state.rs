@@ -467,16 +467,23 @@ impl State {
             Found::Details {
                 pid,
                 start_ticks,
-                exe,
-                unit,
+                details,
             } => {
                 self.requested.remove(&(pid, start_ticks));
-                self.table.set_process_details(pid, start_ticks, exe, unit);
+                self.table.set_process_details(pid, start_ticks, details);
             }
             Found::Held { req, held } => self.table.apply_verified(&req, &held),
             Found::Gone { pid, start_ticks } => {
                 self.requested.remove(&(pid, start_ticks));
             }
+        }
+    }
+
+    /// What the views join to the table (start times, exec records).
+    fn joins(&self) -> view::Joins<'_> {
+        view::Joins {
+            boot: &self.boot,
+            execs: Some(&self.contexts),
         }
     }
 
@@ -486,8 +493,9 @@ impl State {
     /// - The owners of shared sockets are verified against their
     ///   `/proc/PID/fd` on the `/proc` worker (bounded per round): one that
     ///   closed its copy leaves the owner list.
-    /// - Sockets without any owner (their known owners exited while the
-    ///   kernel still holds them) make the table re-snapshot, which finds
+    /// - A socket that lost its last known owner since the previous round
+    ///   (it exited, or closed its copy, while the kernel still holds the
+    ///   socket) makes the table re-snapshot once, which finds
     ///   who holds them now (a silent SCM_RIGHTS receiver, a child forked
     ///   unseen), and heals an entry whose end was missed without any
     ///   counted loss. Sockets it finds that no event reported are drift.
@@ -621,14 +629,14 @@ impl State {
                 viewer,
                 reply,
             } => {
-                let _ = reply.send(view::lookup(&self.table, &query, viewer, &self.boot));
+                let _ = reply.send(view::lookup(&self.table, &query, viewer, self.joins()));
             }
             Command::List {
                 filter,
                 viewer,
                 reply,
             } => {
-                let _ = reply.send(view::list(&self.table, &filter, viewer, &self.boot));
+                let _ = reply.send(view::list(&self.table, &filter, viewer, self.joins()));
             }
             Command::ListKeys {
                 filter,
@@ -702,7 +710,7 @@ impl State {
             if !buf.is_empty() {
                 buf.push(b',');
             }
-            let row = view::socket(e, &self.table, viewer, &self.boot);
+            let row = view::socket(e, &self.table, viewer, self.joins());
             if serde_json::to_writer(&mut buf, &row).is_err() {
                 tracing::warn!("cannot encode socket {inode}");
             }

@@ -67,8 +67,44 @@ pub struct OwnerView {
     pub start_time: Option<String>,
     /// `event`, `snapshot` or `inherited`.
     pub source: String,
-    /// systemd unit, or `runtime:id` of a container.
+    /// The systemd unit only (user-manager units as `user@UID:name`).
     pub unit: Option<String>,
+    /// The container, with its full id (and the short one, for people).
+    #[serde(default)]
+    pub container: Option<ContainerView>,
+    /// argv at exec, when the daemon saw the exec (processes started before
+    /// it have none); shown where `exe` is.
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    #[serde(default)]
+    pub args_truncated: bool,
+    /// The parent at exec, when the daemon saw the exec.
+    #[serde(default)]
+    pub ppid: Option<u32>,
+}
+
+/// A container, as the event schema writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerView {
+    /// `docker`, `containerd`, `crio` or `podman`.
+    pub runtime: String,
+    /// The full 64-hex id.
+    pub id: String,
+    pub short_id: String,
+    /// Podman run by a user (under `user@UID.service`).
+    pub rootless: bool,
+}
+
+impl From<&crate::cgroup_unit::Container> for ContainerView {
+    fn from(c: &crate::cgroup_unit::Container) -> Self {
+        Self {
+            runtime: c.runtime.to_string(),
+            id: c.id.clone(),
+            short_id: c.short().to_string(),
+            rootless: c.rootless,
+        }
+    }
 }
 
 /// Who is looking, and so what they may see (see docs/api.md, Access).
@@ -166,13 +202,22 @@ impl BootClock {
     }
 }
 
+/// What a view joins to the table: wall-clock start times, and (in an
+/// engine that captures execs) each process's argv and parent at exec.
+#[derive(Clone, Copy)]
+pub struct Joins<'a> {
+    pub boot: &'a BootClock,
+    pub execs: Option<&'a super::proc_ctx::ProcContexts>,
+}
+
 /// Builds the view of `e` for `viewer`.
 pub fn socket(
     e: &SocketEntry,
     table: &SocketTable,
     viewer: Viewer,
-    boot: &BootClock,
+    joins: Joins<'_>,
 ) -> SocketView {
+    let boot = joins.boot;
     let owners = e
         .owners
         .iter()
@@ -181,6 +226,10 @@ pub fn socket(
             let uid = p.map(|p| p.uid);
             let details = viewer.sees_details_of(uid);
             let names = details || !viewer.hide_names;
+            // argv follows exe's rule (and names', for a name is in it).
+            let exec = p
+                .filter(|_| details && names)
+                .and_then(|p| joins.execs?.exec_of(p.pid, p.start_ticks));
             OwnerView {
                 pid: o.pid,
                 tid: o.tid,
@@ -197,6 +246,16 @@ pub fn socket(
                 unit: p
                     .filter(|_| details)
                     .and_then(|p| p.unit.as_deref().map(str::to_string)),
+                container: p
+                    .filter(|_| details)
+                    .and_then(|p| p.container.as_deref().map(ContainerView::from)),
+                args: exec.and_then(|x| {
+                    x.args
+                        .as_ref()
+                        .map(|a| a.iter().map(|x| escape::for_json(x).into_owned()).collect())
+                }),
+                args_truncated: exec.is_some_and(|x| x.args_truncated),
+                ppid: exec.map(|x| x.ppid),
             }
         })
         .collect();
@@ -236,12 +295,12 @@ pub fn list(
     table: &SocketTable,
     filter: &Filter,
     viewer: Viewer,
-    boot: &BootClock,
+    joins: Joins<'_>,
 ) -> Vec<SocketView> {
     let mut rows: Vec<_> = table
         .iter()
         .filter(|e| matches_for(filter, e, table, viewer))
-        .map(|e| socket(e, table, viewer, boot))
+        .map(|e| socket(e, table, viewer, joins))
         .collect();
     rows.sort_by_key(|r| (r.netns, r.inode));
     rows
@@ -261,11 +320,11 @@ pub fn lookup(
     table: &SocketTable,
     q: &Lookup,
     viewer: Viewer,
-    boot: &BootClock,
+    joins: Joins<'_>,
 ) -> Vec<SocketView> {
     let mut rows: Vec<_> = table
         .lookup_any(q.proto, q.src, q.dst, q.netns)
-        .map(|e| socket(e, table, viewer, boot))
+        .map(|e| socket(e, table, viewer, joins))
         .collect();
     rows.sort_by_key(|r| (r.netns, r.inode));
     rows
@@ -340,16 +399,54 @@ mod tests {
         t.set_process_details(
             10,
             200,
-            Some("/usr/sbin/nginx".into()),
-            Some("nginx.service".into()),
+            crate::table::Details {
+                exe: Some("/usr/sbin/nginx".into()),
+                unit: Some(format!("docker-{ID}.scope").into()),
+                container: crate::cgroup_unit::from_path(&format!(
+                    "/system.slice/docker-{ID}.scope"
+                ))
+                .container
+                .map(std::sync::Arc::new),
+            },
         );
         t
+    }
+
+    const ID: &str = "3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e";
+
+    /// Exec records: pid 10 ran `nginx -g daemon off;` from pid 1.
+    fn execs() -> super::super::proc_ctx::ProcContexts {
+        let mut c = super::super::proc_ctx::ProcContexts::new(None);
+        c.on_exec(crate::event::flow::ExecCtx {
+            pid: 10,
+            ppid: 1,
+            start_ns: 2_000_000_000,
+            filename: b"/usr/sbin/nginx".to_vec(),
+            filename_truncated: false,
+            args: Some(vec![
+                b"nginx".to_vec(),
+                b"-g".to_vec(),
+                b"daemon off;".to_vec(),
+            ]),
+            args_truncated: false,
+            exe_file: None,
+        });
+        c
+    }
+
+    fn view_as(t: &SocketTable, viewer: Viewer) -> SocketView {
+        let (boot, execs) = (BootClock::sample(), execs());
+        let joins = Joins {
+            boot: &boot,
+            execs: Some(&execs),
+        };
+        socket(t.get(99).unwrap(), t, viewer, joins)
     }
 
     #[test]
     fn root_sees_everything() {
         let t = table_with(33);
-        let v = socket(t.get(99).unwrap(), &t, Viewer::ROOT, &BootClock::sample());
+        let v = view_as(&t, Viewer::ROOT);
         assert_eq!(
             (v.proto.as_str(), v.state.as_str(), v.src_port, v.netns),
             ("tcp", "listen", 80, 5)
@@ -358,7 +455,16 @@ mod tests {
         assert_eq!((o.pid, o.tid, o.uid), (10, 11, Some(33)));
         assert_eq!(o.comm.as_deref(), Some("nginx"));
         assert_eq!(o.exe.as_deref(), Some("/usr/sbin/nginx"));
-        assert_eq!(o.unit.as_deref(), Some("nginx.service"));
+        // The unit is the unit only; the container apart, with its full id.
+        assert_eq!(o.unit, Some(format!("docker-{ID}.scope")));
+        let c = o.container.as_ref().expect("container");
+        assert_eq!((c.runtime.as_str(), c.id.as_str()), ("docker", ID));
+        assert_eq!((c.short_id.as_str(), c.rootless), ("3f4e5d6c7b8a", false));
+        assert_eq!(
+            o.args.as_deref(),
+            Some(&["nginx".to_string(), "-g".into(), "daemon off;".into()][..])
+        );
+        assert_eq!((o.ppid, o.args_truncated), (Some(1), false));
         assert_eq!(o.source, "event");
         assert_eq!(v.port_class.as_deref(), Some("well_known"));
         assert_eq!(v.addr_scope.as_deref(), Some("wildcard"));
@@ -373,21 +479,38 @@ mod tests {
             uid: Some(1000),
             hide_names: false,
         };
-        let o = &socket(t.get(99).unwrap(), &t, stranger, &BootClock::sample()).owners[0];
+        let v = view_as(&t, stranger);
+        let o = &v.owners[0];
         assert_eq!((o.exe.as_deref(), o.unit.as_deref()), (None, None));
+        assert_eq!((&o.container, &o.args, o.ppid), (&None, &None, None));
         assert_eq!(o.comm.as_deref(), Some("nginx"));
         let hidden = Viewer {
             uid: Some(1000),
             hide_names: true,
         };
-        let o = &socket(t.get(99).unwrap(), &t, hidden, &BootClock::sample()).owners[0];
+        let v = view_as(&t, hidden);
+        let o = &v.owners[0];
         assert_eq!((o.comm.as_deref(), o.thread_comm.as_deref()), (None, None));
         let same = Viewer {
             uid: Some(33),
             hide_names: true,
         };
-        let o = &socket(t.get(99).unwrap(), &t, same, &BootClock::sample()).owners[0];
+        let v = view_as(&t, same);
+        let o = &v.owners[0];
         assert_eq!(o.exe.as_deref(), Some("/usr/sbin/nginx"));
+        // Its own process: argv too, names being its own.
+        assert_eq!(o.args.as_ref().map(Vec::len), Some(3));
+        // A process that is not the one the exec record is of (pid reused): no argv.
+        let mut t2 = table_with(33);
+        t2.set_process_details(10, 200, crate::table::Details::default());
+        let (boot, mut execs) = (BootClock::sample(), execs());
+        execs.on_exit(10);
+        let joins = Joins {
+            boot: &boot,
+            execs: Some(&execs),
+        };
+        let o = &socket(t2.get(99).unwrap(), &t2, Viewer::ROOT, joins).owners[0];
+        assert_eq!((&o.args, o.ppid, &o.container), (&None, None, &None));
     }
 
     #[test]

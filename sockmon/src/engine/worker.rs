@@ -29,8 +29,7 @@ pub enum Found {
     Details {
         pid: u32,
         start_ticks: u64,
-        exe: Option<Arc<str>>,
-        unit: Option<Arc<str>>,
+        details: Details,
     },
     Held {
         req: VerifyRequest,
@@ -68,18 +67,16 @@ pub fn spawn() -> std::io::Result<(mpsc::Sender<Job>, mpsc::Receiver<Found>)> {
 /// Always answers, so the state task can forget the request either way.
 fn enrich(pid: u32, start_ticks: u64) -> Option<Found> {
     Some(match details(pid, start_ticks) {
-        Some((exe, unit)) => Found::Details {
+        Some(details) => Found::Details {
             pid,
             start_ticks,
-            exe,
-            unit,
+            details,
         },
         None => Found::Gone { pid, start_ticks },
     })
 }
 
-/// Executable path and systemd unit (or container) of a process.
-pub type Details = (Option<Arc<str>>, Option<Arc<str>>);
+pub use crate::table::Details;
 
 /// The [`Details`] of `pid`, if it is still the process that started at `start_ticks`.
 pub fn details(pid: u32, start_ticks: u64) -> Option<Details> {
@@ -95,8 +92,11 @@ pub fn details(pid: u32, start_ticks: u64) -> Option<Details> {
     if procfs::start_ticks_of(pid)? != start_ticks {
         return None;
     }
-    let unit = placement.container.or(placement.unit).map(Arc::from);
-    Some((exe, unit))
+    Some(Details {
+        exe,
+        unit: placement.unit.map(Arc::from),
+        container: placement.container.map(Arc::new),
+    })
 }
 
 fn verify(req: VerifyRequest) -> Option<Found> {

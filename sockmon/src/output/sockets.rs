@@ -96,9 +96,15 @@ fn owner(o: &OwnerView) -> String {
     if o.tid != o.pid {
         s.push_str(&format!("/{}", o.tid));
     }
-    if let Some(unit) = &o.unit {
+    // Where it runs: its container (short id, for people), else its unit.
+    let place = o
+        .container
+        .as_ref()
+        .map(|c| format!("{}:{}", c.runtime, c.short_id))
+        .or_else(|| o.unit.clone());
+    if let Some(place) = place {
         s.push(' ');
-        s.push_str(&escape::for_table(unit.as_bytes()));
+        s.push_str(&escape::for_table(place.as_bytes()));
     }
     s
 }
@@ -139,6 +145,10 @@ mod tests {
             start_time: None,
             source: source.into(),
             unit: unit.map(Into::into),
+            container: None,
+            args: None,
+            args_truncated: false,
+            ppid: None,
         }
     }
 

@@ -337,14 +337,11 @@ pub fn identify(
     if crate::procfs::start_ticks(&stat)? != start_ticks {
         return None;
     }
-    // A unit the table knew may carry a container as `runtime:id`.
-    let (unit, container) = match unit {
-        Some(u) if placement.container.as_deref() == Some(u) => {
-            (placement.unit, Some(u.to_string()))
-        }
-        Some(u) => (Some(u.to_string()), placement.container),
-        None => (placement.unit, placement.container),
-    };
+    // The container as the rules match it: `runtime:` and the full id.
+    let container = placement
+        .container
+        .map(|k| format!("{}:{}", k.runtime, k.id));
+    let unit = unit.map(str::to_string).or(placement.unit);
     Some(Identity {
         exe,
         unit,

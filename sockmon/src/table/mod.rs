@@ -48,7 +48,7 @@ use std::{
 
 use smallvec::SmallVec;
 
-pub use process::{Process, VerifyRequest};
+pub use process::{Details, Process, VerifyRequest};
 pub use reconcile::Reconciled;
 
 use crate::event::{Comm, Event, EventKind, Family, Proto, start_ticks};

@@ -37,10 +37,23 @@ pub struct Process {
     pub(super) last_collapsed: Option<Arc<InodeSet>>,
     /// Executable path, once enrichment has read it.
     pub exe: Option<Arc<str>>,
-    /// systemd unit or container, once enrichment has read it.
+    /// The systemd unit, once enrichment has read it.
     pub unit: Option<Arc<str>>,
+    /// The container (full id), once enrichment has read it.
+    pub container: Option<Arc<crate::cgroup_unit::Container>>,
     /// The table's change clock when an event last concerned it.
     pub(super) touched: u64,
+}
+
+/// What enrichment reads of a process from `/proc`: executable path,
+/// systemd unit and container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Details {
+    pub exe: Option<Arc<str>>,
+    /// The systemd unit only (user-manager units as `user@UID:name`).
+    pub unit: Option<Arc<str>>,
+    /// The container, with its full id.
+    pub container: Option<Arc<crate::cgroup_unit::Container>>,
 }
 
 /// Which of `inodes` does process `pid` (started at `start_ticks`) still hold?
@@ -89,6 +102,7 @@ impl SocketTable {
                 last_collapsed: None,
                 exe: None,
                 unit: None,
+                container: None,
                 touched: clock,
             },
         );
@@ -283,18 +297,13 @@ impl SocketTable {
     }
 
     /// Records what enrichment learned about a process (if it is still the same one).
-    pub fn set_process_details(
-        &mut self,
-        pid: u32,
-        start: u64,
-        exe: Option<Arc<str>>,
-        unit: Option<Arc<str>>,
-    ) {
+    pub fn set_process_details(&mut self, pid: u32, start: u64, d: Details) {
         if let Some(p) = self.processes.get_mut(&pid)
             && p.start_ticks == start
         {
-            p.exe = exe;
-            p.unit = unit;
+            p.exe = d.exe;
+            p.unit = d.unit;
+            p.container = d.container;
         }
     }
 }

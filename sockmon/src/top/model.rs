@@ -404,8 +404,14 @@ impl Model {
                 if let Some(c) = o.comm.as_deref() {
                     p.comm = super::decode::comm_of(c);
                 }
-                if o.unit.is_some() {
-                    p.unit = o.unit.clone();
+                // Rows by unit group a container's processes by the container.
+                let place = o
+                    .container
+                    .as_ref()
+                    .map(|c| format!("{}:{}", c.runtime, c.id))
+                    .or_else(|| o.unit.clone());
+                if place.is_some() {
+                    p.unit = place;
                 }
             }
             let s = self.socks.entry(key).or_insert_with(|| Sock {

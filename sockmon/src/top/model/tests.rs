@@ -50,6 +50,10 @@ fn view(inode: u64, pid: u32, state: &str, src: &str, dst: &str, source: &str) -
             start_time: None,
             source: source.into(),
             unit: Some("nginx.service".into()),
+            container: None,
+            args: None,
+            args_truncated: false,
+            ppid: None,
         }],
     }
 }

@@ -64,6 +64,10 @@ fn listener(inode: u64, pid: u32, comm: &str, unit: &str, addr: &str, source: &s
             start_time: None,
             source: source.into(),
             unit: Some(unit.into()),
+            container: None,
+            args: None,
+            args_truncated: false,
+            ppid: None,
         }],
     }
 }
