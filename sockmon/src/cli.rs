@@ -263,8 +263,18 @@ pub struct LsArgs {
     /// Only listeners (TCP listen; UDP bound, unconnected).
     #[arg(long)]
     pub listening: bool,
+    /// Order by bytes moved (most first; needs flow records) or by age
+    /// (oldest connection first); sockets without the figure come last.
+    #[arg(long, value_enum, value_name = "KEY")]
+    pub sort: Option<LsSort>,
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LsSort {
+    Bytes,
+    Age,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +335,9 @@ pub struct DaemonArgs {
     /// Deadline of one sock_diag dump of a snapshot, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub dump_deadline_ms: Option<u64>,
+    /// A `flow` record per live TCP connection every MS milliseconds (0: off).
+    #[arg(long, value_name = "MS")]
+    pub flow_interval_ms: Option<u64>,
     /// Write the NDJSON event stream to stdout.
     #[arg(long)]
     pub sink_stdout: bool,

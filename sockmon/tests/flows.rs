@@ -430,3 +430,116 @@ fn status_totals_bytes_by_unit() {
     assert_eq!(row["bytes_sent"], 4321);
     assert_eq!(row["bytes_received"], 0);
 }
+
+/// The daemon with flow records on (`--flow-interval-ms`): `ls` shows each
+/// connection's bytes at the latest sample and how long ago it began, and
+/// sorts by either.
+#[test]
+fn ls_through_the_daemon_shows_and_sorts_by_bytes_and_age() {
+    let _guard = exclusive();
+    let d = support::Daemon::start("ls-bytes", &["--no-config", "--flow-interval-ms", "1000"]);
+    let sock = d.socket.to_str().unwrap().to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // The older connection moves little, the younger one a lot.
+    let mut old = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut old_srv, _) = listener.accept().unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut big = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut big_srv, _) = listener.accept().unwrap();
+    let began = chrono::Utc::now();
+    old.write_all(&[1u8; 100]).unwrap();
+    old_srv.read_exact(&mut [0u8; 100]).unwrap();
+    big.write_all(&vec![2u8; 300_000]).unwrap();
+    big_srv.read_exact(&mut vec![0u8; 300_000]).unwrap();
+    let (po, pb) = (
+        old.local_addr().unwrap().port(),
+        big.local_addr().unwrap().port(),
+    );
+    let ls = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let out = Command::new(support::bin())
+            .args([
+                "--socket",
+                &sock,
+                "ls",
+                "--json",
+                "--port",
+                &port.to_string(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let client = |rows: &[serde_json::Value], p: u16| -> serde_json::Value {
+        rows.iter()
+            .find(|r| r["src_port"] == p && r["dst_port"] == port)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    // Both connections sampled after their bytes moved.
+    let rows = support::eventually("bytes of both connections", || {
+        let rows = ls(&[]);
+        (client(&rows, pb)["bytes_sent"] == 300_000 && client(&rows, po)["bytes_sent"] == 100)
+            .then_some(rows)
+    });
+    let (o, b) = (client(&rows, po), client(&rows, pb));
+    assert_eq!(
+        (o["bytes_received"].as_u64(), b["bytes_received"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // Ages: from their connects, the test's clock around them.
+    let since = |v: &serde_json::Value| -> chrono::DateTime<chrono::Utc> {
+        v["since"].as_str().expect("since").parse().unwrap()
+    };
+    assert!(since(&o) < since(&b), "{o} {b}");
+    assert!((since(&b) - began).num_milliseconds().abs() < 1000, "{b}");
+    assert_eq!(b["since_is_lower_bound"], false);
+    // The listener has neither.
+    let listen = rows
+        .iter()
+        .find(|r| r["state"] == "listen")
+        .expect("listener");
+    assert_eq!(
+        (&listen["since"], &listen["bytes_sent"]),
+        (&serde_json::Value::Null, &serde_json::Value::Null)
+    );
+    // Sorted: the big one first by bytes, the old one first by age; the
+    // listener (neither figure) last both ways.
+    let order = |rows: Vec<serde_json::Value>| -> Vec<(u64, u64)> {
+        rows.iter()
+            .map(|r| {
+                (
+                    r["src_port"].as_u64().unwrap(),
+                    r["dst_port"].as_u64().unwrap(),
+                )
+            })
+            .filter(|(_, d)| *d == u64::from(port) || *d == 0)
+            .collect()
+    };
+    let by_bytes = order(ls(&["--sort", "bytes"]));
+    assert_eq!(
+        by_bytes[0],
+        (u64::from(pb), u64::from(port)),
+        "{by_bytes:?}"
+    );
+    assert_eq!(by_bytes.last().unwrap().1, 0, "{by_bytes:?}");
+    let by_age = order(ls(&["--sort", "age"]));
+    assert_eq!(by_age[0], (u64::from(po), u64::from(port)), "{by_age:?}");
+    // The human table has the columns.
+    let out = Command::new(support::bin())
+        .args(["--socket", &sock, "ls", "--port", &pb.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines().next().unwrap().contains("AGE      BYTES"),
+        "{text}"
+    );
+    assert!(text.contains("293K/0"), "{text}");
+}

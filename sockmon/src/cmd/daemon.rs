@@ -61,6 +61,9 @@ pub fn build_config(
     if let Some(v) = args.max_owners {
         c.table.max_owners = v;
     }
+    if let Some(v) = args.flow_interval_ms {
+        c.flows.interval_ms = v;
+    }
     if let Some(v) = args.dump_deadline_ms {
         c.snapshot.dump_deadline_ms = v;
     }

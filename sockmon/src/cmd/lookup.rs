@@ -30,10 +30,7 @@ pub fn run(args: &LookupArgs, socket: &Path, no_daemon: bool) -> ExitCode {
                 &t.table,
                 &query,
                 Viewer::ROOT,
-                view::Joins {
-                    boot: &t.boot,
-                    execs: None,
-                },
+                view::Joins::boot_only(&t.boot),
             ),
             Err(e) => return fail_chain(&e, EXIT_USAGE),
         },

@@ -26,15 +26,15 @@ pub fn run(args: &LsArgs, socket: &Path, no_daemon: bool) -> ExitCode {
                 &t.table,
                 &filter,
                 Viewer::ROOT,
-                view::Joins {
-                    boot: &t.boot,
-                    execs: None,
-                },
+                view::Joins::boot_only(&t.boot),
             ),
             Err(e) => return fail_chain(&e, EXIT_USAGE),
         },
     };
-    let rows = narrow(rows, args);
+    let mut rows = narrow(rows, args);
+    if let Some(key) = args.sort {
+        sockets::sort(&mut rows, key);
+    }
     let _ = print(&sockets::render(&rows, args.json));
     ExitCode::SUCCESS
 }

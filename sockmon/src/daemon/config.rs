@@ -51,6 +51,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub snapshot: SnapshotConfig,
+    pub flows: FlowsConfig,
     /// The policy of allowed listeners (`crate::policy`); absent = off. Reloadable.
     pub policy: Option<crate::policy::PolicyConfig>,
 }
@@ -81,6 +82,17 @@ pub struct KernelConfig {
     /// Which hooks report bind, listen, connect and accept: `auto`,
     /// `socket` or `syscalls`. Restart to change.
     pub attach: String,
+}
+
+/// Periodic `flow` records of live TCP connections (flows, issue 13).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowsConfig {
+    /// A `flow` record per live TCP connection every this many
+    /// milliseconds (1000 to 3600000); 0, the default: off. With them on,
+    /// `list` shows each connection's bytes and `top` its bytes/s. Restart
+    /// to change.
+    pub interval_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -328,6 +340,15 @@ impl Config {
                 ),
             );
         }
+        if self.flows.interval_ms != 0 && !(1_000..=3_600_000).contains(&self.flows.interval_ms) {
+            return bad(
+                "flows.interval_ms",
+                format!(
+                    "{} is neither 0 (off) nor between 1000 and 3600000",
+                    self.flows.interval_ms
+                ),
+            );
+        }
         if !(1..=600_000).contains(&self.snapshot.dump_deadline_ms) {
             return bad(
                 "snapshot.dump_deadline_ms",
@@ -532,6 +553,15 @@ level = "debug"
         assert!(parse("[table]\ncap = 0\n").is_err());
         assert!(parse("[table]\nmax_owners = 0\n").is_err());
         assert!(parse("[table]\nrecheck_interval_ms = 100\n").is_err());
+        assert!(parse("[flows]\ninterval_ms = 500\n").is_err());
+        assert_eq!(parse("").unwrap().flows.interval_ms, 0);
+        assert_eq!(
+            parse("[flows]\ninterval_ms = 2000\n")
+                .unwrap()
+                .flows
+                .interval_ms,
+            2000
+        );
         assert_eq!(
             parse("[table]\nrecheck_interval_ms = 1500\n")
                 .unwrap()

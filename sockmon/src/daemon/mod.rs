@@ -113,6 +113,8 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> Result<(), Failure> {
         recheck_interval: std::time::Duration::from_millis(setup.config.table.recheck_interval_ms),
         snapshot: true,
         policy: setup.config.policy(),
+        flow_interval: (setup.config.flows.interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(setup.config.flows.interval_ms)),
         ..EngineOptions::default()
     };
     let prepared = match Engine::prepare(opts) {

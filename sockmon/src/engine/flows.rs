@@ -229,6 +229,11 @@ impl Deltas {
         }
     }
 
+    /// The totals of connection `inode` at its latest sample.
+    pub fn totals(&self, inode: u64) -> Option<&TcpCounters> {
+        self.last.get(&inode)
+    }
+
     pub fn retain(&mut self, alive: &std::collections::HashSet<u64>) {
         self.last.retain(|i, _| alive.contains(i));
     }

@@ -107,6 +107,12 @@ impl Lives {
         }
     }
 
+    /// When connection `inode` began (its connect or accept), and whether
+    /// that is a lower bound (known from the start-up snapshot).
+    pub fn birth(&self, inode: u64) -> Option<(WallTime, bool)> {
+        self.births.get(&inode).map(|b| (b.time, b.lower_bound))
+    }
+
     /// Forgets starts of sockets the table no longer has (their close was
     /// lost, or they were evicted).
     pub fn prune(&mut self, table: &SocketTable) {

@@ -484,6 +484,8 @@ impl State {
         view::Joins {
             boot: &self.boot,
             execs: Some(&self.contexts),
+            lives: Some(&self.lives),
+            flows: Some(&self.flow_deltas),
         }
     }
 

@@ -49,6 +49,20 @@ pub struct SocketView {
     /// IANA class of the remote port, when there is a remote side.
     #[serde(default)]
     pub dst_port_class: Option<String>,
+    /// When the connection began (its connect or accept; RFC 3339, UTC),
+    /// for connections the daemon saw begin or found in its start-up
+    /// snapshot; null otherwise (listeners, bound sockets, no daemon).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// `since` is when the start-up snapshot found it: it began earlier.
+    #[serde(default)]
+    pub since_is_lower_bound: bool,
+    /// What the TCP connection moved, at the daemon's latest `flow` sample
+    /// (`flows.interval_ms`); null while flow records are off.
+    #[serde(default)]
+    pub bytes_sent: Option<u64>,
+    #[serde(default)]
+    pub bytes_received: Option<u64>,
 }
 
 /// One owner, as shown.
@@ -208,6 +222,22 @@ impl BootClock {
 pub struct Joins<'a> {
     pub boot: &'a BootClock,
     pub execs: Option<&'a super::proc_ctx::ProcContexts>,
+    /// Connection starts (`since`).
+    pub lives: Option<&'a super::life::Lives>,
+    /// The latest flow samples (`bytes_*`).
+    pub flows: Option<&'a super::flows::Deltas>,
+}
+
+impl<'a> Joins<'a> {
+    /// Start times only (a table without an engine behind it).
+    pub fn boot_only(boot: &'a BootClock) -> Self {
+        Self {
+            boot,
+            execs: None,
+            lives: None,
+            flows: None,
+        }
+    }
 }
 
 /// Builds the view of `e` for `viewer`.
@@ -266,7 +296,13 @@ pub fn socket(
         e.key.src().port(),
     );
     let dst_port = e.key.dst().port();
+    let birth = joins.lives.and_then(|l| l.birth(e.inode));
+    let moved = joins.flows.and_then(|f| f.totals(e.inode));
     SocketView {
+        since: birth.map(|(t, _)| t.rfc3339()),
+        since_is_lower_bound: birth.is_some_and(|(_, lower)| lower),
+        bytes_sent: moved.map(|c| c.bytes_sent),
+        bytes_received: moved.map(|c| c.bytes_received),
         port_class: Some(facts.class.name().to_string()),
         port_privileged: facts.privileged,
         port_ephemeral: facts.ephemeral,
@@ -437,8 +473,8 @@ mod tests {
     fn view_as(t: &SocketTable, viewer: Viewer) -> SocketView {
         let (boot, execs) = (BootClock::sample(), execs());
         let joins = Joins {
-            boot: &boot,
             execs: Some(&execs),
+            ..Joins::boot_only(&boot)
         };
         socket(t.get(99).unwrap(), t, viewer, joins)
     }
@@ -506,8 +542,8 @@ mod tests {
         let (boot, mut execs) = (BootClock::sample(), execs());
         execs.on_exit(10);
         let joins = Joins {
-            boot: &boot,
             execs: Some(&execs),
+            ..Joins::boot_only(&boot)
         };
         let o = &socket(t2.get(99).unwrap(), &t2, Viewer::ROOT, joins).owners[0];
         assert_eq!((&o.args, o.ppid, &o.container), (&None, None, &None));

@@ -1,9 +1,14 @@
 //! The human table of `sockmon ls` and `lookup`, like `ss -tunap`:
 //!
 //! ```text
-//! PROTO STATE      LOCAL                  REMOTE                 INODE     NETNS       OWNERS
-//! tcp   listen     0.0.0.0:8080           0.0.0.0:*              123456    4026531840  nginx[412] nginx.service
+//! PROTO STATE      LOCAL                  REMOTE                 INODE     NETNS       CLASS      AGE      BYTES         OWNERS
+//! tcp   listen     0.0.0.0:8080           0.0.0.0:*              123456    4026531840  registered -        -             nginx[412] nginx.service
+//! tcp   connected  10.0.0.5:40312         10.0.0.9:443           123470    4026531840  dynamic    3m12s    1.2M/48K      curl[977]
 //! ```
+//!
+//! AGE is how long ago the connection began (`>` when only the start-up
+//! snapshot saw it: it is older); BYTES is sent/received at the latest flow
+//! sample (`-` while flow records are off).
 //!
 //! Owners are `name[pid]`; `name[pid]/tid` when another thread acted;
 //! `,inherited` marks an owner known only from a fork; `+N inherited` ends
@@ -15,7 +20,72 @@
 use std::io::Write as _;
 
 use super::escape;
-use crate::engine::view::{OwnerView, SocketView};
+use crate::{
+    cli::LsSort,
+    engine::view::{OwnerView, SocketView},
+};
+
+/// Orders `rows` by `key`, most first; rows without the figure keep their
+/// order, after the others.
+pub fn sort(rows: &mut [SocketView], key: LsSort) {
+    match key {
+        LsSort::Bytes => rows.sort_by_key(|r| {
+            std::cmp::Reverse(
+                r.bytes_sent
+                    .zip(r.bytes_received)
+                    .map(|(s, r)| s.saturating_add(r)),
+            )
+        }),
+        // RFC 3339 in UTC with fixed digits orders as time does; oldest first.
+        LsSort::Age => rows.sort_by(|a, b| match (&a.since, &b.since) {
+            (Some(x), Some(y)) => x.cmp(y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }),
+    }
+}
+
+/// How long ago `since` (RFC 3339) was, for people: `45s`, `3m12s`, `2h05m`, `3d04h`.
+fn age(since: Option<&str>, lower_bound: bool, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Some(t) = since.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) else {
+        return "-".into();
+    };
+    let s = (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let text = match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    };
+    if lower_bound {
+        format!(">{text}")
+    } else {
+        text
+    }
+}
+
+/// Bytes for people: `812`, `48K`, `1.2M`, `3.4G`.
+fn size(b: u64) -> String {
+    const K: f64 = 1024.0;
+    let x = b as f64;
+    if x < K {
+        b.to_string()
+    } else if x < K * K {
+        format!("{:.0}K", x / K)
+    } else if x < K * K * K {
+        format!("{:.1}M", x / (K * K))
+    } else {
+        format!("{:.1}G", x / (K * K * K))
+    }
+}
+
+fn moved(r: &SocketView) -> String {
+    match (r.bytes_sent, r.bytes_received) {
+        (Some(s), Some(rcv)) => format!("{}/{}", size(s), size(rcv)),
+        _ => "-".into(),
+    }
+}
 
 /// What `ls` and `lookup` print: the human table, or one JSON object per
 /// socket and line.
@@ -35,10 +105,14 @@ pub fn render(rows: &[SocketView], json: bool) -> Vec<u8> {
 
 /// Appends the header and one line per socket.
 pub fn write_table(out: &mut Vec<u8>, rows: &[SocketView]) {
+    write_table_at(out, rows, chrono::Utc::now());
+}
+
+fn write_table_at(out: &mut Vec<u8>, rows: &[SocketView], now: chrono::DateTime<chrono::Utc>) {
     let _ = writeln!(
         out,
-        "{:<5} {:<10} {:<22} {:<22} {:<9} {:<11} {:<10} OWNERS",
-        "PROTO", "STATE", "LOCAL", "REMOTE", "INODE", "NETNS", "CLASS"
+        "{:<5} {:<10} {:<22} {:<22} {:<9} {:<11} {:<10} {:<8} {:<13} OWNERS",
+        "PROTO", "STATE", "LOCAL", "REMOTE", "INODE", "NETNS", "CLASS", "AGE", "BYTES"
     );
     for r in rows {
         let remote = if r.dst_port == 0 && is_unspecified(&r.dst_ip) {
@@ -57,7 +131,7 @@ pub fn write_table(out: &mut Vec<u8>, rows: &[SocketView]) {
         };
         let _ = writeln!(
             out,
-            "{:<5} {:<10} {:<22} {:<22} {:<9} {:<11} {:<10} {}",
+            "{:<5} {:<10} {:<22} {:<22} {:<9} {:<11} {:<10} {:<8} {:<13} {}",
             r.proto,
             r.state,
             endpoint(&r.src_ip, Some(r.src_port)),
@@ -65,6 +139,8 @@ pub fn write_table(out: &mut Vec<u8>, rows: &[SocketView]) {
             r.inode,
             r.netns,
             r.port_class.as_deref().unwrap_or("-"),
+            age(r.since.as_deref(), r.since_is_lower_bound, now),
+            moved(r),
             owners
         );
     }
@@ -131,6 +207,10 @@ mod tests {
             port_ephemeral: Some(false),
             addr_scope: Some("wildcard".into()),
             dst_port_class: None,
+            since: None,
+            since_is_lower_bound: false,
+            bytes_sent: None,
+            bytes_received: None,
         }
     }
 
@@ -176,6 +256,49 @@ mod tests {
             "{}",
             lines[1]
         );
+    }
+
+    #[test]
+    fn age_and_bytes_columns_and_both_sorts() {
+        let now: chrono::DateTime<chrono::Utc> = "2026-12-02T06:00:00Z".parse().unwrap();
+        let mut a = row(vec![own(1, 1, "a", "event", None)]);
+        a.inode = 1;
+        a.since = Some("2026-12-02T05:56:48.000000000Z".into());
+        a.bytes_sent = Some(1_300_000);
+        a.bytes_received = Some(49_152);
+        let mut b = row(vec![own(2, 2, "b", "snapshot", None)]);
+        b.inode = 2;
+        b.since = Some("2026-12-02T03:55:00.000000000Z".into());
+        b.since_is_lower_bound = true;
+        b.bytes_sent = Some(10);
+        b.bytes_received = Some(0);
+        let mut c = row(vec![own(3, 3, "c", "event", None)]);
+        c.inode = 3;
+        let mut out = Vec::new();
+        write_table_at(&mut out, &[a.clone(), b.clone(), c.clone()], now);
+        let text = String::from_utf8(out).unwrap();
+        let cells = |i: usize| -> Vec<String> {
+            let l = text.lines().nth(i).unwrap();
+            l.split_whitespace()
+                .skip(7)
+                .take(2)
+                .map(String::from)
+                .collect()
+        };
+        assert!(
+            text.lines().next().unwrap().contains("AGE      BYTES"),
+            "{text}"
+        );
+        assert_eq!(cells(1), ["3m12s", "1.2M/48K"]);
+        assert_eq!(cells(2), [">2h05m", "10/0"]);
+        assert_eq!(cells(3), ["-", "-"]);
+        let inodes = |mut v: Vec<SocketView>, k| {
+            sort(&mut v, k);
+            v.iter().map(|r| r.inode).collect::<Vec<_>>()
+        };
+        let all = vec![c.clone(), a.clone(), b.clone()];
+        assert_eq!(inodes(all.clone(), LsSort::Bytes), [1, 2, 3]);
+        assert_eq!(inodes(all, LsSort::Age), [2, 1, 3]);
     }
 
     #[test]
