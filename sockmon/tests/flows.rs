@@ -543,3 +543,77 @@ fn ls_through_the_daemon_shows_and_sorts_by_bytes_and_age() {
     );
     assert!(text.contains("293K/0"), "{text}");
 }
+
+/// Flow records cover every network namespace, not only the daemon's: a
+/// connection inside a fresh namespace shows the bytes it moved.
+#[test]
+fn connections_in_another_network_namespace_get_their_bytes_too() {
+    let _guard = exclusive();
+    let d = support::Daemon::start("ls-netns", &["--no-config", "--flow-interval-ms", "1000"]);
+    let sock = d.socket.to_str().unwrap().to_string();
+    let script = "import socket,sys\nl=socket.socket(); l.bind(('127.0.0.1',0)); l.listen()\n\
+                  c=socket.create_connection(l.getsockname()); a,_=l.accept()\n\
+                  c.sendall(b'x'*5000); n=0\nwhile n < 5000: n+=len(a.recv(65536))\n\
+                  print(c.getsockname()[1], l.getsockname()[1], flush=True); sys.stdin.read()";
+    let mut p = Command::new("unshare")
+        .args([
+            "--net",
+            "sh",
+            "-c",
+            "ip link set lo up && exec /usr/bin/python3 -c \"$1\"",
+            "sh",
+            script,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(p.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ports: Vec<u16> = line
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let (cport, lport) = (ports[0], ports[1]);
+    let theirs = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/proc/{}/ns/net", p.id()))
+            .unwrap()
+            .ino()
+    };
+    let ours = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata("/proc/self/ns/net").unwrap().ino()
+    };
+    assert_ne!(theirs, ours);
+    let row = support::eventually("the namespaced connection with its bytes", || {
+        let out = Command::new(support::bin())
+            .args([
+                "--socket",
+                &sock,
+                "ls",
+                "--json",
+                "--port",
+                &cport.to_string(),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|r| {
+                r["src_port"] == cport
+                    && r["dst_port"] == lport
+                    && r["netns"] == theirs
+                    && r["bytes_sent"] == 5000
+            })
+    });
+    assert_eq!(row["owners"][0]["pid"], p.id());
+    assert_eq!(row["bytes_received"], 0);
+    drop(p.stdin.take());
+    let _ = p.kill();
+    let _ = p.wait();
+}

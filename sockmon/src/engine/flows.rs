@@ -7,21 +7,19 @@
 //!
 //! The dump is the kernel's own: request bytes come from
 //! `snapshot::diag::request` (read-only reuse) with the `INET_DIAG_INFO`
-//! extension bit set; the attributes are parsed here. This polls the
-//! network namespace the daemon runs in; other namespaces are not polled
-//! yet (their sockets get no flow records).
+//! extension bit set; the attributes are parsed here. Every network
+//! namespace is polled (the daemon's own, then each other one a process or
+//! an `ip netns` mount is in), each through a socket that reads only the
+//! kernel's datagrams, within the snapshot's dump deadline: a namespace's
+//! owner can neither forge samples nor stall the rounds.
 
-use std::{
-    collections::HashMap,
-    io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-};
+use std::{collections::HashMap, io};
 
 use sockmon_common::{AF_INET, AF_INET6};
 
 use crate::{
     event::{Proto, flow::TcpCounters},
-    snapshot::diag,
+    snapshot::{self, diag},
 };
 
 /// `INET_DIAG_INFO` (`<linux/inet_diag.h>`): the attribute carrying `tcp_info`.
@@ -40,76 +38,53 @@ pub struct FlowSample {
     pub counters: TcpCounters,
 }
 
-/// Dumps every TCP socket of the calling thread's network namespace.
+/// Dumps every TCP socket of the calling thread's network namespace,
+/// through the snapshot's sock_diag socket: connected to the kernel, only
+/// the kernel's datagrams read (forged ones are dropped and counted), each
+/// dump within `snapshot.dump_deadline_ms`.
 pub fn poll() -> io::Result<Vec<FlowSample>> {
-    // SAFETY: plain syscall; the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut diag = snapshot::diag_socket().map_err(io::Error::other)?;
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    for (seq, family) in [(1u32, AF_INET), (2, AF_INET6)] {
-        let mut req = diag::request(family, Proto::Tcp, seq);
-        req[NLMSG_HDRLEN + 2] = 1 << (INET_DIAG_INFO - 1); // idiag_ext
-        // SAFETY: sockaddr_nl is plain old data; all zeroes is valid.
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `req` and `kernel` are valid for the lengths given.
-        let n = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                req.as_ptr().cast(),
-                req.len(),
-                0,
-                (&raw const kernel).cast(),
-                size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        loop {
-            let mut from: libc::sockaddr_nl =
-                // SAFETY: plain old data.
-                unsafe { std::mem::zeroed() };
-            let mut from_len = size_of::<libc::sockaddr_nl>() as u32;
-            // SAFETY: `buf` and `from` are valid for the lengths given.
-            let n = unsafe {
-                libc::recvfrom(
-                    fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                    (&raw mut from).cast(),
-                    &mut from_len,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            // Only the kernel (port id 0) may answer a dump.
-            if from.nl_pid != 0 {
-                continue;
-            }
-            if parse(&buf[..n as usize], seq, &mut out)? {
-                break;
-            }
-        }
+    for family in [AF_INET, AF_INET6] {
+        diag.dump_with(
+            family,
+            Proto::Tcp,
+            |req| req[NLMSG_HDRLEN + 2] = 1 << (INET_DIAG_INFO - 1), // idiag_ext
+            |buf, seq| parse(buf, seq, &mut out),
+        )
+        .map_err(io::Error::other)?;
     }
     Ok(out)
+}
+
+/// What one round found: the samples of every namespace that answered, and
+/// the namespaces that did not.
+#[derive(Debug, Default)]
+pub struct Polled {
+    pub samples: Vec<FlowSample>,
+    /// Namespaces that could not be entered or dumped (inode, why).
+    pub skipped: Vec<(u32, String)>,
+}
+
+/// [`poll`] in the daemon's own namespace and in every other one a process
+/// or an `ip netns` mount is in (entered on a thread of their own, as the
+/// snapshot does). Socket inodes are unique across namespaces, so the
+/// samples of all of them go into one list.
+pub fn poll_all() -> io::Result<Polled> {
+    let mut p = Polled {
+        samples: poll()?,
+        skipped: Vec::new(),
+    };
+    let own = snapshot::netns::current()?;
+    let pids = crate::procfs::pids()?;
+    let targets = snapshot::netns::enumerate(&pids, own);
+    for o in snapshot::netns::in_each(&targets, |_| poll().map_err(|e| e.to_string()))? {
+        match o {
+            snapshot::netns::Outcome::Done(v) => p.samples.extend(v),
+            snapshot::netns::Outcome::Skipped(ino, why) => p.skipped.push((ino, why)),
+        }
+    }
+    Ok(p)
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -125,8 +100,8 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 }
 
 /// Parses one datagram; true when the dump is done.
-fn parse(buf: &[u8], seq: u32, out: &mut Vec<FlowSample>) -> io::Result<bool> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+fn parse(buf: &[u8], seq: u32, out: &mut Vec<FlowSample>) -> Result<bool, diag::DiagError> {
+    let bad = diag::DiagError::Malformed;
     let mut at = 0;
     while buf.len() - at >= NLMSG_HDRLEN {
         let len = u32_at(buf, at) as usize;
@@ -146,7 +121,7 @@ fn parse(buf: &[u8], seq: u32, out: &mut Vec<FlowSample>) -> io::Result<bool> {
                 let errno = payload.get(..4).map(|b| -(u32_at(b, 0) as i32));
                 match errno {
                     Some(0) => {}
-                    Some(e) => return Err(io::Error::from_raw_os_error(e)),
+                    Some(e) => return Err(diag::DiagError::Kernel(e)),
                     None => return Err(bad("short NLMSG_ERROR")),
                 }
             }
@@ -313,6 +288,7 @@ mod tests {
     #[test]
     fn poll_finds_a_live_connection_with_its_counters() {
         use std::io::{Read as _, Write as _};
+        use std::os::fd::AsRawFd as _;
         use std::os::unix::fs::MetadataExt as _;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -349,11 +325,14 @@ pub fn spawn_poller(every: std::time::Duration) -> tokio::sync::mpsc::Receiver<R
         tick.tick().await; // the first tick is immediate: start one interval in
         loop {
             tick.tick().await;
-            let Ok(result) = tokio::task::spawn_blocking(poll).await else {
+            let Ok(result) = tokio::task::spawn_blocking(poll_all).await else {
                 return;
             };
             match result {
-                Ok(samples) => {
+                Ok(Polled { samples, skipped }) => {
+                    for (ino, why) in skipped {
+                        tracing::debug!("flow polling skipped network namespace {ino}: {why}");
+                    }
                     let round = Round {
                         time: crate::clock::WallTime::now(),
                         interval: every,

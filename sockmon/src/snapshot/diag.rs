@@ -295,6 +295,31 @@ impl DiagSocket {
         }
     }
 
+    /// Sends the dump request of `family` × `proto` (after `tweak`, e.g. to
+    /// ask for an extension) and hands each datagram of the answer, with the
+    /// request's sequence number, to `each` until it says the dump is done
+    /// (`Ok(true)`). The same checks as [`DiagSocket::dump`]: only the
+    /// kernel's datagrams, within the deadline.
+    pub fn dump_with(
+        &mut self,
+        family: u16,
+        proto: Proto,
+        tweak: impl FnOnce(&mut [u8; REQUEST_LEN]),
+        mut each: impl FnMut(&[u8], u32) -> Result<bool, DiagError>,
+    ) -> Result<(), DiagError> {
+        self.seq = self.seq.wrapping_add(1);
+        let end = Instant::now() + self.deadline;
+        let mut req = request(family, proto, self.seq);
+        tweak(&mut req);
+        self.send(&req)?;
+        loop {
+            let n = self.recv(end)?;
+            if each(&self.buf[..n], self.seq)? {
+                return Ok(());
+            }
+        }
+    }
+
     /// Appends every TCP and UDP socket of the namespace to `rows`.
     pub fn dump_all(&mut self, netns: u32, rows: &mut Vec<SockRow>) -> Result<(), DiagError> {
         for (family, proto) in QUERIES {

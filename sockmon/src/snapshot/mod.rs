@@ -32,7 +32,7 @@
 //! and every later one, goes on.
 
 pub mod diag;
-mod netns;
+pub mod netns;
 pub mod procnet;
 
 use crate::procfs;
@@ -159,7 +159,7 @@ fn dump_deadline() -> Duration {
 }
 
 /// A sock_diag socket with the configured deadline.
-fn diag_socket() -> Result<diag::DiagSocket, diag::DiagError> {
+pub fn diag_socket() -> Result<diag::DiagSocket, diag::DiagError> {
     let mut d = diag::DiagSocket::open()?;
     d.set_deadline(dump_deadline());
     Ok(d)
