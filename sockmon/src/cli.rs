@@ -271,11 +271,7 @@ pub struct LsArgs {
     pub filter: FilterArgs,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LsSort {
-    Bytes,
-    Age,
-}
+pub use crate::output::sockets::LsSort;
 
 #[derive(Debug, Args)]
 pub struct LookupArgs {

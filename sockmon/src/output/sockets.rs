@@ -20,10 +20,16 @@
 use std::io::Write as _;
 
 use super::escape;
-use crate::{
-    cli::LsSort,
-    engine::view::{OwnerView, SocketView},
-};
+use crate::engine::view::{OwnerView, SocketView};
+
+/// What `ls --sort` orders by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LsSort {
+    /// Bytes moved, most first (needs flow records).
+    Bytes,
+    /// Age, the oldest connection first.
+    Age,
+}
 
 /// Orders `rows` by `key`, most first; rows without the figure keep their
 /// order, after the others.
