@@ -154,16 +154,51 @@ async fn daemon(
     prepared: Prepared,
     refusals: usize,
 ) -> Result<(), Failure> {
-    let DaemonSetup { mut config, reload } = setup;
+    let DaemonSetup { config, reload } = setup;
     // Handlers first: a SIGHUP or SIGTERM that arrives during start-up (or
     // right after READY) must not kill the process with the default action.
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(term), Ok(int), Ok(hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
     ) else {
         return Err(Failure::new("cannot install signal handlers"));
     };
+    let mut running = start(config, listener, prepared, refusals).await?;
+    let outcome = serve(&mut running, Signals { term, int, hup }, reload, &log).await;
+    stop(running).await;
+    outcome
+}
+
+/// The signals the daemon acts on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// What a started daemon runs: the engine, and the tasks serving it.
+struct Running {
+    config: Config,
+    socket: PathBuf,
+    engine: crate::engine::Engine,
+    handle: crate::engine::EngineHandle,
+    limits: Arc<Limits>,
+    stop_tx: watch::Sender<bool>,
+    api: tokio::task::JoinHandle<()>,
+    sink_tx: mpsc::Sender<sinks::SinkControl>,
+    sinks: tokio::task::JoinHandle<()>,
+    metrics: Option<MetricsTask>,
+}
+
+/// Runs the engine (probes attached, snapshot merged), starts the API, the
+/// sinks and the metrics, and tells systemd READY.
+async fn start(
+    config: Config,
+    listener: std::os::unix::net::UnixListener,
+    prepared: Prepared,
+    refusals: usize,
+) -> Result<Running, Failure> {
     let socket = config.api.socket.clone();
     let listener = match listener
         .set_nonblocking(true)
@@ -193,11 +228,11 @@ async fn daemon(
         listener,
         handle.clone(),
         limits.clone(),
-        stop_rx.clone(),
+        stop_rx,
     ));
     let (sink_tx, sink_rx) = mpsc::channel(4);
     let sinks = tokio::spawn(sinks::run(handle.clone(), config.sinks.clone(), sink_rx));
-    let mut metrics = start_metrics(&config, &handle).await;
+    let metrics = start_metrics(&config, &handle).await;
 
     let status = handle.status().await.ok();
     let (sockets, snap_ms) = status
@@ -223,71 +258,100 @@ async fn daemon(
             sd_notify::NotifyState::Status(&format!("watching; {sockets} sockets in the table")),
         ],
     );
+    Ok(Running {
+        config,
+        socket,
+        engine,
+        handle,
+        limits,
+        stop_tx,
+        api,
+        sink_tx,
+        sinks,
+        metrics,
+    })
+}
 
+/// Serves until SIGTERM or SIGINT (`Ok`) or until the engine stops on its
+/// own (`Err`); SIGHUP reloads the configuration.
+async fn serve(
+    r: &mut Running,
+    mut sig: Signals,
+    reload: impl Fn() -> Result<Config, String>,
+    log: &LogHandle,
+) -> Result<(), Failure> {
     let mut watchdog = tokio::time::interval(std::time::Duration::from_millis(500));
-    let outcome = loop {
+    loop {
         if signals::requested() {
-            break Ok(()); // arrived before tokio's handlers were in
+            return Ok(()); // arrived before tokio's handlers were in
         }
         tokio::select! {
-            _ = term.recv() => break Ok(()),
-            _ = int.recv() => break Ok(()),
-            _ = hup.recv() => {
-                match reload() {
-                    Ok(new) => {
-                        let nofile = limits::raise_nofile().unwrap_or(u64::MAX);
-                        if let Err(e) = limits::check_descriptors(&new, nofile) {
-                            tracing::error!("configuration not reloaded: {e}");
-                            continue;
-                        }
-                        apply_reload(&config, &new, &limits, &sink_tx, &log).await;
-                        if new.metrics != config.metrics {
-                            if let Some((tx, task)) = metrics.take() {
-                                let _ = tx.send(true);
-                                let _ = task.await;
-                            }
-                            metrics = start_metrics(&new, &handle).await;
-                        }
-                        // The policy thread swaps rules; the probes stay as they are.
-                        let policy = new.policy();
-                        tracing::info!(
-                            "policy: {}",
-                            policy.as_ref().map_or("none".to_string(), |p| format!("{} rules", p.rules.len()))
-                        );
-                        handle.policy.reload(policy);
-                        config = new;
-                        tracing::info!("configuration reloaded");
-                    }
-                    Err(e) => tracing::error!("configuration not reloaded: {e}"),
-                }
-            }
+            _ = sig.term.recv() => return Ok(()),
+            _ = sig.int.recv() => return Ok(()),
+            _ = sig.hup.recv() => match reload() {
+                Ok(new) => reconfigure(r, new, log).await,
+                Err(e) => tracing::error!("configuration not reloaded: {e}"),
+            },
             _ = watchdog.tick() => {
-                if engine.is_finished() {
-                    break Err(Failure::new("the event pipeline stopped unexpectedly"));
+                if r.engine.is_finished() {
+                    return Err(Failure::new("the event pipeline stopped unexpectedly"));
                 }
             }
         }
-    };
+    }
+}
+
+/// Applies a reloaded configuration: what can change without reloading
+/// the probes.
+async fn reconfigure(r: &mut Running, new: Config, log: &LogHandle) {
+    let nofile = limits::raise_nofile().unwrap_or(u64::MAX);
+    if let Err(e) = limits::check_descriptors(&new, nofile) {
+        tracing::error!("configuration not reloaded: {e}");
+        return;
+    }
+    apply_reload(&r.config, &new, &r.limits, &r.sink_tx, log).await;
+    if new.metrics != r.config.metrics {
+        if let Some((tx, task)) = r.metrics.take() {
+            let _ = tx.send(true);
+            let _ = task.await;
+        }
+        r.metrics = start_metrics(&new, &r.handle).await;
+    }
+    // The policy thread swaps rules; the probes stay as they are.
+    let policy = new.policy();
+    tracing::info!(
+        "policy: {}",
+        policy
+            .as_ref()
+            .map_or("none".to_string(), |p| format!("{} rules", p.rules.len()))
+    );
+    r.handle.policy.reload(policy);
+    r.config = new;
+    tracing::info!("configuration reloaded");
+}
+
+/// Stops accepting, removes the socket, flushes the sinks, stops the
+/// metrics and detaches every program.
+async fn stop(r: Running) {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    let _ = stop_tx.send(true);
-    let _ = api.await;
-    let _ = std::fs::remove_file(&socket);
+    let _ = r.stop_tx.send(true);
+    let _ = r.api.await;
+    let _ = std::fs::remove_file(&r.socket);
     let (done_tx, done_rx) = oneshot::channel();
-    if sink_tx
+    if r.sink_tx
         .send(sinks::SinkControl::Stop(done_tx))
         .await
         .is_ok()
     {
         let _ = done_rx.await;
     }
-    let _ = sinks.await;
-    if let Some((tx, task)) = metrics {
+    let _ = r.sinks.await;
+    if let Some((tx, task)) = r.metrics {
         let _ = tx.send(true);
         let _ = task.await;
     }
-    engine.shutdown().await;
+    r.engine.shutdown().await;
     tracing::info!("sockmon daemon stopped; every program detached");
-    outcome
 }
 
 type MetricsTask = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
