@@ -25,10 +25,10 @@ use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use host::{HostState, loaded_programs, program_ids_held_by};
+use host::{HostState, program_ids_held_by};
 use sandbox::Sandbox;
 use support::bin;
 
@@ -211,22 +211,7 @@ fn deb_installs_runs_documents_completes_and_purges() {
             ("not-found", "inactive"),
             "{load:?}"
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left: Vec<u32> = loaded_programs()
-                .into_iter()
-                .map(|(id, _)| id)
-                .filter(|id| held.contains(id))
-                .collect();
-            if left.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "programs of the purged service still loaded: {left:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        host::wait_programs_gone(&held, "the purged service");
         sb.power_off();
     }
     host.assert_unchanged();

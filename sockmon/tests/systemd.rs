@@ -27,7 +27,7 @@ use std::{
     fs,
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use host::{HostState, loaded_programs, program_ids_held_by, programs_named};
@@ -162,23 +162,7 @@ fn service_starts_answers_reloads_and_stops_cleanly() {
         assert_eq!(show["ExecMainStatus"], "0", "{show:?}");
         let exists = sb.run(&["test", "-e", "/run/sockmon/sockmon.sock"]);
         assert!(!exists.ok(), "the API socket outlived the daemon");
-        // The kernel frees programs shortly after their last reference goes.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left: Vec<u32> = loaded_programs()
-                .into_iter()
-                .map(|(id, _)| id)
-                .filter(|id| held.contains(id))
-                .collect();
-            if left.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "programs of the stopped daemon still loaded: {left:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        host::wait_programs_gone(&held, "the stopped daemon");
         println!(
             "after stop: none of the daemon's programs is loaded; programs named sock_release: {}",
             programs_named("sock_release")

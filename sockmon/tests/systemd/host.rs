@@ -112,6 +112,28 @@ pub fn loaded_programs() -> Vec<(u32, String)> {
         .collect()
 }
 
+/// Waits (the kernel frees programs shortly after their last reference
+/// goes) until none of `held` is loaded; panics after 30 s naming those left
+/// and `whose` they were.
+pub fn wait_programs_gone(held: &BTreeSet<u32>, whose: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left: Vec<u32> = loaded_programs()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| held.contains(id))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "programs of {whose} still loaded: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 pub fn programs_named(name: &str) -> usize {
     loaded_programs().iter().filter(|(_, n)| n == name).count()
 }
