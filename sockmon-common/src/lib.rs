@@ -66,6 +66,12 @@ pub const CONNECTING_CAPACITY: u32 = 65_536;
 /// enters those syscalls (io_uring, TCP Fast Open).
 pub const SYSCALLS_MODE_GLOBAL: &str = "SYSCALLS_MODE";
 
+/// Name of the read-only global that turns the flows enrichment on (non-zero,
+/// the default): the `CloseStats` record before each `close` and the
+/// `ExecInfo` record after each `exec`. Off only to measure what they cost
+/// (`sockmon daemon --no-enrichment`, used by `cargo xtask bench`).
+pub const ENRICH_GLOBAL: &str = "ENRICH";
+
 /// Address families as the kernel numbers them.
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

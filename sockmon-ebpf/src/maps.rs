@@ -67,6 +67,11 @@ pub static WAKEUP_BYTES: u64 = 0;
 #[unsafe(no_mangle)]
 pub static SYSCALLS_MODE: u64 = 0;
 
+/// Non-zero (the default): write the flows records, `CloseStats` before a
+/// `close` and `ExecInfo` after an `exec` (see `sockmon_common::ENRICH_GLOBAL`).
+#[unsafe(no_mangle)]
+pub static ENRICH: u64 = 1;
+
 /// Reads one field of [`OFFSETS`]. Volatile so the compiler keeps the load
 /// (the value is patched into the object after compilation).
 macro_rules! off {
@@ -90,6 +95,10 @@ pub fn wakeup_bytes() -> u64 {
 
 pub fn syscalls_mode() -> bool {
     read_global(&raw const SYSCALLS_MODE) != 0
+}
+
+pub fn enrich() -> bool {
+    read_global(&raw const ENRICH) != 0
 }
 
 /// Counts one kernel-side failure.

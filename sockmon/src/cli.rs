@@ -334,6 +334,10 @@ pub struct DaemonArgs {
     /// A `flow` record per live TCP connection every MS milliseconds (0: off).
     #[arg(long, value_name = "MS")]
     pub flow_interval_ms: Option<u64>,
+    /// Without the kernel's flows records at close and exec (to measure
+    /// their cost; `kernel.enrich = false`).
+    #[arg(long, hide = true)]
+    pub no_enrichment: bool,
     /// Write the NDJSON event stream to stdout.
     #[arg(long)]
     pub sink_stdout: bool,
@@ -510,6 +514,7 @@ impl WatchArgs {
                 ring_bytes,
                 wakeup_bytes: (ring_bytes / 8) as u64,
                 attach: self.attach.mode(),
+                enrich: true,
             },
             drain_interval: crate::kernel::reader::DEFAULT_DRAIN_INTERVAL,
             table_cap: self.table_cap,

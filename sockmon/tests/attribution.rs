@@ -585,9 +585,14 @@ fn an_owner_started_after_the_daemon_is_listed_with_its_argv_parent_and_unit_apa
         .read_line(&mut local)
         .unwrap();
     let local = local.trim().to_string();
-    let rows = eventually("the listener with its owner's argv", || {
+    // argv comes with the exec record, exe when the /proc worker has read
+    // it: wait for both.
+    let rows = eventually("the listener with its owner's argv and exe", || {
         let r = rows_for(&ls_json(&["--socket", &sock]), &local);
-        (r.len() == 1 && r[0]["owners"][0]["args"].is_array()).then_some(r)
+        (r.len() == 1
+            && r[0]["owners"][0]["args"].is_array()
+            && r[0]["owners"][0]["exe"].is_string())
+        .then_some(r)
     });
     let o = &rows[0]["owners"][0];
     assert_eq!(o["pid"], p.id());

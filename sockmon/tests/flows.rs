@@ -617,3 +617,57 @@ fn connections_in_another_network_namespace_get_their_bytes_too() {
     let _ = p.kill();
     let _ = p.wait();
 }
+
+/// `--no-enrichment` (for the benchmark's side-by-side cost) leaves out
+/// exactly the kernel's flows records: the close still comes, without its
+/// counters, and the connect without argv; everything else stays.
+#[test]
+fn without_enrichment_closes_carry_no_counters_and_events_no_argv() {
+    let _guard = exclusive();
+    let d = support::Daemon::start("no-enrich", &["--no-config", "--no-enrichment"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut sub = d.connect();
+    let ok = support::request_on(
+        &mut sub,
+        &format!(r#"{{"op":"subscribe","filter":{{"port":[{port}]}}}}"#),
+    );
+    assert_eq!(ok["ok"], true);
+    // A fresh process connects: its exec happened after the daemon started.
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket\nc=socket.create_connection(('127.0.0.1',{port})); c.sendall(b'y'*100); c.close()"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (mut srv, _) = listener.accept().unwrap();
+    srv.read_to_end(&mut Vec::new()).unwrap();
+    drop(srv);
+    let mut connect = None;
+    let mut close = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (connect.is_none() || close.is_none()) && Instant::now() < deadline {
+        let v = support::read_json_line(&mut sub);
+        if v["dst_port"] == port && v["comm"] == "python3" {
+            match v["event"].as_str() {
+                Some("connect") => connect = Some(v),
+                Some("close") => close = Some(v),
+                _ => {}
+            }
+        }
+    }
+    let (connect, close) = (connect.expect("connect"), close.expect("close"));
+    assert_eq!(connect["args"], serde_json::Value::Null, "{connect}");
+    assert_eq!(close["bytes_sent"], serde_json::Value::Null, "{close}");
+    assert_eq!(close["final_state"], serde_json::Value::Null, "{close}");
+    // The close itself is exact as ever.
+    assert_eq!(close["dst_port"], port);
+    assert!(
+        close["src_port"].as_u64().is_some_and(|p| p != 0),
+        "{close}"
+    );
+}

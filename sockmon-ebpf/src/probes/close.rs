@@ -52,7 +52,9 @@ fn try_release(ctx: &SockContext) -> Result<(), ()> {
     let _ = fill_from_sk(&mut ev, sk);
     if ev.inode != 0 {
         // Flows (issue 13): the socket's counters, written just before its close.
-        super::flow::close_stats(sk, protocol, ev.state, ev.inode);
+        if crate::maps::enrich() {
+            super::flow::close_stats(sk, protocol, ev.state, ev.inode);
+        }
         submit(&ev);
     }
     Ok(())

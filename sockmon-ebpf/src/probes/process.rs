@@ -49,7 +49,9 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let _ = current_process(EventKind::Exec);
-    super::exec::exec_info(&ctx); // flows (issue 13): exe, argv, parent
+    if crate::maps::enrich() {
+        super::exec::exec_info(&ctx); // flows (issue 13): exe, argv, parent
+    }
     0
 }
 

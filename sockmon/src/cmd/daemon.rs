@@ -61,6 +61,9 @@ pub fn build_config(
     if let Some(v) = args.max_owners {
         c.table.max_owners = v;
     }
+    if args.no_enrichment {
+        c.kernel.enrich = false;
+    }
     if let Some(v) = args.flow_interval_ms {
         c.flows.interval_ms = v;
     }

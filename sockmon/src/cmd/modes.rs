@@ -37,6 +37,7 @@ pub fn run(args: &ModesArgs) -> ExitCode {
             // The smallest ring: nothing is read.
             ring_bytes: 4096,
             wakeup_bytes: 4096,
+            enrich: true,
         };
         let report = match Probes::load(opts) {
             Ok(p) => ModeReport {

@@ -82,6 +82,11 @@ pub struct KernelConfig {
     /// Which hooks report bind, listen, connect and accept: `auto`,
     /// `socket` or `syscalls`. Restart to change.
     pub attach: String,
+    /// The flows records the kernel writes at each close (the connection's
+    /// counters) and exec (exe, argv, parent). Off only to measure what they
+    /// cost (`cargo xtask bench`): closes then carry no counters and events
+    /// no argv. Restart to change.
+    pub enrich: bool,
 }
 
 /// Periodic `flow` records of live TCP connections (flows, issue 13).
@@ -211,6 +216,7 @@ impl Default for KernelConfig {
         Self {
             ring_kib: sockmon_common::DEFAULT_RING_BYTES / 1024,
             attach: "auto".into(),
+            enrich: true,
         }
     }
 }

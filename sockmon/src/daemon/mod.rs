@@ -107,6 +107,7 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> Result<(), Failure> {
             wakeup_bytes: u64::from(ring_bytes / 8),
             // Validated with the configuration.
             attach: AttachMode::from_name(&setup.config.kernel.attach).unwrap_or_default(),
+            enrich: setup.config.kernel.enrich,
         },
         table_cap: setup.config.table.cap,
         max_owners: setup.config.table.max_owners,

@@ -15,7 +15,7 @@ use aya::{
     },
 };
 use sockmon_common::{
-    COUNTERS_MAP, DEFAULT_RING_BYTES, EVENTS_MAP, KernelCounter, OFFSETS_GLOBAL,
+    COUNTERS_MAP, DEFAULT_RING_BYTES, ENRICH_GLOBAL, EVENTS_MAP, KernelCounter, OFFSETS_GLOBAL,
     SYSCALLS_MODE_GLOBAL, WAKEUP_BYTES_GLOBAL, flow::FLOW_OFFSETS_GLOBAL,
 };
 use thiserror::Error;
@@ -248,6 +248,8 @@ pub struct LoadOptions {
     pub wakeup_bytes: u64,
     /// Which hooks report bind, listen, connect and accept.
     pub attach: AttachMode,
+    /// The flows records at close and exec (on unless measuring their cost).
+    pub enrich: bool,
 }
 
 impl Default for LoadOptions {
@@ -256,6 +258,7 @@ impl Default for LoadOptions {
             ring_bytes: DEFAULT_RING_BYTES,
             wakeup_bytes: (DEFAULT_RING_BYTES / 8) as u64,
             attach: AttachMode::Auto,
+            enrich: true,
         }
     }
 }
@@ -318,12 +321,14 @@ impl Probes {
         let offsets = btf::resolve(btf, Some(&tracefs))?;
         let flow_offsets = btf::resolve_flow(btf, &tracefs)?; // flows (issue 13)
         let syscalls_flag: u64 = syscalls.into();
+        let enrich_flag: u64 = opts.enrich.into();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(aya_btf))
             .override_global(OFFSETS_GLOBAL, &offsets, true)
             .override_global(FLOW_OFFSETS_GLOBAL, &flow_offsets, true) // flows (issue 13)
             .override_global(WAKEUP_BYTES_GLOBAL, &opts.wakeup_bytes, true)
             .override_global(SYSCALLS_MODE_GLOBAL, &syscalls_flag, true)
+            .override_global(ENRICH_GLOBAL, &enrich_flag, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .load(OBJECT)?;
         // Programs log only at debug level; without log statements the object
