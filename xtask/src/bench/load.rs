@@ -89,6 +89,14 @@ pub enum Job {
         #[arg(long, default_value_t = 0.2)]
         warmup: f64,
     },
+    /// `fork` + `exec` of `/bin/true` and its wait, in a loop (what every
+    /// process start costs; the exec hook's record sits on it).
+    Spawn {
+        #[arg(long)]
+        secs: f64,
+        #[arg(long, default_value_t = 0.2)]
+        warmup: f64,
+    },
     /// One short-lived soak process: `conns` short TCP connections to
     /// 127.0.0.1:`port` and `udp` sends to 127.0.0.1:`udp_port`, each from a
     /// fresh unbound UDP socket; then exit.
@@ -165,6 +173,11 @@ impl Job {
                 format!("--secs={}", f(*secs)),
                 format!("--warmup={}", f(*warmup)),
             ],
+            Self::Spawn { secs, warmup } => vec![
+                "spawn".into(),
+                format!("--secs={}", f(*secs)),
+                format!("--warmup={}", f(*warmup)),
+            ],
             Self::Churn {
                 port,
                 udp_port,
@@ -213,7 +226,8 @@ impl Job {
             Self::Rate { secs, warmup, .. }
             | Self::Getppid { secs, warmup }
             | Self::Pread { secs, warmup }
-            | Self::Sendto { secs, warmup } => secs + warmup,
+            | Self::Sendto { secs, warmup }
+            | Self::Spawn { secs, warmup } => secs + warmup,
             Self::Churn { .. } | Self::SoakServer { .. } | Self::Hold { .. } => 0.0,
         }
     }
@@ -301,6 +315,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         })?)?,
         Job::Pread { secs, warmup } => serde_json::to_string(&pread_loop(secs, warmup)?)?,
         Job::Sendto { secs, warmup } => serde_json::to_string(&sendto_loop(secs, warmup)?)?,
+        Job::Spawn { secs, warmup } => serde_json::to_string(&spawn_loop(secs, warmup)?)?,
         Job::Churn {
             port,
             udp_port,
@@ -329,6 +344,32 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
 struct Counter {
     ok: AtomicU64,
     failed: AtomicU64,
+}
+
+/// Starts `/bin/true` and waits for it, again and again, on one thread.
+fn spawn_loop(secs: f64, warmup: f64) -> anyhow::Result<Measured> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter: Arc<Counter> = Arc::default();
+    let worker = {
+        let (c, stop) = (Arc::clone(&counter), Arc::clone(&stop));
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let ok = std::process::Command::new("/bin/true")
+                    .status()
+                    .is_ok_and(|s| s.success());
+                let n = if ok { &c.ok } else { &c.failed };
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut m = window(secs, warmup, || counter.ok.load(Ordering::Relaxed))?;
+    stop.store(true, Ordering::Relaxed);
+    worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the spawning thread panicked"))?;
+    m.total_ops = counter.ok.load(Ordering::Relaxed);
+    m.failed = counter.failed.load(Ordering::Relaxed);
+    Ok(m)
 }
 
 fn rate(

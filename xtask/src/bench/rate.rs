@@ -89,9 +89,10 @@ struct Workload {
     job: Job,
 }
 
-const TRACERS: [Tracer; 4] = [
+const TRACERS: [Tracer; 5] = [
     Tracer::Bare,
     Tracer::Sockmon,
+    Tracer::SockmonPlain,
     Tracer::SockmonSyscalls,
     Tracer::Bpftrace,
 ];
@@ -130,6 +131,15 @@ fn workloads(plan: &Plan, cores: usize) -> Vec<Workload> {
         name: "pread() 4 KiB from tmpfs loop".into(),
         unit: "calls/s",
         job: Job::Pread {
+            secs: plan.syscall_s,
+            warmup: plan.warmup_s,
+        },
+    });
+    w.push(Workload {
+        part: "syscall tax",
+        name: "fork+exec+wait of /bin/true".into(),
+        unit: "calls/s",
+        job: Job::Spawn {
             secs: plan.syscall_s,
             warmup: plan.warmup_s,
         },

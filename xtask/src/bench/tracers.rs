@@ -64,6 +64,10 @@ pub enum Tracer {
     /// sockmon with `--attach syscalls` (syscall tracepoints), side by side.
     #[serde(rename = "sockmon-syscalls")]
     SockmonSyscalls,
+    /// sockmon in its default mode without the kernel's flows records at
+    /// close and exec (`--no-enrichment`): what those records cost, side by side.
+    #[serde(rename = "sockmon-no-enrichment")]
+    SockmonPlain,
     Bpftrace,
 }
 
@@ -75,6 +79,12 @@ impl Tracer {
             (Self::Sockmon, SockmonMode::Watch) => "sockmon watch --json --attach socket",
             (Self::SockmonSyscalls, SockmonMode::Daemon) => "sockmon daemon --attach syscalls",
             (Self::SockmonSyscalls, SockmonMode::Watch) => "sockmon watch --json --attach syscalls",
+            (Self::SockmonPlain, SockmonMode::Daemon) => {
+                "sockmon daemon --attach socket --no-enrichment"
+            }
+            (Self::SockmonPlain, SockmonMode::Watch) => {
+                "sockmon watch --json --attach socket (no switch: enriched)"
+            }
             (Self::Bpftrace, _) => "bpftrace",
         }
     }
@@ -122,6 +132,10 @@ impl Attached {
                 stdout: None,
             }),
             (Tracer::Sockmon, SockmonMode::Daemon) => start_daemon(&sockmon.bin, opts, "socket"),
+            (Tracer::SockmonPlain, SockmonMode::Daemon) => {
+                start_daemon_with(&sockmon.bin, opts, "socket", &["--no-enrichment"])
+            }
+            (Tracer::SockmonPlain, SockmonMode::Watch) => start_watch(&sockmon.bin, opts, "socket"),
             (Tracer::Sockmon, SockmonMode::Watch) => start_watch(&sockmon.bin, opts, "socket"),
             (Tracer::SockmonSyscalls, SockmonMode::Daemon) => {
                 start_daemon(&sockmon.bin, opts, "syscalls")
@@ -305,6 +319,15 @@ fn start_bpftrace() -> anyhow::Result<Attached> {
 }
 
 fn start_daemon(bin: &Path, opts: StartOptions, attach: &str) -> anyhow::Result<Attached> {
+    start_daemon_with(bin, opts, attach, &[])
+}
+
+fn start_daemon_with(
+    bin: &Path,
+    opts: StartOptions,
+    attach: &str,
+    extra: &[&str],
+) -> anyhow::Result<Attached> {
     let dir = TempDir::new("daemon")?;
     let (log, stderr) = stderr_file(&dir)?;
     let socket = dir.path().join("sockmon.sock");
@@ -312,7 +335,9 @@ fn start_daemon(bin: &Path, opts: StartOptions, attach: &str) -> anyhow::Result<
     let notify = UnixDatagram::bind(&notify_path)
         .with_context(|| format!("binding {}", notify_path.display()))?;
     let mut cmd = Command::new(bin);
-    cmd.args(["daemon", "--no-config", "--attach", attach, "--socket"])
+    cmd.args(["daemon", "--no-config", "--attach", attach])
+        .args(extra)
+        .arg("--socket")
         .arg(&socket);
     if let Some(k) = opts.ring_kib {
         cmd.arg("--ring-kib").arg(k.to_string());
