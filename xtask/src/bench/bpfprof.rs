@@ -35,6 +35,9 @@ pub struct BpfProfile {
     /// BPF time per `getppid()` call (programs sockmon has on other events,
     /// run by the machine's other tasks meanwhile, spread over the calls).
     pub ns_per_getppid: f64,
+    /// BPF time per process start (`fork`, `exec` and `exit` of
+    /// `/bin/true`: the process hooks, and the exec record when enriched).
+    pub ns_per_spawn: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,8 +87,8 @@ impl StatsOn {
     }
 }
 
-pub fn profile(tools: &Tools, secs: f64) -> anyhow::Result<BpfProfile> {
-    let sockmon = Attached::start(Tracer::Sockmon, &tools.sockmon, StartOptions::default())?;
+pub fn profile(tools: &Tools, secs: f64, tracer: Tracer) -> anyhow::Result<BpfProfile> {
+    let sockmon = Attached::start(tracer, &tools.sockmon, StartOptions::default())?;
     let ids = prog_ids(sockmon.pid().context("no sockmon pid")?)?;
     let stats = StatsOn::enable()?;
     let c0 = counts(&ids)?;
@@ -99,6 +102,8 @@ pub fn profile(tools: &Tools, secs: f64) -> anyhow::Result<BpfProfile> {
     let c1 = counts(&ids)?;
     let calls = tools.run_worker(&Job::Getppid { secs, warmup: 0.0 })?;
     let c2 = counts(&ids)?;
+    let spawns = tools.run_worker(&Job::Spawn { secs, warmup: 0.0 })?;
+    let c3 = counts(&ids)?;
     drop(stats);
     sockmon.stop()?;
     let n = conn.total_ops.max(1) as f64;
@@ -109,6 +114,7 @@ pub fn profile(tools: &Tools, secs: f64) -> anyhow::Result<BpfProfile> {
         total_ns_per_conn: programs.iter().map(|p| p.ns_per_conn).sum(),
         programs,
         ns_per_getppid: total_ns(&c1, &c2) as f64 / calls.total_ops.max(1) as f64,
+        ns_per_spawn: total_ns(&c2, &c3) as f64 / spawns.total_ops.max(1) as f64,
     })
 }
 

@@ -43,6 +43,8 @@ pub struct RateResults {
     pub foreign_throughout: Vec<Foreign>,
     /// Where sockmon's kernel time goes (one extra, unmeasured run).
     pub bpf_profile: Option<BpfProfile>,
+    /// The same, for `--no-enrichment` (what the close and exec records cost).
+    pub bpf_profile_plain: Option<BpfProfile>,
     /// Tracer start-ups that failed (those rounds have no figure).
     pub errors: Vec<String>,
 }
@@ -182,11 +184,15 @@ pub fn run(plan: &Plan, tools: &Tools) -> anyhow::Result<RateResults> {
         }
     }
     let rows = rows(&loads, &by_round, tools);
-    let bpf_profile = bpfprof::profile(tools, plan.rate_s)
+    let bpf_profile = bpfprof::profile(tools, plan.rate_s, Tracer::Sockmon)
         .map_err(|e| errors.push(format!("BPF run-time profile: {e:#}")))
+        .ok();
+    let bpf_profile_plain = bpfprof::profile(tools, plan.rate_s, Tracer::SockmonPlain)
+        .map_err(|e| errors.push(format!("BPF run-time profile (--no-enrichment): {e:#}")))
         .ok();
     Ok(RateResults {
         bpf_profile,
+        bpf_profile_plain,
         rows,
         rounds_repeated: repeated,
         rounds_with_foreign_tracer: foreign_kept,

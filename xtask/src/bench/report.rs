@@ -218,6 +218,9 @@ fn rate_table(s: &mut String, r: &RateResults, part: &str) {
     }
     if let Some(p) = &r.bpf_profile {
         bpf_profile_table(s, p);
+        if let Some(q) = &r.bpf_profile_plain {
+            enrichment_cost(s, p, q);
+        }
     }
     if !r.foreign_throughout.is_empty() {
         let who: Vec<String> = r
@@ -269,6 +272,28 @@ fn bpf_profile_table(s: &mut String, p: &BpfProfile) {
         p.total_ns_per_conn / (p.workload_cpu_us_per_conn * 1e3) * 100.0,
         p.workload_cpu_us_per_conn,
         p.ns_per_getppid
+    );
+}
+
+/// What the kernel's close and exec records cost: the enriched profile `p`
+/// against the same run shape without them, `q` (`--no-enrichment`).
+fn enrichment_cost(s: &mut String, p: &BpfProfile, q: &BpfProfile) {
+    let release = |b: &BpfProfile| {
+        b.programs
+            .iter()
+            .find(|c| c.name == "sock_release")
+            .map_or(f64::NAN, |c| c.ns_per_run)
+    };
+    let _ = writeln!(
+        s,
+        "
+The flows records in that profile, against a run without them (`--no-enrichment`, the same shape right after): `sock_release` {} ns a run against {} (the close record's counters), {} ns of BPF per connection against {}, and {} ns of BPF per process start (`fork`+`exec`+`exit` of `/bin/true`) against {} (the exec record).",
+        fmt_f(release(p), 0),
+        fmt_f(release(q), 0),
+        fmt_f(p.total_ns_per_conn, 0),
+        fmt_f(q.total_ns_per_conn, 0),
+        fmt_f(p.ns_per_spawn, 0),
+        fmt_f(q.ns_per_spawn, 0),
     );
 }
 

@@ -317,6 +317,7 @@ mod tests {
             },
             errors: Vec::new(),
             bpf_profile: None,
+            bpf_profile_plain: None,
         };
         let mut rows = Vec::new();
         rate_targets(&mut rows, Some(&r));
