@@ -541,7 +541,7 @@ fn ls_through_the_daemon_shows_and_sorts_by_bytes_and_age() {
         text.lines().next().unwrap().contains("AGE      BYTES"),
         "{text}"
     );
-    assert!(text.contains("293K/0"), "{text}");
+    assert!(text.contains("300.0KB/0B"), "{text}");
 }
 
 /// Flow records cover every network namespace, not only the daemon's: a

@@ -83,8 +83,8 @@ fn write_life(out: &mut Vec<u8>, l: &crate::event::flow::Life) {
         let _ = write!(
             out,
             "  ↑{} ↓{}",
-            human_bytes(t.bytes_sent),
-            human_bytes(t.bytes_received)
+            super::units::bytes(t.bytes_sent),
+            super::units::bytes(t.bytes_received)
         );
         if t.total_retrans > 0 {
             let _ = write!(out, " retrans {}", t.total_retrans);
@@ -103,15 +103,6 @@ fn human_duration(ns: u64) -> String {
     } else {
         let s = ns / 1_000_000_000;
         format!("{}m{:02}s", s / 60, s % 60)
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    match b {
-        0..1000 => format!("{b}B"),
-        1000..1_000_000 => format!("{:.1}KB", b as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1}MB", b as f64 / 1e6),
-        _ => format!("{:.1}GB", b as f64 / 1e9),
     }
 }
 

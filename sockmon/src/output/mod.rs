@@ -6,6 +6,7 @@ pub use crate::escape;
 pub mod human;
 pub mod json;
 pub mod sockets;
+pub mod units;
 
 use crate::event::Event;
 

@@ -3,7 +3,7 @@
 //! ```text
 //! PROTO STATE      LOCAL                  REMOTE                 INODE     NETNS       CLASS      AGE      BYTES         OWNERS
 //! tcp   listen     0.0.0.0:8080           0.0.0.0:*              123456    4026531840  registered -        -             nginx[412] nginx.service
-//! tcp   connected  10.0.0.5:40312         10.0.0.9:443           123470    4026531840  dynamic    3m12s    1.2M/48K      curl[977]
+//! tcp   connected  10.0.0.5:40312         10.0.0.9:443           123470    4026531840  dynamic    3m12s    1.3MB/48.0KB  curl[977]
 //! ```
 //!
 //! AGE is how long ago the connection began (`>` when only the start-up
@@ -42,53 +42,28 @@ pub fn sort(rows: &mut [SocketView], key: LsSort) {
                     .map(|(s, r)| s.saturating_add(r)),
             )
         }),
-        // RFC 3339 in UTC with fixed digits orders as time does; oldest first.
-        LsSort::Age => rows.sort_by(|a, b| match (&a.since, &b.since) {
-            (Some(x), Some(y)) => x.cmp(y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        }),
+        // RFC 3339 in UTC with fixed digits orders as time does; oldest
+        // first, those without a start last.
+        LsSort::Age => {
+            rows.sort_by(|a, b| (a.since.is_none(), &a.since).cmp(&(b.since.is_none(), &b.since)))
+        }
     }
 }
 
-/// How long ago `since` (RFC 3339) was, for people: `45s`, `3m12s`, `2h05m`, `3d04h`.
+/// How long ago `since` (RFC 3339) was.
 fn age(since: Option<&str>, lower_bound: bool, now: chrono::DateTime<chrono::Utc>) -> String {
     let Some(t) = since.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) else {
         return "-".into();
     };
-    let s = (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
-    let text = match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
-    };
-    if lower_bound {
-        format!(">{text}")
-    } else {
-        text
-    }
-}
-
-/// Bytes for people: `812`, `48K`, `1.2M`, `3.4G`.
-fn size(b: u64) -> String {
-    const K: f64 = 1024.0;
-    let x = b as f64;
-    if x < K {
-        b.to_string()
-    } else if x < K * K {
-        format!("{:.0}K", x / K)
-    } else if x < K * K * K {
-        format!("{:.1}M", x / (K * K))
-    } else {
-        format!("{:.1}G", x / (K * K * K))
-    }
+    let d = (now - t.with_timezone(&chrono::Utc))
+        .to_std()
+        .unwrap_or_default();
+    super::units::age(d, lower_bound)
 }
 
 fn moved(r: &SocketView) -> String {
     match (r.bytes_sent, r.bytes_received) {
-        (Some(s), Some(rcv)) => format!("{}/{}", size(s), size(rcv)),
+        (Some(s), Some(rcv)) => format!("{}/{}", super::units::bytes(s), super::units::bytes(rcv)),
         _ => "-".into(),
     }
 }
@@ -295,8 +270,8 @@ mod tests {
             text.lines().next().unwrap().contains("AGE      BYTES"),
             "{text}"
         );
-        assert_eq!(cells(1), ["3m12s", "1.2M/48K"]);
-        assert_eq!(cells(2), [">2h05m", "10/0"]);
+        assert_eq!(cells(1), ["3m12s", "1.3MB/49.2KB"]);
+        assert_eq!(cells(2), [">2h05m", "10B/0B"]);
         assert_eq!(cells(3), ["-", "-"]);
         let inodes = |mut v: Vec<SocketView>, k| {
             sort(&mut v, k);

@@ -7,7 +7,6 @@
 //! [`crate::output::escape::for_terminal`]: a process can name itself with
 //! escape sequences, and none may reach the terminal.
 
-use std::time::Duration;
 
 use ratatui::{
     Frame,
@@ -137,18 +136,6 @@ fn bytes(v: f64) -> String {
     }
 }
 
-fn age(d: Duration, at_least: bool) -> String {
-    let s = d.as_secs();
-    let t = if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, (s / 60) % 60)
-    };
-    if at_least { format!(">{t}") } else { t }
-}
-
 /// The header as lines no wider than `width` (chunks are kept whole).
 fn header_lines(h: &Header, ui: &Ui, width: u16) -> Vec<Line<'static>> {
     let what = match ui.group {
@@ -171,7 +158,11 @@ fn header_lines(h: &Header, ui: &Ui, width: u16) -> Vec<Line<'static>> {
         } else {
             "bytes: off (no flow records)".to_string()
         },
-        format!("{} total in {}", h.total, age(h.counting_for, false)),
+        format!(
+            "{} total in {}",
+            h.total,
+            crate::output::units::age(h.counting_for, false)
+        ),
         format!("{} events/s", rate(h.events_per_s)),
         format!("lost {}", h.lost),
         format!(
@@ -427,7 +418,7 @@ fn table(f: &mut Frame<'_>, s: &Screen, ui: &Ui, area: Rect) {
                         r.local.to_string(),
                         r.remote.to_string(),
                         r.state.to_string(),
-                        age(r.age, r.before_start),
+                        crate::output::units::age(r.age, r.before_start),
                         if flows || r.bytes_known {
                             bytes(r.sent as f64)
                         } else {
