@@ -14,7 +14,10 @@ use std::collections::HashMap;
 use super::protocol::{CountersLine, ProcCounters};
 use crate::{
     clock::WallTime,
-    engine::{StreamItem, view::Viewer},
+    engine::{
+        StreamItem,
+        view::{ContainerView, Viewer},
+    },
     escape,
     event::{
         Comm,
@@ -26,6 +29,7 @@ use crate::{
 struct Sum {
     comm: Comm,
     unit: Option<String>,
+    container: Option<ContainerView>,
     events: u64,
     counts: Counts,
 }
@@ -96,11 +100,14 @@ impl Window {
                 sum.comm = leader;
             }
         }
+        // Copied once per process and interval, not per event.
         if sum.unit.is_none()
+            && sum.container.is_none()
             && self.viewer.sees_details_of(Some(e.uid))
-            && let Some(unit) = e.ctx.as_deref().and_then(|c| c.unit.as_ref())
+            && let Some(c) = e.ctx.as_deref()
         {
-            sum.unit = Some(unit.clone());
+            sum.unit.clone_from(&c.unit);
+            sum.container = c.container.as_ref().map(ContainerView::from);
         }
     }
 
@@ -110,6 +117,7 @@ impl Window {
             pid,
             comm: escape::for_json(s.comm.as_bytes()).into_owned(),
             unit: s.unit,
+            container: s.container,
             events: s.events,
             connects: s.counts.connects,
             failed: s.counts.failed,
@@ -180,6 +188,40 @@ mod tests {
         assert_eq!(p, [(5, "proc", 2, 2, 1, 0), (6, "proc", 2, 0, 0, 1)]);
         let next = w.take(WallTime(1), 250);
         assert_eq!((next.events, next.lost, next.processes.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn unit_and_container_come_from_the_event_and_follow_exes_rule() {
+        use crate::event::flow::{Container, ProcCtx};
+        let id = "ab".repeat(32);
+        let mut e = Event {
+            uid: 33,
+            ..testing::event(EventKind::Connect, 1, 5, "127.0.0.1:1", "127.0.0.1:2")
+        };
+        e.ctx = Some(std::sync::Arc::new(ProcCtx {
+            unit: Some(format!("docker-{id}.scope")),
+            container: Some(Container {
+                runtime: "docker",
+                id: id.clone(),
+                rootless: false,
+            }),
+            ..Default::default()
+        }));
+        let line = |viewer| {
+            let mut w = Window::new(viewer);
+            w.count(&StreamItem::Event(e.clone()));
+            w.take(WallTime(0), 1000).processes.remove(0)
+        };
+        let p = line(Viewer::ROOT);
+        assert_eq!(p.unit, Some(format!("docker-{id}.scope")));
+        let c = p.container.expect("container");
+        assert_eq!((c.runtime.as_str(), c.id.as_str()), ("docker", id.as_str()));
+        let stranger = Viewer {
+            uid: Some(1000),
+            hide_names: false,
+        };
+        let p = line(stranger);
+        assert_eq!((p.unit, p.container), (None, None));
     }
 
     #[test]

@@ -338,6 +338,9 @@ pub struct ProcCounters {
     /// The systemd unit, where known and the viewer may see it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// The container, as in `list`'s owners (same rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::engine::view::ContainerView>,
     pub events: u64,
     pub connects: u64,
     pub failed: u64,

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::{
     api::protocol::CountersLine,
     clock::WallTime,
+    engine::view::ContainerView,
     event::{
         Comm, Event, EventKind, Family, Proto,
         flow::{Life, TcpCounters},
@@ -59,8 +60,17 @@ pub enum Update {
 pub struct ProcCount {
     pub pid: u32,
     pub comm: Comm,
-    pub unit: Option<String>,
+    /// Where it runs ([`place`]).
+    pub place: Option<String>,
     pub counts: Counts,
+}
+
+/// Where a process runs, as `top` groups rows by unit: its container
+/// (`runtime:id`, shown by its short id), else its systemd unit.
+pub fn place(unit: Option<&str>, container: Option<&ContainerView>) -> Option<String> {
+    container
+        .map(|c| format!("{}:{}", c.runtime, c.id))
+        .or_else(|| unit.map(str::to_string))
 }
 
 /// Decodes one line of a `counters` subscription: the sums, and a `lost`
@@ -77,7 +87,7 @@ pub fn counters_line(line: &str) -> Option<(Update, Option<Update>)> {
         .map(|p| ProcCount {
             pid: p.pid,
             comm: comm_of(&p.comm),
-            unit: p.unit.clone(),
+            place: place(p.unit.as_deref(), p.container.as_ref()),
             counts: p.counts(),
         })
         .collect();

@@ -284,8 +284,8 @@ impl Model {
                     if !c.comm.as_bytes().is_empty() {
                         p.comm = c.comm;
                     }
-                    if c.unit.is_some() {
-                        p.unit = c.unit;
+                    if c.place.is_some() {
+                        p.unit = c.place;
                     }
                     for m in [&mut p.all, &mut p.matched] {
                         m.counts.add(&c.counts);
@@ -404,12 +404,7 @@ impl Model {
                 if let Some(c) = o.comm.as_deref() {
                     p.comm = super::decode::comm_of(c);
                 }
-                // Rows by unit group a container's processes by the container.
-                let place = o
-                    .container
-                    .as_ref()
-                    .map(|c| format!("{}:{}", c.runtime, c.id))
-                    .or_else(|| o.unit.clone());
+                let place = super::decode::place(o.unit.as_deref(), o.container.as_ref());
                 if place.is_some() {
                     p.unit = place;
                 }

@@ -7,7 +7,6 @@
 //! [`crate::output::escape::for_terminal`]: a process can name itself with
 //! escape sequences, and none may reach the terminal.
 
-
 use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
