@@ -34,7 +34,7 @@ use super::{
     protocol::{self, ApiError, MAX_REQUEST, Request, Response},
 };
 use crate::{
-    engine::{EngineHandle, OnLag, StreamItem, view::Viewer},
+    engine::{EngineHandle, OnLag, StreamItem, Subscription, view::Viewer},
     filter::Filter,
     output::json,
 };
@@ -625,15 +625,9 @@ async fn stream_events<R: AsyncRead + Unpin>(
     mut reader: BufReader<R>,
     mut write: OwnedWriteHalf,
 ) -> io::Result<()> {
-    let Ok(mut sub) = engine
-        .subscribe_with(filter, None, viewer, OnLag::CutOff)
-        .await
-    else {
+    let Some((mut sub, _counted)) = subscribe(engine, filter, viewer, OnLag::CutOff).await else {
         return Ok(());
     };
-    let shared = engine.shared.clone();
-    shared.subscribers.fetch_add(1, Ordering::Relaxed);
-    let _guard = Decrement(&shared.subscribers);
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut sink = [0u8; 256];
     loop {
@@ -684,15 +678,10 @@ async fn stream_counters<R: AsyncRead + Unpin>(
     mut reader: BufReader<R>,
     mut write: OwnedWriteHalf,
 ) -> io::Result<()> {
-    let Ok(mut sub) = engine
-        .subscribe_with(filter, None, viewer, OnLag::Resume("counters_lagged"))
-        .await
-    else {
+    let on_lag = OnLag::Resume("counters_lagged");
+    let Some((mut sub, _counted)) = subscribe(engine, filter, viewer, on_lag).await else {
         return Ok(());
     };
-    let shared = engine.shared.clone();
-    shared.subscribers.fetch_add(1, Ordering::Relaxed);
-    let _guard = Decrement(&shared.subscribers);
     let mut window = Window::new(viewer);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -741,10 +730,27 @@ pub fn encode_for(item: &StreamItem, viewer: Viewer, buf: &mut Vec<u8>) {
     }
 }
 
-struct Decrement<'a>(&'a AtomicUsize);
+/// A stream client's subscription, counted in `status.subscribers` for as
+/// long as the returned guard lives (`None`: the engine is gone).
+async fn subscribe(
+    engine: &EngineHandle,
+    filter: Filter,
+    viewer: Viewer,
+    on_lag: OnLag,
+) -> Option<(Subscription, Counted)> {
+    let sub = engine
+        .subscribe_with(filter, None, viewer, on_lag)
+        .await
+        .ok()?;
+    engine.shared.subscribers.fetch_add(1, Ordering::Relaxed);
+    Some((sub, Counted(engine.shared.clone())))
+}
 
-impl Drop for Decrement<'_> {
+/// Uncounts a subscriber when its stream ends.
+struct Counted(Arc<crate::engine::stats::Shared>);
+
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -35,7 +35,12 @@ pub fn run(args: &TopArgs, socket: &Path, no_daemon: bool) -> ExitCode {
     let result = match backend(socket, no_daemon) {
         Err(code) => return code,
         Ok(Backend::Daemon(_)) => {
-            let (rx, wanted) = feed::daemon(socket, args.refresh);
+            // What the first frame wants, so the stream does not switch at once.
+            let now = std::time::Instant::now();
+            let mut model = top::model::Model::new(now);
+            model.set_filter(filter.clone(), now);
+            let first = top::want_of(&top::input::View::default(), &model);
+            let (rx, wanted) = feed::daemon(socket, args.refresh, first);
             top::run(rx, opts(feed::describe(socket), Some(wanted)))
         }
         Ok(Backend::Alone) => {

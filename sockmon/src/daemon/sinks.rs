@@ -499,7 +499,7 @@ async fn subscribe(engine: &EngineHandle, sinks: &Sinks, queue: usize) -> Option
             Filter::default(),
             Some(queue),
             Viewer::ROOT,
-            OnLag::Resume("sink_lagged"),
+            OnLag::ResumeSink,
         )
         .await
         .ok()

@@ -117,7 +117,7 @@ impl Subscriber {
             if tx.capacity() < 2 {
                 return self.missed(is_event);
             }
-            if let OnLag::Resume(cause) = self.on_lag {
+            if let Some(cause) = self.on_lag.resume_cause() {
                 let notice = StreamItem::Lost {
                     time: WallTime::now(),
                     cause,
@@ -141,7 +141,7 @@ impl Subscriber {
         self.lost.fetch_add(n, Ordering::Relaxed);
         match self.on_lag {
             OnLag::CutOff => self.tx = None,
-            OnLag::Resume(_) => self.pending_lost += n,
+            OnLag::Resume(_) | OnLag::ResumeSink => self.pending_lost += n,
         }
         (n, true)
     }
@@ -153,9 +153,24 @@ pub enum OnLag {
     /// Cut off: it gets what was queued, then its queue closes; `lost`
     /// counts every event it wanted from the overflow until it lets go.
     CutOff,
-    /// Kept: the events it misses are counted, and once its queue has room
-    /// a `lost` item with this cause and the exact count goes first.
+    /// Kept: the events it misses are counted (`subscriber_lagged`), and
+    /// once its queue has room a `lost` item with this cause and the exact
+    /// count goes first.
     Resume(&'static str),
+    /// The sinks' subscription: kept and resumed the same way, with cause
+    /// `sink_lagged`, and its misses counted as `sink_lagged`.
+    ResumeSink,
+}
+
+impl OnLag {
+    /// The cause of the `lost` item a resumed subscriber gets first.
+    fn resume_cause(self) -> Option<&'static str> {
+        match self {
+            Self::CutOff => None,
+            Self::Resume(cause) => Some(cause),
+            Self::ResumeSink => Some("sink_lagged"),
+        }
+    }
 }
 
 /// How often connection starts of sockets the table dropped are pruned.
@@ -419,10 +434,8 @@ impl State {
             }
             let (missed, keep) = s.offer(&item);
             if missed > 0 {
-                // Sinks resume with `sink_lagged`; API clients are
-                // subscribers whether cut off or resumed (`counters`).
                 let counter = match s.on_lag {
-                    OnLag::Resume("sink_lagged") => &shared.sink_lagged,
+                    OnLag::ResumeSink => &shared.sink_lagged,
                     OnLag::CutOff | OnLag::Resume(_) => &shared.subscriber_lagged,
                 };
                 counter.fetch_add(missed, Ordering::Relaxed);

@@ -25,7 +25,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
-        atomic::Ordering,
+        atomic::{AtomicU64, Ordering},
         mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
     },
     thread,
@@ -75,23 +75,42 @@ pub enum Want {
 }
 
 /// The UI's side of [`Want`]: the stream thread follows what is set here
-/// (within [`SWITCH_WITHIN`]).
+/// (within [`SWITCH_WITHIN`]). A change bumps a generation, so the stream
+/// thread checks one atomic between reads, not the want itself.
 #[derive(Clone, Debug)]
-pub struct Wanted(Arc<Mutex<Want>>);
+pub struct Wanted(Arc<WantedInner>);
+
+#[derive(Debug)]
+struct WantedInner {
+    want: Mutex<Want>,
+    generation: AtomicU64,
+}
 
 impl Wanted {
+    fn new(want: Want) -> Self {
+        Self(Arc::new(WantedInner {
+            want: Mutex::new(want),
+            generation: AtomicU64::new(0),
+        }))
+    }
+
+    /// Sets what the view needs; only a change makes the stream switch.
     pub fn set(&self, want: Want) {
-        if let Ok(mut w) = self.0.lock()
-            && *w != want
-        {
+        let mut w = self.0.want.lock().unwrap_or_else(|p| p.into_inner());
+        if *w != want {
             *w = want;
+            self.0.generation.fetch_add(1, Ordering::Release);
         }
     }
 
-    fn get(&self) -> Want {
-        self.0
-            .lock()
-            .map_or(Want::Events(Filter::default()), |w| w.clone())
+    /// What is wanted now, and its generation.
+    fn get(&self) -> (Want, u64) {
+        let w = self.0.want.lock().unwrap_or_else(|p| p.into_inner());
+        (w.clone(), self.0.generation.load(Ordering::Acquire))
+    }
+
+    fn changed_since(&self, generation: u64) -> bool {
+        self.0.generation.load(Ordering::Acquire) != generation
     }
 }
 
@@ -99,12 +118,14 @@ impl Wanted {
 const SWITCH_WITHIN: Duration = Duration::from_millis(200);
 
 /// Reads a daemon's API at `socket` (a thread for the stream, one for
-/// `list`); sums come every `every`. The stream follows the returned handle.
-pub fn daemon(socket: &Path, every: Duration) -> (Receiver<Input>, Wanted) {
+/// `list`); sums come every `every`. The stream starts with `first` (what
+/// the first frame needs, so it does not switch at once) and follows the
+/// returned handle.
+pub fn daemon(socket: &Path, every: Duration, first: Want) -> (Receiver<Input>, Wanted) {
     let (tx, rx) = sync_channel(QUEUE);
     let (s1, s2) = (socket.to_path_buf(), socket.to_path_buf());
     let t2 = tx.clone();
-    let wanted = Wanted(Arc::new(Mutex::new(Want::Counters)));
+    let wanted = Wanted::new(first);
     let w = wanted.clone();
     let every = every.clamp(COUNTERS_EVERY_MIN, COUNTERS_EVERY_MAX);
     let _ = thread::Builder::new()
@@ -154,7 +175,7 @@ fn subscribe(
     every: Duration,
 ) -> Result<End, (String, bool)> {
     let before = |e: std::io::Error| (e.to_string(), false);
-    let want = wanted.get();
+    let (want, generation) = wanted.get();
     let request = match &want {
         Want::Counters => Request::Counters {
             filter: Filter::default(),
@@ -188,7 +209,7 @@ fn subscribe(
         let n = match reader.read_until(b'\n', &mut buf) {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if wanted.get() != want {
+                if wanted.changed_since(generation) {
                     return Ok(End::Switch);
                 }
                 continue;
@@ -219,7 +240,7 @@ fn subscribe(
         if n == 0 {
             return Err(("the daemon closed the stream".into(), true));
         }
-        if reader.buffer().is_empty() && wanted.get() != want {
+        if reader.buffer().is_empty() && wanted.changed_since(generation) {
             return Ok(End::Switch);
         }
     }

@@ -19,6 +19,14 @@ pub struct TopFilter {
     pub states: Vec<String>,
 }
 
+impl TopFilter {
+    /// Whether it picks processes only (pid, comm, unit), not sockets
+    /// (port, proto, state): counters per process then answer it.
+    pub fn picks_processes_only(&self) -> bool {
+        self.ports.is_empty() && self.proto.is_empty() && self.states.is_empty()
+    }
+}
+
 /// The states `state:` accepts: the table's socket states, and `closed`.
 pub const STATES: [&str; 6] = [
     "bound",

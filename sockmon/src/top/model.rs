@@ -208,9 +208,7 @@ impl Model {
     /// Whether the filter only picks processes (pid, comm, unit): then the
     /// counters since start apply; a filter on sockets needs its own.
     pub fn per_process(&self) -> bool {
-        self.filter.ports.is_empty()
-            && self.filter.proto.is_empty()
-            && self.filter.states.is_empty()
+        self.filter.picks_processes_only()
     }
 
     /// Since when the counters shown count: start, or when a filter on
