@@ -573,18 +573,12 @@ fn an_owner_started_after_the_daemon_is_listed_with_its_argv_parent_and_unit_apa
     let sock = d.socket.to_str().unwrap().to_string();
     let script = "import socket,sys\ns=socket.socket(); s.bind(('127.0.0.1',0)); s.listen()\n\
                   print('%s:%d' % s.getsockname(), flush=True); sys.stdin.read()";
-    let mut p = Command::new("/usr/bin/python3")
-        .args(["-c", script, "marker-7a1f"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut p, local) = support::spawn_first_line(Command::new("/usr/bin/python3").args([
+        "-c",
+        script,
+        "marker-7a1f",
+    ]));
     let _reap = KillOnDrop(vec![p.id() as i32]);
-    let mut local = String::new();
-    BufReader::new(p.stdout.take().unwrap())
-        .read_line(&mut local)
-        .unwrap();
-    let local = local.trim().to_string();
     // argv comes with the exec record, exe when the /proc worker has read
     // it: wait for both.
     let rows = eventually("the listener with its owner's argv and exe", || {

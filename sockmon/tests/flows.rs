@@ -456,26 +456,8 @@ fn ls_through_the_daemon_shows_and_sorts_by_bytes_and_age() {
         old.local_addr().unwrap().port(),
         big.local_addr().unwrap().port(),
     );
-    let ls = |extra: &[&str]| -> Vec<serde_json::Value> {
-        let out = Command::new(support::bin())
-            .args([
-                "--socket",
-                &sock,
-                "ls",
-                "--json",
-                "--port",
-                &port.to_string(),
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let port_arg = port.to_string();
+    let ls = |extra: &[&str]| support::ls_rows(&sock, &[&["--port", &port_arg], extra].concat());
     let client = |rows: &[serde_json::Value], p: u16| -> serde_json::Value {
         rows.iter()
             .find(|r| r["src_port"] == p && r["dst_port"] == port)
@@ -555,23 +537,14 @@ fn connections_in_another_network_namespace_get_their_bytes_too() {
                   c=socket.create_connection(l.getsockname()); a,_=l.accept()\n\
                   c.sendall(b'x'*5000); n=0\nwhile n < 5000: n+=len(a.recv(65536))\n\
                   print(c.getsockname()[1], l.getsockname()[1], flush=True); sys.stdin.read()";
-    let mut p = Command::new("unshare")
-        .args([
-            "--net",
-            "sh",
-            "-c",
-            "ip link set lo up && exec /usr/bin/python3 -c \"$1\"",
-            "sh",
-            script,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(p.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut p, line) = support::spawn_first_line(Command::new("unshare").args([
+        "--net",
+        "sh",
+        "-c",
+        "ip link set lo up && exec /usr/bin/python3 -c \"$1\"",
+        "sh",
+        script,
+    ]));
     let ports: Vec<u16> = line
         .split_whitespace()
         .map(|w| w.parse().unwrap())
@@ -589,21 +562,8 @@ fn connections_in_another_network_namespace_get_their_bytes_too() {
     };
     assert_ne!(theirs, ours);
     let row = support::eventually("the namespaced connection with its bytes", || {
-        let out = Command::new(support::bin())
-            .args([
-                "--socket",
-                &sock,
-                "ls",
-                "--json",
-                "--port",
-                &cport.to_string(),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        support::ls_rows(&sock, &["--port", &cport.to_string()])
+            .into_iter()
             .find(|r| {
                 r["src_port"] == cport
                     && r["dst_port"] == lport

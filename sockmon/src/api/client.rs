@@ -1,8 +1,8 @@
 //! A blocking client of the daemon's API, for the CLI (`ls`, `lookup`,
 //! `status`, `watch` and `top` when a daemon runs). Its methods mirror
-//! `EngineHandle`'s (`lookup`, `list`, `status`, `subscribe`), plus
-//! `counters` (per-process sums, for `top`), and send the same typed
-//! [`Request`] the server parses.
+//! `EngineHandle`'s (`lookup`, `list`, `status`, `subscribe`) and send the
+//! same typed [`Request`] the server parses. (`top` reads its `counters` and
+//! `subscribe` streams itself: it switches between them with a read timeout.)
 
 use std::{
     io::{self, BufRead as _, BufReader, Write as _},
@@ -13,7 +13,7 @@ use std::{
 
 use thiserror::Error;
 
-use super::protocol::{CountersLine, Request, Response};
+use super::protocol::{Request, Response};
 use crate::{
     engine::{
         stats::Status,
@@ -92,22 +92,6 @@ impl Client {
     /// [`Client::next_line`]).
     pub fn subscribe(&mut self, filter: Filter) -> Result<(), ClientError> {
         self.request(&Request::Subscribe(filter)).map(drop)
-    }
-
-    /// Turns this connection into a `counters` stream: one line per
-    /// `every` (read them with [`Client::next_counters`]).
-    pub fn counters(&mut self, filter: Filter, every: Duration) -> Result<(), ClientError> {
-        self.request(&Request::Counters { filter, every }).map(drop)
-    }
-
-    /// After [`Client::counters`], the next interval's sums (`None` at the end).
-    pub fn next_counters(&mut self) -> Result<Option<CountersLine>, ClientError> {
-        let Some(line) = self.next_line()? else {
-            return Ok(None);
-        };
-        serde_json::from_str(&line)
-            .map(Some)
-            .map_err(|e| ClientError::Invalid(format!("{e}: {line}")))
     }
 
     /// Sends one request and reads its response.

@@ -40,7 +40,7 @@ pub struct FlowSample {
 
 /// Dumps every TCP socket of the calling thread's network namespace,
 /// through the snapshot's sock_diag socket: connected to the kernel, only
-/// the kernel's datagrams read (forged ones are dropped and counted), each
+/// the kernel's datagrams read (forged ones are dropped), each
 /// dump within `snapshot.dump_deadline_ms`.
 pub fn poll() -> io::Result<Vec<FlowSample>> {
     let mut diag = snapshot::diag_socket().map_err(io::Error::other)?;

@@ -153,6 +153,38 @@ pub fn wait_unloaded(ids: &std::collections::HashSet<u32>) -> Vec<u32> {
     }
 }
 
+/// Starts `cmd` with its stdin and stdout piped and reads its first line
+/// (trimmed): what a helper process says once it is ready. Its stdin stays
+/// open in the returned child; dropping it ends a helper that reads stdin.
+pub fn spawn_first_line(cmd: &mut Command) -> (Child, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().to_string())
+}
+
+/// `sockmon --socket SOCKET ls --json ARGS…` through a daemon: one value
+/// per socket.
+pub fn ls_rows(socket: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(bin())
+        .args(["--socket", socket, "ls", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// A `sockmon daemon` started for a test, with its own socket and config,
 /// stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Daemon {

@@ -198,7 +198,7 @@ fn measure(
         cpu_seconds(daemon_pid)?,
         api.status()?.events_total,
     );
-    tmux.stop();
+    drop(tmux); // ends its server, and `top` with it
     Ok((
         (t1 - t0) / secs * 100.0,
         (d1 - d0) / secs * 100.0,
@@ -267,8 +267,6 @@ impl Tmux {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_else(|e| format!("(tmux capture-pane failed: {e})"))
     }
-
-    fn stop(self) {}
 }
 
 impl Drop for Tmux {
