@@ -298,6 +298,16 @@ struct Made {
     refused_port: u16,
 }
 
+/// A port nothing listens on in the test's fresh namespaces, below the
+/// ephemeral range (32768 and up), so that a connect to it can never pick
+/// it as its own source port and connect to itself (TCP simultaneous open:
+/// a port released by `free_port` was picked that way once, and the
+/// "refused" connect succeeded). Unique for the whole test binary.
+fn refused_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(20_000);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// From a thread inside `ns`: `n` times a listener, a connection to it, its
 /// accept, a refused connect, then all closed.
 fn make_sockets(ns: &Netns, n: usize) -> Vec<Made> {
@@ -313,7 +323,7 @@ fn make_sockets(ns: &Netns, n: usize) -> Vec<Made> {
                 let l = TcpListener::bind("127.0.0.1:0").unwrap();
                 let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
                 let (a, _) = l.accept().unwrap();
-                let refused_port = free_port();
+                let refused_port = refused_port();
                 assert!(TcpStream::connect(("127.0.0.1", refused_port)).is_err());
                 Made {
                     tid,
