@@ -3,6 +3,11 @@
 //! The kernel programs never log on their hot path; every way an event can
 //! be lost or degraded increments one of these, and user space sums them
 //! across CPUs for `status`, metrics and `lost` records.
+//!
+//! [`KernelCounter`] is also the kernel programs' error type: every fallible
+//! step returns `Result<_, KernelCounter>`, and each entry point counts the
+//! error it gets back exactly once (`sockmon-ebpf`'s `maps::counted`), so a
+//! failure path cannot be forgotten by the count.
 
 /// Index into the counters array. `#[repr(u32)]`, explicit, never reused.
 #[repr(u32)]
@@ -10,9 +15,15 @@
 pub enum KernelCounter {
     /// `bpf_ringbuf_reserve` failed: the ring buffer was full; the event is lost.
     RingFull = 0,
-    /// A kernel pointer read failed while resolving a descriptor to its socket.
+    /// A kernel memory read failed: the event went out with fewer details
+    /// (a name, a cgroup, a flow's counters), or, when the read was the
+    /// socket itself, not at all.
     ReadFailed = 1,
-    /// A syscall exit found no saved arguments (the entry was missed or evicted).
+    /// A syscall exit found no saved entry: the entry ran before the probes
+    /// were attached (a syscall in flight at start), or found the in-flight
+    /// map full. An inet socket's entry refused by a full map has counted
+    /// `pending_full` already, so that one loss is counted at both ends:
+    /// the count errs on the side of more loss, never less.
     PendingMissing = 2,
     /// The in-flight syscall map was full at a syscall's entry; that event is lost.
     PendingFull = 3,
@@ -21,10 +32,18 @@ pub enum KernelCounter {
     /// The map of connects in flight refused a connect: its outcome
     /// (`connect_result`) will not be reported.
     ConnectUntracked = 5,
+    /// A field of a tracepoint's record could not be read (a syscall's
+    /// argument or result): the event is lost.
+    RecordReadFailed = 6,
+    /// A per-CPU scratch slot was missing: the event is lost.
+    ScratchMissing = 7,
+    /// A field's offset lay outside the copied head of `struct sock`: the
+    /// event is lost (BTF gave an offset the head does not cover).
+    HeadOutOfBounds = 8,
 }
 
 /// Number of entries in [`crate::COUNTERS_MAP`].
-pub const COUNTER_SLOTS: u32 = 6;
+pub const COUNTER_SLOTS: u32 = 9;
 
 impl KernelCounter {
     pub const ALL: [KernelCounter; COUNTER_SLOTS as usize] = [
@@ -34,6 +53,9 @@ impl KernelCounter {
         Self::PendingFull,
         Self::ReadUserFailed,
         Self::ConnectUntracked,
+        Self::RecordReadFailed,
+        Self::ScratchMissing,
+        Self::HeadOutOfBounds,
     ];
 
     /// Stable name used in `status`, metrics and JSON.
@@ -45,6 +67,9 @@ impl KernelCounter {
             Self::PendingFull => "pending_full",
             Self::ReadUserFailed => "read_user_failed",
             Self::ConnectUntracked => "connect_untracked",
+            Self::RecordReadFailed => "record_read_failed",
+            Self::ScratchMissing => "scratch_missing",
+            Self::HeadOutOfBounds => "head_out_of_bounds",
         }
     }
 
@@ -52,7 +77,13 @@ impl KernelCounter {
     pub const fn is_loss(self) -> bool {
         matches!(
             self,
-            Self::RingFull | Self::PendingFull | Self::PendingMissing | Self::ConnectUntracked
+            Self::RingFull
+                | Self::PendingFull
+                | Self::PendingMissing
+                | Self::ConnectUntracked
+                | Self::RecordReadFailed
+                | Self::ScratchMissing
+                | Self::HeadOutOfBounds
         )
     }
 }

@@ -17,7 +17,7 @@ pub use event::{EventKind, Header, ProcEvent, SockEvent, TASK_COMM_LEN};
 pub use offsets::KernelOffsets;
 
 /// Bumped whenever a type in this crate changes layout.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Name of the `BPF_MAP_TYPE_RINGBUF` that carries every record to user space.
 pub const EVENTS_MAP: &str = "EVENTS";

@@ -18,7 +18,7 @@ use sockmon_common::{
 };
 
 use crate::{
-    maps::{EVENTS, count, wakeup_bytes},
+    maps::{EVENTS, count, or_counted, wakeup_bytes},
     task,
 };
 
@@ -40,8 +40,10 @@ pub fn header(kind: EventKind, flags: u16) -> Header {
 /// A zeroed event for the current task, stamped now.
 #[inline(always)]
 pub fn new_event(kind: EventKind, flags: u16) -> SockEvent {
-    let (leader_comm, start_ns) =
-        task::process_identity(task::current()).unwrap_or(([0; TASK_COMM_LEN], 0));
+    let (leader_comm, start_ns) = or_counted(
+        task::process_identity(task::current()),
+        ([0; TASK_COMM_LEN], 0),
+    );
     SockEvent {
         header: header(kind, flags),
         // SAFETY: helper with no preconditions.
@@ -74,8 +76,8 @@ pub fn new_event(kind: EventKind, flags: u16) -> SockEvent {
 #[inline(always)]
 pub fn new_event_from_task(kind: EventKind, flags: u16) -> SockEvent {
     let task = task::current();
-    let (tgid, tid) = task::ids(task).unwrap_or((0, 0));
-    let (leader_comm, start_ns) = task::process_identity(task).unwrap_or(([0; TASK_COMM_LEN], 0));
+    let (tgid, tid) = or_counted(task::ids(task), (0, 0));
+    let (leader_comm, start_ns) = or_counted(task::process_identity(task), ([0; TASK_COMM_LEN], 0));
     SockEvent {
         header: Header {
             // SAFETY: helper with no preconditions.
@@ -86,10 +88,10 @@ pub fn new_event_from_task(kind: EventKind, flags: u16) -> SockEvent {
             flags: flags | FLAG_SOCKET_LAYER,
             _pad: 0,
         },
-        cgroup_id: task::cgroup_id(task).unwrap_or(0),
+        cgroup_id: or_counted(task::cgroup_id(task), 0),
         inode: 0,
         netns: 0,
-        uid: task::uid(task).unwrap_or(0),
+        uid: or_counted(task::uid(task), 0),
         error: 0,
         family: 0,
         protocol: 0,
@@ -99,7 +101,7 @@ pub fn new_event_from_task(kind: EventKind, flags: u16) -> SockEvent {
         _pad: 0,
         src_addr: [0; 16],
         dst_addr: [0; 16],
-        comm: task::comm(task).unwrap_or([0; TASK_COMM_LEN]),
+        comm: or_counted(task::comm(task), [0; TASK_COMM_LEN]),
         leader_comm,
         start_ns,
         aux: 0,

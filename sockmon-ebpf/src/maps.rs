@@ -67,6 +67,15 @@ pub static WAKEUP_BYTES: u64 = 0;
 #[unsafe(no_mangle)]
 pub static SYSCALLS_MODE: u64 = 0;
 
+/// The ABI this object was built against: user space reads it from the
+/// object's symbol table before load and refuses an object of another ABI
+/// (a stale build artefact), instead of misreading its records. In a
+/// section of its own that the loader ignores, so it costs no map.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "sockmon_abi")]
+#[used]
+pub static ABI_VERSION: u32 = sockmon_common::ABI_VERSION;
+
 /// Non-zero (the default): write the flows records, `CloseStats` before a
 /// `close` and `ExecInfo` after an `exec` (see `sockmon_common::ENRICH_GLOBAL`).
 #[unsafe(no_mangle)]
@@ -101,12 +110,38 @@ pub fn enrich() -> bool {
     read_global(&raw const ENRICH) != 0
 }
 
+/// What a fallible step of a kernel program returns: its failure is the
+/// counter it goes to.
+pub type Fallible<T> = Result<T, KernelCounter>;
+
 /// Counts one kernel-side failure.
 #[inline(always)]
 pub fn count(counter: KernelCounter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: a per-CPU slot: no other program writes it concurrently.
         unsafe { *slot += 1 };
+    }
+}
+
+/// Counts the failure an entry point's work returned: the one place each
+/// entry point counts, so no failure path goes uncounted.
+#[inline(always)]
+pub fn counted(r: Fallible<()>) {
+    if let Err(c) = r {
+        count(c);
+    }
+}
+
+/// The value, or `default` with its failure counted: for a detail an event
+/// goes out without (a name, a cgroup), where the event itself is not lost.
+#[inline(always)]
+pub fn or_counted<T>(r: Fallible<T>, default: T) -> T {
+    match r {
+        Ok(v) => v,
+        Err(c) => {
+            count(c);
+            default
+        }
     }
 }
 

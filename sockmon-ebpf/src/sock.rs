@@ -16,18 +16,17 @@ use sockmon_common::{
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, KernelCounter, SOCK_HEAD_BYTES, SockEvent,
 };
 
-use crate::maps::{SOCK_HEAD, Tuple, count, off};
+use crate::maps::{Fallible, SOCK_HEAD, Tuple, off};
 
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
 
 /// Reads a `T` at `base + offset` in kernel memory.
 #[inline(always)]
-pub fn read<T>(base: u64, offset: u32) -> Result<T, ()> {
+pub fn read<T>(base: u64, offset: u32) -> Fallible<T> {
     // SAFETY: bpf_probe_read_kernel validates the address; a bad one returns an error.
-    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.map_err(|_| {
-        count(KernelCounter::ReadFailed);
-    })
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
+        .map_err(|_| KernelCounter::ReadFailed)
 }
 
 /// Turns a verifier-typed socket pointer (`PTR_TO_SOCKET`, on which the
@@ -49,27 +48,31 @@ pub struct SockRef {
     pub inode: u64,
 }
 
-/// The `struct file *` behind descriptor `fd` of the current task.
+/// The `struct file *` behind descriptor `fd` of the current task; `None`
+/// for a descriptor that is not open (the syscall fails with `EBADF`: not
+/// a failure of ours).
 #[inline(always)]
-fn file_of_fd(fd: u64) -> Result<u64, ()> {
+fn file_of_fd(fd: u64) -> Fallible<Option<u64>> {
     // SAFETY: returns the current task pointer; we only read through it with probe reads.
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, off!(task_files))?;
     let fdt: u64 = read(files, off!(files_fdt))?;
     let max_fds: u32 = read(fdt, off!(fdtable_max_fds))?;
     if fd >= max_fds as u64 {
-        return Err(());
+        return Ok(None);
     }
     let fd_array: u64 = read(fdt, off!(fdtable_fd))?;
     let file: u64 = read(fd_array, (fd * 8) as u32)?;
-    if file == 0 { Err(()) } else { Ok(file) }
+    Ok((file != 0).then_some(file))
 }
 
 /// Resolves descriptor `fd` of the current task to its socket, if it is an
 /// IPv4/IPv6 TCP or UDP socket. `Ok(None)` for any other kind of descriptor.
 #[inline(always)]
-pub fn inet_sock_of_fd(fd: u64) -> Result<Option<SockRef>, ()> {
-    let file = file_of_fd(fd)?;
+pub fn inet_sock_of_fd(fd: u64) -> Fallible<Option<SockRef>> {
+    let Some(file) = file_of_fd(fd)? else {
+        return Ok(None);
+    };
     let inode: u64 = read(file, off!(file_inode))?;
     let mode: u16 = read(inode, off!(inode_mode))?;
     if mode & S_IFMT != S_IFSOCK {
@@ -86,7 +89,7 @@ pub fn inet_sock_of_fd(fd: u64) -> Result<Option<SockRef>, ()> {
 
 /// Whether `sk` is an AF_INET/AF_INET6 socket of protocol TCP or UDP.
 #[inline(always)]
-pub fn is_inet_tcp_udp(sk: u64) -> Result<bool, ()> {
+pub fn is_inet_tcp_udp(sk: u64) -> Fallible<bool> {
     let family: u16 = read(sk, off!(sk_family))?;
     if family != AF_INET && family != AF_INET6 {
         return Ok(false);
@@ -97,7 +100,7 @@ pub fn is_inet_tcp_udp(sk: u64) -> Result<bool, ()> {
 
 /// Inode number of the socket `sk` belongs to, through `sk->sk_socket->file->f_inode`.
 #[inline(always)]
-pub fn inode_of_sk(sk: u64) -> Result<u64, ()> {
+pub fn inode_of_sk(sk: u64) -> Fallible<u64> {
     let socket: u64 = read(sk, off!(sk_socket))?;
     if socket == 0 {
         return Ok(0);
@@ -115,31 +118,32 @@ pub fn inode_of_sk(sk: u64) -> Result<u64, ()> {
 /// most of what an event costs. User space checked at load that every
 /// `sock_common` field used lies within it.
 #[inline(always)]
-fn head_of(sk: u64) -> Result<&'static [u8; SOCK_HEAD_BYTES], ()> {
-    let slot = SOCK_HEAD.get_ptr_mut(0).ok_or(())?;
+fn head_of(sk: u64) -> Fallible<&'static [u8; SOCK_HEAD_BYTES]> {
+    let slot = SOCK_HEAD
+        .get_ptr_mut(0)
+        .ok_or(KernelCounter::ScratchMissing)?;
     // SAFETY: a per-CPU slot only this program run uses; the helper
     // validates the source address and fills the whole buffer.
     unsafe {
-        bpf_probe_read_kernel_buf(sk as *const u8, &mut *slot).map_err(|_| {
-            count(KernelCounter::ReadFailed);
-        })?;
+        bpf_probe_read_kernel_buf(sk as *const u8, &mut *slot)
+            .map_err(|_| KernelCounter::ReadFailed)?;
         Ok(&*slot)
     }
 }
 
 /// `N` bytes of `head` at `off` (bounds checked for the verifier).
 #[inline(always)]
-fn take<const N: usize>(head: &[u8; SOCK_HEAD_BYTES], off: u32) -> Result<[u8; N], ()> {
+fn take<const N: usize>(head: &[u8; SOCK_HEAD_BYTES], off: u32) -> Fallible<[u8; N]> {
     let off = off as usize;
     match head.get(off..off + N) {
-        Some(bytes) => bytes.try_into().map_err(|_| ()),
-        None => Err(()),
+        Some(bytes) => bytes.try_into().map_err(|_| KernelCounter::HeadOutOfBounds),
+        None => Err(KernelCounter::HeadOutOfBounds),
     }
 }
 
 /// The four-tuple in a socket's head.
 #[inline(always)]
-fn tuple_in(head: &[u8; SOCK_HEAD_BYTES]) -> Result<Tuple, ()> {
+fn tuple_in(head: &[u8; SOCK_HEAD_BYTES]) -> Fallible<Tuple> {
     let family = u16::from_ne_bytes(take(head, off!(sk_family))?);
     let mut tuple = Tuple {
         src_addr: [0; 16],
@@ -161,7 +165,7 @@ fn tuple_in(head: &[u8; SOCK_HEAD_BYTES]) -> Result<Tuple, ()> {
 
 /// The four-tuple `sk` holds now.
 #[inline(always)]
-pub fn tuple_of_sk(sk: u64) -> Result<Tuple, ()> {
+pub fn tuple_of_sk(sk: u64) -> Fallible<Tuple> {
     tuple_in(head_of(sk)?)
 }
 
@@ -170,7 +174,7 @@ pub fn tuple_of_sk(sk: u64) -> Result<Tuple, ()> {
 /// The local port comes from `skc_num` (host order), which is the port
 /// actually bound, including one the kernel chose.
 #[inline(always)]
-pub fn fill_from_sk(ev: &mut SockEvent, sk: u64) -> Result<(), ()> {
+pub fn fill_from_sk(ev: &mut SockEvent, sk: u64) -> Fallible<()> {
     let protocol: u16 = read(sk, off!(sk_protocol))?;
     let head = head_of(sk)?;
     let t = tuple_in(head)?;
@@ -189,7 +193,7 @@ pub fn fill_from_sk(ev: &mut SockEvent, sk: u64) -> Result<(), ()> {
 /// The local port as `inet_sock.inet_sport` holds it (host order). Unlike
 /// `skc_num`, this survives the port being released when a connect fails.
 #[inline(always)]
-pub fn inet_sport(sk: u64) -> Result<u16, ()> {
+pub fn inet_sport(sk: u64) -> Fallible<u16> {
     let sport: u16 = read(sk, off!(inet_sport))?;
     Ok(u16::from_be(sport))
 }
@@ -198,7 +202,7 @@ pub fn inet_sport(sk: u64) -> Result<u16, ()> {
 /// released (`skc_num` reads 0 once a reset or a failed connect closed it):
 /// the port is then taken from `inet_sport`, which survives.
 #[inline(always)]
-pub fn fill_from_sk_keep_port(ev: &mut SockEvent, sk: u64) -> Result<(), ()> {
+pub fn fill_from_sk_keep_port(ev: &mut SockEvent, sk: u64) -> Fallible<()> {
     fill_from_sk(ev, sk)?;
     if ev.src_port == 0 {
         ev.src_port = inet_sport(sk)?;
@@ -208,6 +212,6 @@ pub fn fill_from_sk_keep_port(ev: &mut SockEvent, sk: u64) -> Result<(), ()> {
 
 /// `sk->sk_err`: the error a failed connect left on the socket.
 #[inline(always)]
-pub fn sk_err(sk: u64) -> Result<i32, ()> {
+pub fn sk_err(sk: u64) -> Fallible<i32> {
     read(sk, off!(sk_err))
 }

@@ -9,7 +9,7 @@ use aya_ebpf::helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task
 use sockmon_common::TASK_COMM_LEN;
 
 use crate::{
-    maps::off,
+    maps::{Fallible, off},
     sock::{launder, read},
 };
 
@@ -22,7 +22,7 @@ pub fn current() -> u64 {
 
 /// The leader's `comm` and `start_boottime` (ns since boot) of `task`'s process.
 #[inline(always)]
-pub fn process_identity(task: u64) -> Result<([u8; TASK_COMM_LEN], u64), ()> {
+pub fn process_identity(task: u64) -> Fallible<([u8; TASK_COMM_LEN], u64)> {
     let leader: u64 = read(task, off!(task_group_leader))?;
     let comm = read(leader, off!(task_comm))?;
     let start = read(leader, off!(task_start_boottime))?;
@@ -31,14 +31,14 @@ pub fn process_identity(task: u64) -> Result<([u8; TASK_COMM_LEN], u64), ()> {
 
 /// (`tgid`, `pid`) of `task`: equal for a process's first thread.
 #[inline(always)]
-pub fn ids(task: u64) -> Result<(u32, u32), ()> {
+pub fn ids(task: u64) -> Fallible<(u32, u32)> {
     Ok((read(task, off!(task_tgid))?, read(task, off!(task_pid))?))
 }
 
 /// Whether no thread of `task`'s process is left alive
 /// (`signal->live`, decremented in `do_exit` before the exit tracepoint).
 #[inline(always)]
-pub fn group_dead(task: u64) -> Result<bool, ()> {
+pub fn group_dead(task: u64) -> Fallible<bool> {
     let signal: u64 = read(task, off!(task_signal))?;
     let live: i32 = read(signal, off!(signal_live))?;
     Ok(live == 0)
@@ -46,13 +46,13 @@ pub fn group_dead(task: u64) -> Result<bool, ()> {
 
 /// `task->comm`: the thread's own name.
 #[inline(always)]
-pub fn comm(task: u64) -> Result<[u8; TASK_COMM_LEN], ()> {
+pub fn comm(task: u64) -> Fallible<[u8; TASK_COMM_LEN]> {
     read(task, off!(task_comm))
 }
 
 /// `task->cred->uid` (as `bpf_get_current_uid_gid` reports it).
 #[inline(always)]
-pub fn uid(task: u64) -> Result<u32, ()> {
+pub fn uid(task: u64) -> Fallible<u32> {
     let cred: u64 = read(task, off!(task_cred))?;
     read(cred, off!(cred_uid))
 }
@@ -60,7 +60,7 @@ pub fn uid(task: u64) -> Result<u32, ()> {
 /// The task's cgroup v2 id: `task->cgroups->dfl_cgrp->kn->id`, what
 /// `bpf_get_current_cgroup_id` returns.
 #[inline(always)]
-pub fn cgroup_id(task: u64) -> Result<u64, ()> {
+pub fn cgroup_id(task: u64) -> Fallible<u64> {
     let css_set: u64 = read(task, off!(task_cgroups))?;
     let cgroup: u64 = read(css_set, off!(css_set_dfl_cgrp))?;
     let kn: u64 = read(cgroup, off!(cgroup_kn))?;
@@ -70,7 +70,7 @@ pub fn cgroup_id(task: u64) -> Result<u64, ()> {
 /// The syscall the current task is in (`task_pt_regs(current)->orig_ax` on
 /// x86-64). An io_uring worker thread never entered a syscall: it reads 0.
 #[inline(always)]
-pub fn current_syscall() -> Result<u64, ()> {
+pub fn current_syscall() -> Fallible<u64> {
     // SAFETY: both helpers have no preconditions beyond a valid task, which
     // `bpf_get_current_task_btf` always returns; the result is only read
     // through probe reads.

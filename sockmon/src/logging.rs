@@ -15,8 +15,9 @@
 //! INFO → 6 (info), DEBUG and TRACE → 7 (debug).
 //!
 //! `RUST_LOG` wins; otherwise the level the command or the daemon's
-//! configuration asks for, which SIGHUP can change. Records of the kernel
-//! programs (aya-log, through the `log` crate) arrive here too.
+//! configuration asks for, which SIGHUP can change. The kernel programs do
+//! not log (no aya-log: a log record on the hot path costs a ring write);
+//! their failures are per-CPU counters that `status` and metrics show.
 
 use std::os::{fd::AsFd as _, unix::fs::MetadataExt as _};
 

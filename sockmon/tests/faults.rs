@@ -368,3 +368,80 @@ fn a_burst_larger_than_the_ring_is_counted_reported_and_healed() {
     });
     assert_eq!(assert_daemon_agrees(&d.socket, &holders), 6 * (4 + 2 + 8));
 }
+
+/// A syscall in flight when the probes attach reaches its exit with no
+/// entry saved: that is `pending_missing`, counted once, and a loss (the
+/// daemon writes its `lost` record). The connect is held in flight by a
+/// listener whose accept queue is full (the kernel drops its SYNs), and
+/// let through by accepting the connection that fills the queue.
+#[test]
+fn a_connect_in_flight_at_start_is_counted_as_pending_missing() {
+    let _g = exclusive();
+    // Backlog 0 queues one connection; the next one's SYNs are dropped.
+    let listener = listen_with_backlog(0);
+    let addr = listener.local_addr().unwrap();
+    let queued = std::net::TcpStream::connect(addr).unwrap();
+    let in_flight = std::thread::spawn(move || std::net::TcpStream::connect(addr));
+    // The second connect is in SYN_SENT, blocked in connect(2).
+    eventually_within(
+        "the connect to wait in SYN_SENT",
+        Duration::from_secs(20),
+        || {
+            let out = Command::new("ss")
+                .args(["-Htn", "state", "syn-sent", "dst", &addr.to_string()])
+                .output()
+                .unwrap();
+            (!String::from_utf8_lossy(&out.stdout).trim().is_empty()).then_some(())
+        },
+    );
+    let d = Daemon::start("pending-missing", &["--no-config", "--attach", "syscalls"]);
+    let before = status(&d)["dropped"]["pending_missing"].as_u64().unwrap();
+    // Free the queue: the next SYN retransmission gets through.
+    let (first, _) = listener.accept().unwrap();
+    let stream = in_flight
+        .join()
+        .unwrap()
+        .expect("the held connect completes");
+    let missing = eventually_within(
+        "pending_missing to count the exit",
+        Duration::from_secs(60),
+        || {
+            let n = status(&d)["dropped"]["pending_missing"].as_u64().unwrap();
+            (n > before).then_some(n)
+        },
+    );
+    assert_eq!(missing, before + 1, "exactly the one connect in flight");
+    drop((first, stream, queued));
+}
+
+/// A TCP listener on 127.0.0.1 with the given backlog (std's is 128).
+fn listen_with_backlog(backlog: i32) -> TcpListener {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: plain socket calls on a descriptor this function owns; on
+    // success it is handed to `TcpListener`, which closes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::bind(
+            fd,
+            (&raw const sa).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            libc::listen(fd, backlog),
+            0,
+            "listen: {}",
+            std::io::Error::last_os_error()
+        );
+        TcpListener::from_raw_fd(fd)
+    }
+}

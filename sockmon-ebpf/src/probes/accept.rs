@@ -14,22 +14,23 @@ use sockmon_common::EventKind;
 use super::syscall::ret;
 use crate::{
     emit::{new_event, submit},
+    maps::{Fallible, counted},
     sock::{fill_from_sk_keep_port, inet_sock_of_fd},
 };
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept")]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
+    counted(try_exit(&ctx));
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
+    counted(try_exit(&ctx));
     0
 }
 
-fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
+fn try_exit(ctx: &TracePointContext) -> Fallible<()> {
     let fd = ret(ctx)?;
     if fd < 0 {
         return Ok(());

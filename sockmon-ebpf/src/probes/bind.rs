@@ -11,29 +11,30 @@ use sockmon_common::EventKind;
 use super::syscall::{arg, enter, ret, sockaddr, take};
 use crate::{
     emit::{new_event, submit},
+    maps::{Fallible, counted},
     sock::fill_from_sk,
 };
 
 /// `int bind(int fd, const struct sockaddr *addr, socklen_t addrlen)`: save the socket and the request.
 #[tracepoint(category = "syscalls", name = "sys_enter_bind")]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
-    let _ = try_enter(&ctx);
+    counted(try_enter(&ctx));
     0
 }
 
-fn try_enter(ctx: &TracePointContext) -> Result<(), ()> {
+fn try_enter(ctx: &TracePointContext) -> Fallible<()> {
     enter(arg(ctx, 0)?, arg(ctx, 1)?, arg(ctx, 2)?)
 }
 
 /// Report the address actually bound, or the one requested and the errno.
 #[tracepoint(category = "syscalls", name = "sys_exit_bind")]
 pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
+    counted(try_exit(&ctx));
     0
 }
 
-fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
-    let Some(pending) = take() else {
+fn try_exit(ctx: &TracePointContext) -> Fallible<()> {
+    let Some(pending) = take()? else {
         return Ok(());
     };
     let rc = ret(ctx)?;

@@ -18,16 +18,17 @@ use sockmon_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
     emit::{new_event, submit},
+    maps::{Fallible, counted, or_counted},
     sock::{fill_from_sk, inode_of_sk},
 };
 
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
-    let _ = try_release(&ctx);
+    counted(try_release(&ctx));
     1
 }
 
-fn try_release(ctx: &SockContext) -> Result<(), ()> {
+fn try_release(ctx: &SockContext) -> Fallible<()> {
     let s: *const bpf_sock = ctx.sock;
     let family = ctx_field!(s, family) as u16;
     let protocol = ctx_field!(s, protocol) as u8;
@@ -48,8 +49,8 @@ fn try_release(ctx: &SockContext) -> Result<(), ()> {
     ev.protocol = protocol;
     // The inode is what removes the socket from the table: a close goes out
     // with it even if the tuple cannot be read (that read failure is counted).
-    ev.inode = inode_of_sk(sk).unwrap_or(0);
-    let _ = fill_from_sk(&mut ev, sk);
+    ev.inode = or_counted(inode_of_sk(sk), 0);
+    or_counted(fill_from_sk(&mut ev, sk), ());
     if ev.inode != 0 {
         // Flows (issue 13): the socket's counters, written just before its close.
         if crate::maps::enrich() {

@@ -13,7 +13,7 @@ use sockmon_common::{AF_INET, AF_INET6, EventKind, SockEvent, event::FLAG_TUPLE_
 use super::syscall::{arg, enter, ret, sockaddr, take};
 use crate::{
     emit::{new_event, submit},
-    maps::FAILED_CONNECTS,
+    maps::{FAILED_CONNECTS, Fallible, counted},
     sock::{fill_from_sk, inet_sport},
 };
 
@@ -22,23 +22,23 @@ const EINPROGRESS: i64 = 115;
 /// `int connect(int fd, const struct sockaddr *addr, socklen_t addrlen)`: save the socket and the destination.
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    let _ = try_enter(&ctx);
+    counted(try_enter(&ctx));
     0
 }
 
-fn try_enter(ctx: &TracePointContext) -> Result<(), ()> {
+fn try_enter(ctx: &TracePointContext) -> Fallible<()> {
     enter(arg(ctx, 0)?, arg(ctx, 1)?, arg(ctx, 2)?)
 }
 
 /// Report the connection's four-tuple and the result.
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
+    counted(try_exit(&ctx));
     0
 }
 
-fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
-    let Some(pending) = take() else {
+fn try_exit(ctx: &TracePointContext) -> Fallible<()> {
+    let Some(pending) = take()? else {
         return Ok(());
     };
     let rc = ret(ctx)?;
@@ -61,7 +61,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
 
 /// Puts back the tuple the kernel cleared when the connect failed.
 #[inline(always)]
-fn recover_failed_tuple(ev: &mut SockEvent, sk: u64, addr: &[u8; 28]) -> Result<(), ()> {
+fn recover_failed_tuple(ev: &mut SockEvent, sk: u64, addr: &[u8; 28]) -> Fallible<()> {
     // SAFETY: the value is copied out before the entry is removed.
     if let Some(t) = unsafe { FAILED_CONNECTS.get(sk) }.copied() {
         let _ = FAILED_CONNECTS.remove(sk);

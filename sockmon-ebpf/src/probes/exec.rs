@@ -28,7 +28,7 @@ use sockmon_common::{
 
 use crate::{
     emit::header,
-    maps::{EVENTS, count, flow_off, off, wakeup_bytes},
+    maps::{EVENTS, Fallible, count, flow_off, off, wakeup_bytes},
     sock::read,
     task,
 };
@@ -74,7 +74,8 @@ pub fn exec_info(ctx: &TracePointContext) {
                 (*r).exe_dev = dev;
                 (*r).exe_ino = ino;
             }
-            Err(()) => {
+            Err(c) => {
+                count(c);
                 (*r).exe_dev = 0;
                 (*r).exe_ino = 0;
                 flags |= EXEC_FILE_UNREAD;
@@ -98,7 +99,11 @@ pub fn exec_info(ctx: &TracePointContext) {
                     flags |= EXEC_ARGS_UNREAD;
                 }
             }
-            _ => flags |= EXEC_ARGS_UNREAD,
+            Ok(_) => flags |= EXEC_ARGS_UNREAD,
+            Err(c) => {
+                count(c);
+                flags |= EXEC_ARGS_UNREAD;
+            }
         }
         (*r).flags = flags;
     }
@@ -113,7 +118,7 @@ pub fn exec_info(ctx: &TracePointContext) {
 
 /// (`s_dev`, `i_ino`) of `task->mm->exe_file`.
 #[inline(always)]
-fn exe_file(t: u64) -> Result<(u32, u64), ()> {
+fn exe_file(t: u64) -> Fallible<(u32, u64)> {
     let mm: u64 = read(t, flow_off!(task_mm))?;
     let file: u64 = read(mm, flow_off!(mm_exe_file))?;
     let inode: u64 = read(file, off!(file_inode))?;
@@ -125,10 +130,10 @@ fn exe_file(t: u64) -> Result<(u32, u64), ()> {
 
 /// `mm->arg_start`, `mm->arg_end` of `task`.
 #[inline(always)]
-fn arg_range(t: u64) -> Result<(u64, u64), ()> {
+fn arg_range(t: u64) -> Fallible<(u64, u64)> {
     let mm: u64 = read(t, flow_off!(task_mm))?;
     if mm == 0 {
-        return Err(());
+        return Ok((0, 0)); // a kernel thread has no arguments: not a failure
     }
     Ok((
         read(mm, flow_off!(mm_arg_start))?,

@@ -17,7 +17,7 @@ use sockmon_common::{
 
 use crate::{
     emit::{header, submit},
-    maps::{count, flow_off},
+    maps::{Fallible, count, flow_off},
     sock::read,
 };
 
@@ -40,18 +40,26 @@ pub fn close_stats(sk: u64, protocol: u8, state: u8, inode: u64) {
         protocol,
         _pad: [0; 6],
     };
-    if protocol == IPPROTO_TCP && read_tcp(sk, &mut r).is_ok() {
-        r.valid |= STATS_TCP;
+    // A counter that cannot be read leaves its `valid` bit clear (and is
+    // counted); the record still goes out for the rest.
+    if protocol == IPPROTO_TCP {
+        match read_tcp(sk, &mut r) {
+            Ok(()) => r.valid |= STATS_TCP,
+            Err(c) => count(c),
+        }
     }
-    if let Ok(drops) = read_drops(sk) {
-        r.drops = drops;
-        r.valid |= STATS_DROPS;
+    match read_drops(sk) {
+        Ok(drops) => {
+            r.drops = drops;
+            r.valid |= STATS_DROPS;
+        }
+        Err(c) => count(c),
     }
     submit(&r);
 }
 
 #[inline(always)]
-fn read_tcp(sk: u64, r: &mut CloseStats) -> Result<(), ()> {
+fn read_tcp(sk: u64, r: &mut CloseStats) -> Fallible<()> {
     r.bytes_sent = read(sk, flow_off!(tcp_bytes_sent))?;
     r.bytes_acked = read(sk, flow_off!(tcp_bytes_acked))?;
     r.bytes_received = read(sk, flow_off!(tcp_bytes_received))?;
@@ -63,7 +71,7 @@ fn read_tcp(sk: u64, r: &mut CloseStats) -> Result<(), ()> {
 }
 
 #[inline(always)]
-fn read_drops(sk: u64) -> Result<u32, ()> {
+fn read_drops(sk: u64) -> Fallible<u32> {
     let mut drops: u32 = read(sk, flow_off!(sk_drops))?;
     let counters_off: u32 = flow_off!(sk_drop_counters);
     if counters_off != ABSENT {
@@ -76,8 +84,7 @@ fn read_drops(sk: u64) -> Result<u32, ()> {
     }
     if drops > i32::MAX as u32 {
         // An atomic_t never legitimately goes negative: a misread.
-        count(KernelCounter::ReadFailed);
-        return Err(());
+        return Err(KernelCounter::ReadFailed);
     }
     Ok(drops)
 }

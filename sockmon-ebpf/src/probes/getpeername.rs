@@ -19,22 +19,23 @@ use sockmon_common::{EventKind, IPPROTO_TCP};
 use super::origin::{Op, is_getpeername, reported_by_syscalls};
 use crate::{
     emit::{new_event_from_task, submit},
+    maps::{Fallible, counted},
     sock::{fill_from_sk_keep_port, inode_of_sk, launder},
 };
 
 #[cgroup_sock_addr(getpeername4)]
 pub fn accept_getpeername4(ctx: SockAddrContext) -> i32 {
-    let _ = try_accept(&ctx);
+    counted(try_accept(&ctx));
     1
 }
 
 #[cgroup_sock_addr(getpeername6)]
 pub fn accept_getpeername6(ctx: SockAddrContext) -> i32 {
-    let _ = try_accept(&ctx);
+    counted(try_accept(&ctx));
     1
 }
 
-fn try_accept(ctx: &SockAddrContext) -> Result<(), ()> {
+fn try_accept(ctx: &SockAddrContext) -> Fallible<()> {
     let sa = ctx.sock_addr;
     if ctx_field!(sa, protocol) as u8 != IPPROTO_TCP {
         return Ok(());

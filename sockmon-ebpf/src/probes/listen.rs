@@ -10,25 +10,26 @@ use sockmon_common::EventKind;
 use super::syscall::{arg, enter, ret, take};
 use crate::{
     emit::{new_event, submit},
+    maps::{Fallible, counted},
     sock::fill_from_sk,
 };
 
 /// `int listen(int fd, int backlog)`: save the socket.
 #[tracepoint(category = "syscalls", name = "sys_enter_listen")]
 pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
-    let _ = arg(&ctx, 0).and_then(|fd| enter(fd, 0, 0));
+    counted(arg(&ctx, 0).and_then(|fd| enter(fd, 0, 0)));
     0
 }
 
 /// Report the listening socket (or the errno).
 #[tracepoint(category = "syscalls", name = "sys_exit_listen")]
 pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
+    counted(try_exit(&ctx));
     0
 }
 
-fn try_exit(ctx: &TracePointContext) -> Result<(), ()> {
-    let Some(pending) = take() else {
+fn try_exit(ctx: &TracePointContext) -> Fallible<()> {
+    let Some(pending) = take()? else {
         return Ok(());
     };
     let rc = ret(ctx)?;

@@ -10,7 +10,10 @@
 //! from a real `getpeername`. Both read the task's syscall number
 //! (`task_pt_regs(current)`'s `orig_ax`, offset from BTF).
 
-use crate::{maps::syscalls_mode, task};
+use crate::{
+    maps::{Fallible, syscalls_mode},
+    task,
+};
 
 #[cfg(bpf_target_arch = "aarch64")]
 mod nr {
@@ -44,7 +47,7 @@ pub enum Op {
 /// Whether, in this attach mode, a syscall tracepoint reports this
 /// operation (so the socket-layer hook must not report it a second time).
 #[inline(always)]
-pub fn reported_by_syscalls(op: Op) -> Result<bool, ()> {
+pub fn reported_by_syscalls(op: Op) -> Fallible<bool> {
     if !syscalls_mode() {
         return Ok(false);
     }
@@ -60,6 +63,6 @@ pub fn reported_by_syscalls(op: Op) -> Result<bool, ()> {
 /// Whether the `getpeername` hook runs for a real `getpeername(2)` rather
 /// than inside an accept.
 #[inline(always)]
-pub fn is_getpeername() -> Result<bool, ()> {
+pub fn is_getpeername() -> Fallible<bool> {
     Ok(task::current_syscall()? == nr::GETPEERNAME)
 }

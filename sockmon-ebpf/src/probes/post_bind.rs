@@ -16,22 +16,23 @@ use sockmon_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP, IPPROTO_UDP};
 use super::origin::{Op, reported_by_syscalls};
 use crate::{
     emit::{new_event_from_task, submit},
+    maps::{Fallible, counted},
     sock::{fill_from_sk, inode_of_sk},
 };
 
 #[cgroup_sock(post_bind4)]
 pub fn post_bind4(ctx: SockContext) -> i32 {
-    let _ = try_post_bind(&ctx);
+    counted(try_post_bind(&ctx));
     1 // 1 lets the bind stand; 0 would fail it with EPERM
 }
 
 #[cgroup_sock(post_bind6)]
 pub fn post_bind6(ctx: SockContext) -> i32 {
-    let _ = try_post_bind(&ctx);
+    counted(try_post_bind(&ctx));
     1
 }
 
-fn try_post_bind(ctx: &SockContext) -> Result<(), ()> {
+fn try_post_bind(ctx: &SockContext) -> Fallible<()> {
     let s: *const bpf_sock = ctx.sock;
     let family = ctx_field!(s, family) as u16;
     let protocol = ctx_field!(s, protocol) as u8;

@@ -15,6 +15,7 @@ use sockmon_common::{EventKind, ProcEvent};
 
 use crate::{
     emit::{header, submit},
+    maps::{Fallible, count, counted},
     task,
 };
 
@@ -23,11 +24,11 @@ use crate::{
 /// the classic record has only thread ids and cannot tell a thread from a process.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_fork(&ctx);
+    counted(try_fork(&ctx));
     0
 }
 
-fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
+fn try_fork(ctx: &BtfTracePointContext) -> Fallible<()> {
     let child: u64 = ctx.arg::<u64>(1);
     let (tgid, pid) = task::ids(child)?;
     if tgid != pid {
@@ -48,7 +49,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
 /// close-on-exec descriptors are closed.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let _ = current_process(EventKind::Exec);
+    counted(current_process(EventKind::Exec));
     if crate::maps::enrich() {
         super::exec::exec_info(&ctx); // flows (issue 13): exe, argv, parent
     }
@@ -58,13 +59,15 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 /// `sched:sched_process_exit`: fires per thread; only the last one is reported.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
-    if task::group_dead(task::current()) == Ok(true) {
-        let _ = current_process(EventKind::Exit);
+    match task::group_dead(task::current()) {
+        Ok(true) => counted(current_process(EventKind::Exit)),
+        Ok(false) => {}
+        Err(c) => count(c),
     }
     0
 }
 
-fn current_process(kind: EventKind) -> Result<(), ()> {
+fn current_process(kind: EventKind) -> Fallible<()> {
     let (comm, start_ns) = task::process_identity(task::current())?;
     let header = header(kind, 0);
     submit(&ProcEvent {

@@ -25,7 +25,7 @@ use sockmon_common::{EventKind, KernelCounter};
 use super::origin::{Op, reported_by_syscalls};
 use crate::{
     emit::{new_event_from_task, submit},
-    maps::{CONNECTING, count},
+    maps::{CONNECTING, Fallible, count, counted},
     sock::{fill_from_sk, inode_of_sk, launder},
 };
 
@@ -33,10 +33,10 @@ use crate::{
 pub fn sock_ops(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
         BPF_SOCK_OPS_TCP_LISTEN_CB => {
-            let _ = try_listen(&ctx);
+            counted(try_listen(&ctx));
         }
         BPF_SOCK_OPS_TCP_CONNECT_CB => {
-            let _ = try_connect(&ctx);
+            counted(try_connect(&ctx));
         }
         _ => {}
     }
@@ -45,13 +45,17 @@ pub fn sock_ops(ctx: SockOpsContext) -> u32 {
 
 /// The context's socket as a plain address (`PTR_TO_SOCKET` forbids arithmetic).
 #[inline(always)]
-fn sk_of(ctx: &SockOpsContext) -> Result<u64, ()> {
+fn sk_of(ctx: &SockOpsContext) -> Fallible<u64> {
     // SAFETY: a load from the context the verifier checks.
     let sk = launder(unsafe { (*ctx.ops).__bindgen_anon_2.sk } as u64);
-    if sk == 0 { Err(()) } else { Ok(sk) }
+    if sk == 0 {
+        Err(KernelCounter::ReadFailed)
+    } else {
+        Ok(sk)
+    }
 }
 
-fn try_listen(ctx: &SockOpsContext) -> Result<(), ()> {
+fn try_listen(ctx: &SockOpsContext) -> Fallible<()> {
     if reported_by_syscalls(Op::Listen)? {
         return Ok(());
     }
@@ -63,7 +67,7 @@ fn try_listen(ctx: &SockOpsContext) -> Result<(), ()> {
     Ok(())
 }
 
-fn try_connect(ctx: &SockOpsContext) -> Result<(), ()> {
+fn try_connect(ctx: &SockOpsContext) -> Fallible<()> {
     let sk = sk_of(ctx)?;
     let mut ev = new_event_from_task(EventKind::Connect, 0);
     ev.inode = inode_of_sk(sk)?;

@@ -24,7 +24,7 @@ use sockmon_common::EventKind;
 
 use crate::{
     emit::submit,
-    maps::{CONNECTING, FAILED_CONNECTS, syscalls_mode},
+    maps::{CONNECTING, FAILED_CONNECTS, Fallible, counted, syscalls_mode},
     sock::sk_err,
 };
 
@@ -42,13 +42,13 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     }
     let sk = ctx.arg::<u64>(0);
     if new == TCP_CLOSE && syscalls_mode() {
-        let _ = keep_tuple(sk);
+        counted(keep_tuple(sk));
     }
-    let _ = connect_result(sk, new);
+    counted(connect_result(sk, new));
     0
 }
 
-fn connect_result(sk: u64, new: i32) -> Result<(), ()> {
+fn connect_result(sk: u64, new: i32) -> Fallible<()> {
     // SAFETY: the value is copied out before the entry is removed.
     let Some(mut ev) = (unsafe { CONNECTING.get(sk) }).copied() else {
         return Ok(()); // a connect from before the programs were attached
@@ -72,7 +72,7 @@ fn connect_result(sk: u64, new: i32) -> Result<(), ()> {
     Ok(())
 }
 
-fn keep_tuple(sk: u64) -> Result<(), ()> {
+fn keep_tuple(sk: u64) -> Fallible<()> {
     let mut t = crate::sock::tuple_of_sk(sk)?;
     // The local port as `inet_sport` holds it if `skc_num` is already cleared.
     if t.src_port == 0 {

@@ -13,30 +13,49 @@ use aya_ebpf::{
 use sockmon_common::KernelCounter;
 
 use crate::{
-    maps::{PENDING, Pending, count, off},
+    maps::{Fallible, PENDING, Pending, count, off},
     sock::inet_sock_of_fd,
 };
 
 /// Argument `n` of a `sys_enter_*` record (each argument is 8 bytes wide).
 #[inline(always)]
-pub fn arg(ctx: &TracePointContext, n: u32) -> Result<u64, ()> {
+pub fn arg(ctx: &TracePointContext, n: u32) -> Fallible<u64> {
     // SAFETY: reads inside the tracepoint record at an offset from its format file.
-    unsafe { ctx.read_at::<u64>((off!(tp_sys_enter_args) + 8 * n) as usize) }.map_err(|_| ())
+    unsafe { ctx.read_at::<u64>((off!(tp_sys_enter_args) + 8 * n) as usize) }
+        .map_err(|_| KernelCounter::RecordReadFailed)
 }
 
 /// `ret` of a `sys_exit_*` record.
 #[inline(always)]
-pub fn ret(ctx: &TracePointContext) -> Result<i64, ()> {
+pub fn ret(ctx: &TracePointContext) -> Fallible<i64> {
     // SAFETY: reads inside the tracepoint record at an offset from its format file.
-    unsafe { ctx.read_at::<i64>(off!(tp_sys_exit_ret) as usize) }.map_err(|_| ())
+    unsafe { ctx.read_at::<i64>(off!(tp_sys_exit_ret) as usize) }
+        .map_err(|_| KernelCounter::RecordReadFailed)
 }
 
 /// Entry half: remember the socket behind `fd` (and the caller's sockaddr,
 /// when `uaddr` is non-null) if it is an inet TCP/UDP socket.
+///
+/// Every entry leaves an entry for its exit, also one it skips (any other
+/// kind of descriptor) or could not resolve (that failure is returned and
+/// counted once, here): a [`Pending`] with `sk == 0`. So an exit that finds
+/// nothing knows its entry was missed, and counts `pending_missing`.
 #[inline(always)]
-pub fn enter(fd: u64, uaddr: u64, addrlen: u64) -> Result<(), ()> {
-    let Some(sock) = inet_sock_of_fd(fd)? else {
-        return Ok(());
+pub fn enter(fd: u64, uaddr: u64, addrlen: u64) -> Fallible<()> {
+    let (sock, failed) = match inet_sock_of_fd(fd) {
+        Ok(sock) => (sock, None),
+        Err(c) => (None, Some(c)),
+    };
+    let Some(sock) = sock else {
+        let skip = Pending {
+            sk: 0,
+            inode: 0,
+            addr: [0; 28],
+            _pad: 0,
+        };
+        // A full map loses no inet event here; the exit counts the miss.
+        let _ = PENDING.insert(bpf_get_current_pid_tgid(), skip, 0);
+        return failed.map_or(Ok(()), Err);
     };
     let mut pending = Pending {
         sk: sock.sk,
@@ -76,14 +95,17 @@ pub fn enter(fd: u64, uaddr: u64, addrlen: u64) -> Result<(), ()> {
 }
 
 /// Exit half: the saved entry of this thread, removed from the map.
-/// `None` when the entry skipped the descriptor (not an inet socket).
+/// `Ok(None)` when the entry skipped the descriptor (not an inet socket, or
+/// one it could not resolve); `pending_missing` when there was no entry.
 #[inline(always)]
-pub fn take() -> Option<Pending> {
+pub fn take() -> Fallible<Option<Pending>> {
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
-    let pending = unsafe { PENDING.get(key) }.copied()?;
+    let Some(pending) = unsafe { PENDING.get(key) }.copied() else {
+        return Err(KernelCounter::PendingMissing);
+    };
     let _ = PENDING.remove(key);
-    Some(pending)
+    Ok((pending.sk != 0).then_some(pending))
 }
 
 /// Decodes the family, address and port of a saved `sockaddr_in`/`sockaddr_in6`

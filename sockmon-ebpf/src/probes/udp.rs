@@ -13,23 +13,23 @@ use sockmon_common::{EventKind, IPPROTO_UDP, event::FLAG_IMPLICIT};
 
 use crate::{
     emit::{new_event, submit},
-    maps::UDP_REPORTED,
+    maps::{Fallible, UDP_REPORTED, counted},
     sock::{fill_from_sk, inode_of_sk, launder},
 };
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn udp_sendmsg4(ctx: SockAddrContext) -> i32 {
-    let _ = try_sendmsg(&ctx);
+    counted(try_sendmsg(&ctx));
     1
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn udp_sendmsg6(ctx: SockAddrContext) -> i32 {
-    let _ = try_sendmsg(&ctx);
+    counted(try_sendmsg(&ctx));
     1
 }
 
-fn try_sendmsg(ctx: &SockAddrContext) -> Result<(), ()> {
+fn try_sendmsg(ctx: &SockAddrContext) -> Fallible<()> {
     // SAFETY: `sk` of a sock_addr context is always set for sendmsg hooks.
     let sk = launder(unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk } as u64);
     if sk == 0 || UDP_REPORTED.get_ptr(sk).is_some() {

@@ -15,18 +15,19 @@ use sockmon_common::{AF_INET, EventKind, IPPROTO_UDP, event::FLAG_LOCAL_PENDING}
 use super::origin::{Op, reported_by_syscalls};
 use crate::{
     emit::{new_event_from_task, submit},
+    maps::{Fallible, counted},
     sock::{fill_from_sk, inode_of_sk, launder},
 };
 
 #[cgroup_sock_addr(connect4)]
 pub fn udp_connect4(ctx: SockAddrContext) -> i32 {
-    let _ = try_connect::<false>(&ctx);
+    counted(try_connect::<false>(&ctx));
     1 // 1 lets the connect go on unchanged
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn udp_connect6(ctx: SockAddrContext) -> i32 {
-    let _ = try_connect::<true>(&ctx);
+    counted(try_connect::<true>(&ctx));
     1
 }
 
@@ -34,7 +35,7 @@ pub fn udp_connect6(ctx: SockAddrContext) -> i32 {
 /// refuses the load of a field the hook's address family lacks, even on a
 /// branch never taken, so the branch is chosen at compile time).
 #[inline(always)]
-fn try_connect<const V6: bool>(ctx: &SockAddrContext) -> Result<(), ()> {
+fn try_connect<const V6: bool>(ctx: &SockAddrContext) -> Fallible<()> {
     let sa = ctx.sock_addr;
     if ctx_field!(sa, protocol) as u8 != IPPROTO_UDP {
         return Ok(());

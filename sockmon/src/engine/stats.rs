@@ -314,24 +314,27 @@ mod tests {
         let shared = Shared::default();
         shared.subscriber_lagged.store(7, Ordering::Relaxed);
         let st = s.status(
-            &[1, 2, 3, 4, 5, 6],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9],
             table(),
             &shared,
             AttachStatus::default(),
         );
         assert_eq!(st.dropped["ring_full"], 1);
         assert_eq!(st.dropped["read_user_failed"], 5);
+        assert_eq!(st.dropped["record_read_failed"], 7);
+        assert_eq!(st.dropped["scratch_missing"], 8);
+        assert_eq!(st.dropped["head_out_of_bounds"], 9);
         assert_eq!(st.dropped["subscriber_lagged"], 7);
-        assert_eq!(st.dropped.len(), 11);
+        assert_eq!(st.dropped.len(), 14);
         shared.count_sink_loss("clickhouse_spool_full", 0);
         shared.count_sink_loss("clickhouse_spool_full", 3);
         let st = s.status(
-            &[1, 2, 3, 4, 5, 6],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9],
             table(),
             &shared,
             AttachStatus::default(),
         );
         assert_eq!(st.dropped["clickhouse_spool_full"], 3);
-        assert_eq!(st.dropped.len(), 12);
+        assert_eq!(st.dropped.len(), 15);
     }
 }

@@ -208,6 +208,10 @@ pub enum LoadError {
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "the embedded eBPF object was built for ABI {object}, this program for ABI {expected}: a stale build; rebuild sockmon"
+    )]
+    Abi { object: String, expected: u32 },
     #[error("map `{0}` is missing from the eBPF object")]
     MissingMap(&'static str),
     #[error("map `{map}`: {source}")]
@@ -266,7 +270,6 @@ impl Default for LoadOptions {
 /// The loaded, attached programs.
 pub struct Probes {
     ebpf: Ebpf,
-    _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     counters: PerCpuArray<MapData, u64>,
     mode: AttachMode,
     /// Why `auto` did not choose `socket`, when it fell back.
@@ -277,6 +280,7 @@ impl Probes {
     /// Checks privileges, resolves offsets, loads and attaches everything the
     /// mode needs. `auto` tries `socket` first and falls back to `syscalls`.
     pub fn load(opts: LoadOptions) -> Result<Self, LoadError> {
+        check_abi(OBJECT)?;
         let missing = privileges::missing(privileges::effective(), &privileges::REQUIRED);
         if !missing.is_empty() {
             return Err(LoadError::Privileges(privileges::explain(&missing)));
@@ -331,9 +335,6 @@ impl Probes {
             .override_global(ENRICH_GLOBAL, &enrich_flag, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .load(OBJECT)?;
-        // Programs log only at debug level; without log statements the object
-        // has no log map and there is nothing to forward.
-        let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         check_registry(&ebpf)?;
         attach_mode(&mut ebpf, mode, aya_btf).map_err(|e| match e {
             LoadError::Program { program, source } => LoadError::ModeUnavailable {
@@ -352,7 +353,6 @@ impl Probes {
         })?;
         Ok(Self {
             ebpf,
-            _logger: logger,
             counters,
             mode,
             fallback: None,
@@ -411,6 +411,48 @@ pub fn kind_sources(mode: AttachMode) -> Vec<KindSource> {
             },
         })
         .collect()
+}
+
+/// Refuses an object built against another ABI than this program's
+/// (`sockmon_common::ABI_VERSION`): its records would be misread. The
+/// object says its version in its `ABI_VERSION` symbol, in a section of
+/// its own that aya does not load.
+fn check_abi(object: &[u8]) -> Result<(), LoadError> {
+    let expected = sockmon_common::ABI_VERSION;
+    match object_abi(object) {
+        Ok(v) if v == expected => Ok(()),
+        Ok(v) => Err(LoadError::Abi {
+            object: v.to_string(),
+            expected,
+        }),
+        Err(why) => Err(LoadError::Abi {
+            object: format!("unknown ({why})"),
+            expected,
+        }),
+    }
+}
+
+/// The `ABI_VERSION` the object was built with.
+fn object_abi(object: &[u8]) -> Result<u32, String> {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    let file = object::File::parse(object).map_err(|e| e.to_string())?;
+    let symbol = file
+        .symbol_by_name("ABI_VERSION")
+        .ok_or("the object has no ABI_VERSION symbol")?;
+    let index = symbol
+        .section_index()
+        .ok_or("ABI_VERSION is in no section")?;
+    let data = file
+        .section_by_index(index)
+        .and_then(|s| s.data())
+        .map_err(|e| e.to_string())?;
+    let at = usize::try_from(symbol.address()).map_err(|e| e.to_string())?;
+    let bytes = data
+        .get(at..at + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .ok_or("ABI_VERSION lies outside its section")?;
+    // The object is bpfel: little-endian whatever the host.
+    Ok(u32::from_le_bytes(bytes))
 }
 
 /// Every program of the object must be registered in [`PROGRAMS`], and
@@ -506,4 +548,50 @@ fn raise_memlock_limit() {
     };
     // SAFETY: a valid pointer to a local struct.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    use sockmon_common::ABI_VERSION;
+
+    use super::*;
+
+    #[test]
+    fn the_embedded_object_carries_this_programs_abi() {
+        assert_eq!(object_abi(OBJECT), Ok(ABI_VERSION));
+        assert!(check_abi(OBJECT).is_ok());
+    }
+
+    #[test]
+    fn an_object_of_another_abi_is_refused() {
+        let mut copy = OBJECT.to_vec();
+        let at = {
+            let file = object::File::parse(OBJECT).unwrap();
+            let symbol = file.symbol_by_name("ABI_VERSION").unwrap();
+            let section = file
+                .section_by_index(symbol.section_index().unwrap())
+                .unwrap();
+            (section.file_range().unwrap().0 + symbol.address()) as usize
+        };
+        copy[at..at + 4].copy_from_slice(&(ABI_VERSION + 1).to_le_bytes());
+        let err = check_abi(&copy).unwrap_err();
+        match &err {
+            LoadError::Abi { object, expected } => {
+                assert_eq!(object, &(ABI_VERSION + 1).to_string());
+                assert_eq!(*expected, ABI_VERSION);
+            }
+            other => panic!("not an ABI error: {other}"),
+        }
+        assert!(err.to_string().contains("stale build"), "{err}");
+    }
+
+    #[test]
+    fn an_object_without_the_symbol_says_why() {
+        let err = check_abi(b"not an ELF file").unwrap_err();
+        assert!(
+            matches!(&err, LoadError::Abi { object, .. } if object.starts_with("unknown (")),
+            "{err}"
+        );
+    }
 }
