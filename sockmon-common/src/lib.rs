@@ -72,6 +72,30 @@ pub const SYSCALLS_MODE_GLOBAL: &str = "SYSCALLS_MODE";
 /// (`sockmon daemon --no-enrichment`, used by `cargo xtask bench`).
 pub const ENRICH_GLOBAL: &str = "ENRICH";
 
+/// Every map of the kernel object, by name. `#[map(name = ...)]` takes a
+/// literal only, so the kernel side cannot use these constants; a unit test
+/// of the loader (`every_map_and_global_of_the_object_is_named_here`)
+/// compares this list, and [`GLOBALS`], with the built object's symbols,
+/// so a renamed or added map fails the build's tests, not a load.
+pub const MAPS: [&str; 7] = [
+    EVENTS_MAP,
+    COUNTERS_MAP,
+    PENDING_MAP,
+    FAILED_CONNECT_MAP,
+    UDP_REPORTED_MAP,
+    SOCK_HEAD_MAP,
+    CONNECTING_MAP,
+];
+
+/// Every load-time global of the kernel object, by name (see [`MAPS`]).
+pub const GLOBALS: [&str; 5] = [
+    OFFSETS_GLOBAL,
+    flow::FLOW_OFFSETS_GLOBAL,
+    WAKEUP_BYTES_GLOBAL,
+    SYSCALLS_MODE_GLOBAL,
+    ENRICH_GLOBAL,
+];
+
 /// Address families as the kernel numbers them.
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

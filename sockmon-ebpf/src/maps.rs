@@ -1,7 +1,9 @@
 //! Every map and load-time global of the kernel programs.
 //!
-//! Names and capacities come from `sockmon-common` so user space and the
-//! kernel cannot disagree. Sizes here are defaults; user space may resize the
+//! Capacities come from `sockmon-common`. Names are literals (the `map`
+//! attribute takes nothing else); `sockmon_common::MAPS` and `GLOBALS` name
+//! the same, and a loader unit test compares them with the built object's
+//! symbols, so user space and the kernel cannot disagree. Sizes here are defaults; user space may resize the
 //! ring buffer before load (`EbpfLoader::set_max_entries`).
 
 use aya_ebpf::{

@@ -586,6 +586,26 @@ mod tests {
         assert!(err.to_string().contains("stale build"), "{err}");
     }
 
+    /// The names user space uses for maps and globals are the object's.
+    #[test]
+    fn every_map_and_global_of_the_object_is_named_here() {
+        let file = object::File::parse(OBJECT).unwrap();
+        let in_section = |name: &str| -> std::collections::BTreeSet<String> {
+            let Some(section) = file.section_by_name(name) else {
+                return Default::default();
+            };
+            file.symbols()
+                .filter(|s| s.section_index() == Some(section.index()) && s.is_definition())
+                .map(|s| s.name().unwrap().to_string())
+                .collect()
+        };
+        let named = |names: &[&str]| -> std::collections::BTreeSet<String> {
+            names.iter().map(|n| n.to_string()).collect()
+        };
+        assert_eq!(in_section("maps"), named(&sockmon_common::MAPS));
+        assert_eq!(in_section(".rodata"), named(&sockmon_common::GLOBALS));
+    }
+
     #[test]
     fn an_object_without_the_symbol_says_why() {
         let err = check_abi(b"not an ELF file").unwrap_err();
