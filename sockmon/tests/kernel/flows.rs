@@ -64,7 +64,10 @@ fn close_stats(h: &Harness, inode: u64) -> CloseStats {
         e.kind == EventKind::Close && e.inode == inode
     });
     // The counters precede the close in the ring: they are in by now.
-    let all = h.close_stats.lock().unwrap();
+    let all = h
+        .close_stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mine: Vec<_> = all.iter().filter(|s| s.inode == inode).copied().collect();
     assert_eq!(
         mine.len(),

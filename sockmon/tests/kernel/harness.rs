@@ -25,7 +25,10 @@ use std::{
     net::SocketAddr,
     ops::Deref,
     os::fd::AsRawFd,
-    sync::{Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc},
+    sync::{
+        Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard,
+        RwLockWriteGuard, mpsc,
+    },
     time::{Duration, Instant},
 };
 
@@ -46,7 +49,7 @@ pub struct Harness {
     /// Flows (issue 13): what processes became at exec.
     pub execs: Mutex<Vec<ExecCtx>>,
     arrived: Condvar,
-    pub table: Mutex<SocketTable>,
+    table: Mutex<SocketTable>,
     mode: OnceLock<AttachMode>,
 }
 
@@ -148,9 +151,9 @@ fn start(h: &'static Harness) {
                 let _ = ready_tx.send(Ok(()));
                 while let Some(batch) = rx.recv().await {
                     assert_eq!(batch.decode_errors, 0, "undecodable records");
-                    let mut table = h.table.lock().unwrap();
-                    let mut events = h.events.lock().unwrap();
-                    let mut procs = h.procs.lock().unwrap();
+                    let mut table = h.table.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut events = h.events.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut procs = h.procs.lock().unwrap_or_else(PoisonError::into_inner);
                     for record in batch.events {
                         match record {
                             Record::Sock(e) => {
@@ -161,8 +164,16 @@ fn start(h: &'static Harness) {
                                 table.apply_proc(&p);
                                 procs.push(p);
                             }
-                            Record::CloseStats(s) => h.close_stats.lock().unwrap().push(s),
-                            Record::ExecInfo(x) => h.execs.lock().unwrap().push(*x),
+                            Record::CloseStats(s) => h
+                                .close_stats
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(s),
+                            Record::ExecInfo(x) => h
+                                .execs
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(*x),
                         }
                     }
                     drop((table, events, procs));
@@ -179,6 +190,14 @@ fn start(h: &'static Harness) {
 }
 
 impl Harness {
+    /// The table the reader thread keeps. A test that failed while holding
+    /// it must not take the reader, and every later test, down with it: the
+    /// lock's poison is ignored (here and for every lock of the harness), so
+    /// one failure shows as one failure.
+    pub fn table(&self) -> MutexGuard<'_, SocketTable> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The concrete attach mode loaded (`socket` or `syscalls`).
     pub fn mode(&self) -> AttachMode {
         *self.mode.get().expect("the probes are loaded")
@@ -204,7 +223,7 @@ impl Harness {
         pred: impl Fn(&Event) -> bool,
     ) -> Event {
         let deadline = Instant::now() + wait;
-        let mut events = self.events.lock().unwrap();
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(e) = events.iter().find(|e| pred(e)) {
                 return e.clone();
@@ -221,21 +240,35 @@ impl Harness {
                     mine.join("\n")
                 );
             }
-            events = self.arrived.wait_timeout(events, deadline - now).unwrap().0;
+            events = self
+                .arrived
+                .wait_timeout(events, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
     /// Waits for a process record matching `pred`.
     pub fn expect_proc(&self, what: &str, pred: impl Fn(&ProcChange) -> bool) -> ProcChange {
         let deadline = Instant::now() + WAIT;
-        let mut events = self.events.lock().unwrap();
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if let Some(p) = self.procs.lock().unwrap().iter().find(|p| pred(p)) {
+            if let Some(p) = self
+                .procs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .find(|p| pred(p))
+            {
                 return p.clone();
             }
             let now = Instant::now();
             assert!(now < deadline, "no {what} process record within {WAIT:?}");
-            events = self.arrived.wait_timeout(events, deadline - now).unwrap().0;
+            events = self
+                .arrived
+                .wait_timeout(events, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -243,7 +276,7 @@ impl Harness {
     pub fn procs_matching(&self, pred: impl Fn(&ProcChange) -> bool) -> Vec<ProcChange> {
         self.procs
             .lock()
-            .unwrap()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter(|p| pred(p))
             .cloned()
@@ -254,7 +287,7 @@ impl Harness {
     pub fn all(&self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
         self.events
             .lock()
-            .unwrap()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter(|e| pred(e))
             .cloned()

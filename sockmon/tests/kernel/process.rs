@@ -74,7 +74,7 @@ fn a_forked_child_inherits_and_its_exit_removes_it() {
     // number... no: inodes are unique while the socket lives, and forking
     // tests run alone. Still check our two owners by pid.
     let owners = |h: &crate::harness::Harness| -> Vec<(u32, OwnerSource)> {
-        let t = h.table.lock().unwrap();
+        let t = h.table();
         t.get(li)
             .unwrap()
             .owners
@@ -191,7 +191,7 @@ fn a_reused_pid_is_a_new_process_never_merged_with_the_old() {
     h.expect_proc("second exit", |p| {
         p.kind == EventKind::Exit && p.pid == first as u32 && p.start_ns == b.start_ns
     });
-    let t = h.table.lock().unwrap();
+    let t = h.table();
     assert!(
         t.process(first as u32)
             .is_none_or(|p| p.start_ticks != start_ticks(a.start_ns))

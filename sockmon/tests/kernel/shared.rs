@@ -116,7 +116,7 @@ fn a_socket_passed_with_scm_rights_and_connected_by_the_receiver_is_the_receiver
     assert_eq!((e.pid, e.tid), (child, child));
     assert_eq!(e.dst, SocketAddr::V4(server));
     {
-        let t = h.table.lock().unwrap();
+        let t = h.table();
         let owners: Vec<_> = t
             .get(inode)
             .unwrap()
@@ -138,7 +138,7 @@ fn a_socket_passed_with_scm_rights_and_connected_by_the_receiver_is_the_receiver
         e.kind == EventKind::Close && e.inode == inode
     });
     assert_eq!(close.pid, child);
-    assert!(h.table.lock().unwrap().get(inode).is_none());
+    assert!(h.table().get(inode).is_none());
     let _ = SocketAddrV4::new([0, 0, 0, 0].into(), 0);
     let _ = listener.as_raw_fd();
 }
