@@ -3,8 +3,9 @@
 //! Capacities come from `sockmon-common`. Names are literals (the `map`
 //! attribute takes nothing else); `sockmon_common::MAPS` and `GLOBALS` name
 //! the same, and a loader unit test compares them with the built object's
-//! symbols, so user space and the kernel cannot disagree. Sizes here are defaults; user space may resize the
-//! ring buffer before load (`EbpfLoader::set_max_entries`).
+//! symbols, so user space and the kernel cannot disagree. Sizes here are
+//! defaults; user space may resize the ring buffer before load
+//! (`EbpfLoader::set_max_entries`).
 
 use aya_ebpf::{
     macros::map,
@@ -125,8 +126,9 @@ pub fn count(counter: KernelCounter) {
     }
 }
 
-/// Counts the failure an entry point's work returned: the one place each
-/// entry point counts, so no failure path goes uncounted.
+/// Counts the failure a step returned: each entry point's work ends here,
+/// so no failure path goes uncounted (also a step whose failure only
+/// leaves a detail out, such as a close's tuple).
 #[inline(always)]
 pub fn counted(r: Fallible<()>) {
     if let Err(c) = r {
@@ -158,6 +160,17 @@ pub struct Pending {
     /// The caller's `sockaddr` (bind/connect), first 28 bytes; family 0 when none.
     pub addr: [u8; 28],
     pub _pad: u32,
+}
+
+impl Pending {
+    /// Left by an entry that skipped its descriptor, so that its exit can
+    /// tell "skipped" from "missed" (`probes/syscall.rs`).
+    pub const SKIP: Pending = Pending {
+        sk: 0,
+        inode: 0,
+        addr: [0; 28],
+        _pad: 0,
+    };
 }
 
 // ---- Flows workstream (issue 13): connection life at close ----------------

@@ -416,32 +416,9 @@ fn a_connect_in_flight_at_start_is_counted_as_pending_missing() {
 
 /// A TCP listener on 127.0.0.1 with the given backlog (std's is 128).
 fn listen_with_backlog(backlog: i32) -> TcpListener {
-    use std::os::fd::FromRawFd as _;
-    // SAFETY: plain socket calls on a descriptor this function owns; on
-    // success it is handed to `TcpListener`, which closes it.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::bind(
-            fd,
-            (&raw const sa).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-        assert_eq!(
-            libc::listen(fd, backlog),
-            0,
-            "listen: {}",
-            std::io::Error::last_os_error()
-        );
-        TcpListener::from_raw_fd(fd)
-    }
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(backlog).unwrap();
+    s.into()
 }

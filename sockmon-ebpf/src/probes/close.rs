@@ -50,7 +50,7 @@ fn try_release(ctx: &SockContext) -> Fallible<()> {
     // The inode is what removes the socket from the table: a close goes out
     // with it even if the tuple cannot be read (that read failure is counted).
     ev.inode = or_counted(inode_of_sk(sk), 0);
-    or_counted(fill_from_sk(&mut ev, sk), ());
+    counted(fill_from_sk(&mut ev, sk));
     if ev.inode != 0 {
         // Flows (issue 13): the socket's counters, written just before its close.
         if crate::maps::enrich() {

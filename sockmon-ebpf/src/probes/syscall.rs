@@ -42,20 +42,11 @@ pub fn ret(ctx: &TracePointContext) -> Fallible<i64> {
 /// nothing knows its entry was missed, and counts `pending_missing`.
 #[inline(always)]
 pub fn enter(fd: u64, uaddr: u64, addrlen: u64) -> Fallible<()> {
-    let (sock, failed) = match inet_sock_of_fd(fd) {
-        Ok(sock) => (sock, None),
-        Err(c) => (None, Some(c)),
-    };
-    let Some(sock) = sock else {
-        let skip = Pending {
-            sk: 0,
-            inode: 0,
-            addr: [0; 28],
-            _pad: 0,
-        };
+    let resolved = inet_sock_of_fd(fd);
+    let Ok(Some(sock)) = resolved else {
         // A full map loses no inet event here; the exit counts the miss.
-        let _ = PENDING.insert(bpf_get_current_pid_tgid(), skip, 0);
-        return failed.map_or(Ok(()), Err);
+        let _ = PENDING.insert(bpf_get_current_pid_tgid(), Pending::SKIP, 0);
+        return resolved.map(|_| ());
     };
     let mut pending = Pending {
         sk: sock.sk,

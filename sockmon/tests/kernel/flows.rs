@@ -64,10 +64,7 @@ fn close_stats(h: &Harness, inode: u64) -> CloseStats {
         e.kind == EventKind::Close && e.inode == inode
     });
     // The counters precede the close in the ring: they are in by now.
-    let all = h
-        .close_stats
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let all = crate::harness::lock(&h.close_stats);
     let mine: Vec<_> = all.iter().filter(|s| s.inode == inode).copied().collect();
     assert_eq!(
         mine.len(),
@@ -303,10 +300,7 @@ fn exec_capture_outlives_a_process_that_connects_and_exits_at_once() {
     });
     let child = connect.pid;
     assert_ne!(child, std::process::id());
-    let execs: Vec<_> = h
-        .execs
-        .lock()
-        .unwrap()
+    let execs: Vec<_> = crate::harness::lock(&h.execs)
         .iter()
         .filter(|x| x.pid == child)
         .cloned()
@@ -341,10 +335,7 @@ fn long_argv_is_truncated_and_flagged() {
     assert!(status.success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let found = h
-            .execs
-            .lock()
-            .unwrap()
+        let found = crate::harness::lock(&h.execs)
             .iter()
             .find(|x| x.ppid == std::process::id() && x.filename == b"/bin/true")
             .cloned();

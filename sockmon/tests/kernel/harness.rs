@@ -55,6 +55,11 @@ pub struct Harness {
 
 static HARNESS: OnceLock<Harness> = OnceLock::new();
 
+/// Locks one of the harness's mutexes, ignoring poison (see [`Harness::table`]).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// How long an expected event may take to arrive.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -151,9 +156,9 @@ fn start(h: &'static Harness) {
                 let _ = ready_tx.send(Ok(()));
                 while let Some(batch) = rx.recv().await {
                     assert_eq!(batch.decode_errors, 0, "undecodable records");
-                    let mut table = h.table.lock().unwrap_or_else(PoisonError::into_inner);
-                    let mut events = h.events.lock().unwrap_or_else(PoisonError::into_inner);
-                    let mut procs = h.procs.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut table = lock(&h.table);
+                    let mut events = lock(&h.events);
+                    let mut procs = lock(&h.procs);
                     for record in batch.events {
                         match record {
                             Record::Sock(e) => {
@@ -164,16 +169,8 @@ fn start(h: &'static Harness) {
                                 table.apply_proc(&p);
                                 procs.push(p);
                             }
-                            Record::CloseStats(s) => h
-                                .close_stats
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .push(s),
-                            Record::ExecInfo(x) => h
-                                .execs
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .push(*x),
+                            Record::CloseStats(s) => lock(&h.close_stats).push(s),
+                            Record::ExecInfo(x) => lock(&h.execs).push(*x),
                         }
                     }
                     drop((table, events, procs));
@@ -195,7 +192,7 @@ impl Harness {
     /// lock's poison is ignored (here and for every lock of the harness), so
     /// one failure shows as one failure.
     pub fn table(&self) -> MutexGuard<'_, SocketTable> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.table)
     }
 
     /// The concrete attach mode loaded (`socket` or `syscalls`).
@@ -223,7 +220,7 @@ impl Harness {
         pred: impl Fn(&Event) -> bool,
     ) -> Event {
         let deadline = Instant::now() + wait;
-        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut events = lock(&self.events);
         loop {
             if let Some(e) = events.iter().find(|e| pred(e)) {
                 return e.clone();
@@ -251,15 +248,9 @@ impl Harness {
     /// Waits for a process record matching `pred`.
     pub fn expect_proc(&self, what: &str, pred: impl Fn(&ProcChange) -> bool) -> ProcChange {
         let deadline = Instant::now() + WAIT;
-        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut events = lock(&self.events);
         loop {
-            if let Some(p) = self
-                .procs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .find(|p| pred(p))
-            {
+            if let Some(p) = lock(&self.procs).iter().find(|p| pred(p)) {
                 return p.clone();
             }
             let now = Instant::now();
@@ -274,9 +265,7 @@ impl Harness {
 
     /// All process records seen so far that match `pred`.
     pub fn procs_matching(&self, pred: impl Fn(&ProcChange) -> bool) -> Vec<ProcChange> {
-        self.procs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.procs)
             .iter()
             .filter(|p| pred(p))
             .cloned()
@@ -285,9 +274,7 @@ impl Harness {
 
     /// All events seen so far that match `pred`.
     pub fn all(&self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-        self.events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.events)
             .iter()
             .filter(|e| pred(e))
             .cloned()
