@@ -685,9 +685,21 @@ fn daemon_agrees_with_ss(name: &str, env: &[(&str, &str)]) -> serde_json::Value 
     assert_eq!(n, compared);
     let status = d.request(r#"{"op":"status"}"#);
     let local = listener.local_addr().unwrap();
-    let found = d.request(&format!(
-        r#"{{"op":"lookup","src":"{local}","dst":"0.0.0.0:0","proto":"tcp"}}"#
-    ));
+    let lookup = || {
+        d.request(&format!(
+            r#"{{"op":"lookup","src":"{local}","dst":"0.0.0.0:0","proto":"tcp"}}"#
+        ))
+    };
+    // The `ls --no-daemon` just run was a child of ours: between its fork
+    // and its exec it held this listener too, so the daemon lists it as an
+    // inherited owner until it has read that child's exit from the ring.
+    // Wait for that, then assert the owners exactly.
+    eventually("the ls child's exit to be applied", || {
+        let found = lookup();
+        let owners = found["sockets"][0]["owners"].as_array()?.len();
+        (owners == pids.len()).then_some(())
+    });
+    let found = lookup();
     let sockets = found["sockets"].as_array().unwrap();
     assert_eq!(sockets.len(), 1, "{found}");
     assert_eq!(sockets[0]["inode"], inode_of(&listener));
