@@ -72,6 +72,23 @@ pub const SYSCALLS_MODE_GLOBAL: &str = "SYSCALLS_MODE";
 /// (`sockmon daemon --no-enrichment`, used by `cargo xtask bench`).
 pub const ENRICH_GLOBAL: &str = "ENRICH";
 
+/// Name of the read-only global holding the [`kfunc_kinds`] bits: the event
+/// kinds that kernel-function hooks (fexit) report in this load, so the
+/// socket-layer program shared by several kinds (`sock_ops`: listen and TCP
+/// connect) leaves them alone. Zero unless the `kfunc` mode (or `auto` on a
+/// kernel with trampolines) loaded.
+pub const KFUNC_KINDS_GLOBAL: &str = "KFUNC_KINDS";
+
+/// Bits of [`KFUNC_KINDS_GLOBAL`], one per event kind a kernel-function
+/// hook can report.
+pub mod kfunc_kinds {
+    pub const BIND: u64 = 1 << 0;
+    pub const LISTEN: u64 = 1 << 1;
+    pub const CONNECT: u64 = 1 << 2;
+    pub const ACCEPT: u64 = 1 << 3;
+    pub const ALL: u64 = BIND | LISTEN | CONNECT | ACCEPT;
+}
+
 /// Every map of the kernel object, by name. `#[map(name = ...)]` takes a
 /// literal only, so the kernel side cannot use these constants; a unit test
 /// of the loader (`every_map_and_global_of_the_object_is_named_here`)
@@ -88,12 +105,13 @@ pub const MAPS: [&str; 7] = [
 ];
 
 /// Every load-time global of the kernel object, by name (see [`MAPS`]).
-pub const GLOBALS: [&str; 5] = [
+pub const GLOBALS: [&str; 6] = [
     OFFSETS_GLOBAL,
     flow::FLOW_OFFSETS_GLOBAL,
     WAKEUP_BYTES_GLOBAL,
     SYSCALLS_MODE_GLOBAL,
     ENRICH_GLOBAL,
+    KFUNC_KINDS_GLOBAL,
 ];
 
 /// Address families as the kernel numbers them.

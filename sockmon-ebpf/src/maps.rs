@@ -84,6 +84,13 @@ pub static ABI_VERSION: u32 = sockmon_common::ABI_VERSION;
 #[unsafe(no_mangle)]
 pub static ENRICH: u64 = 1;
 
+/// The event kinds kernel-function hooks report in this load
+/// (`sockmon_common::kfunc_kinds` bits): `sock_ops`, which serves listen and
+/// TCP connect at once, leaves those kinds to them. Patched before load, so
+/// the verifier folds the test away.
+#[unsafe(no_mangle)]
+pub static KFUNC_KINDS: u64 = 0;
+
 /// Reads one field of [`OFFSETS`]. Volatile so the compiler keeps the load
 /// (the value is patched into the object after compilation).
 macro_rules! off {
@@ -107,6 +114,11 @@ pub fn wakeup_bytes() -> u64 {
 
 pub fn syscalls_mode() -> bool {
     read_global(&raw const SYSCALLS_MODE) != 0
+}
+
+/// Whether a kernel-function hook reports `kind` (a `kfunc_kinds` bit).
+pub fn kfunc_reports(kind: u64) -> bool {
+    read_global(&raw const KFUNC_KINDS) & kind != 0
 }
 
 pub fn enrich() -> bool {

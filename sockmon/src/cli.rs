@@ -415,8 +415,10 @@ fn parse_flow_interval(s: &str) -> Result<Duration, String> {
 /// `--attach`: which kernel hooks report bind, listen, connect and accept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AttachArg {
-    /// The best mode this kernel allows (socket, else syscalls).
+    /// The best mode this kernel allows (kfunc for each kind it can hook, socket for the rest, else syscalls).
     Auto,
+    /// Kernel-function hooks (fexit): no tax on unrelated syscalls; needs BPF trampolines.
+    Kfunc,
     /// Socket-layer hooks: no tax on unrelated syscalls.
     Socket,
     /// Syscall tracepoints: every syscall of the machine pays the tracing slow path.
@@ -428,6 +430,7 @@ impl AttachArg {
         use crate::kernel::AttachMode;
         match self {
             Self::Auto => AttachMode::Auto,
+            Self::Kfunc => AttachMode::Kfunc,
             Self::Socket => AttachMode::Socket,
             Self::Syscalls => AttachMode::Syscalls,
         }

@@ -303,3 +303,89 @@ fn watch_piped_into_head_ends_quietly() {
     assert_eq!(out.lines().count(), 3, "{out}");
     assert!(!err.contains("error") && !err.contains("panick"), "{err}");
 }
+
+#[test]
+fn modes_tries_each_mode_and_auto_takes_the_first_that_loads() {
+    // `sockmon modes` loads each mode for real. Whatever this kernel
+    // allows, the report must be consistent: every mode is listed, a mode
+    // that loads names the family behind each event kind (kernel-function
+    // hooks for the four kinds they serve, in `kfunc`), a refused one says
+    // why, and `auto` is the first of kfunc, socket, syscalls that loads.
+    let _g = exclusive();
+    let out = sockmon().args(["modes", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let modes = v["modes"].as_object().unwrap();
+    let names: Vec<&str> = modes.keys().map(String::as_str).collect();
+    assert_eq!(names, ["kfunc", "socket", "syscalls"]);
+    let kinds = [
+        "accept",
+        "bind",
+        "close",
+        "connect",
+        "connect_result",
+        "listen",
+        "udp_implicit_bind",
+    ];
+    for (name, m) in modes {
+        if m["available"] == true {
+            assert!(m["reason"].is_null(), "{name}: {m}");
+            let k = m["kinds"].as_object().unwrap();
+            assert_eq!(k.keys().map(String::as_str).collect::<Vec<_>>(), kinds);
+            for kind in ["bind", "listen", "connect", "accept", "connect_result"] {
+                let want = match name.as_str() {
+                    "kfunc" => "kfunc",
+                    "socket" => "socket",
+                    _ => "syscalls",
+                };
+                let want = if kind == "connect_result" && want == "syscalls" {
+                    "socket" // the record `sock_ops` keeps, in every mode but kfunc
+                } else {
+                    want
+                };
+                assert_eq!(k[kind], want, "{name}: {kind}");
+            }
+            for kind in ["close", "udp_implicit_bind"] {
+                assert_eq!(k[kind], "socket", "{name}: {kind}");
+            }
+        } else {
+            assert_eq!(m["available"], false, "{name}: {m}");
+            let why = m["reason"].as_str().unwrap();
+            assert!(why.contains(&format!("`{name}` attach mode")), "{why}");
+        }
+    }
+    // The socket layer and syscall tracepoints load on every kernel the
+    // tests run on; kernel-function hooks only where trampolines do.
+    assert_eq!(modes["socket"]["available"], true);
+    assert_eq!(modes["syscalls"]["available"], true);
+    let first = ["kfunc", "socket", "syscalls"]
+        .into_iter()
+        .find(|m| modes[*m]["available"] == true);
+    assert_eq!(v["auto"].as_str(), first);
+    if modes["kfunc"]["available"] == false {
+        // A kernel without trampolines (this project's build machine): the
+        // refusal names the program that failed, and `watch` in `auto`
+        // says it fell back from kernel-function hooks to the socket layer.
+        let why = modes["kfunc"]["reason"].as_str().unwrap();
+        assert!(why.contains("program `kf_"), "{why}");
+        let mut child = Command::new(bin())
+            .args(["watch", "--json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let first = BufReader::new(child.stderr.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("probes attached"));
+        signal(&child, libc::SIGTERM);
+        wait_exit(&mut child, support::scaled(Duration::from_secs(30)));
+        let first = first.expect("watch's first line");
+        assert!(
+            first.contains("attach mode socket (")
+                && first.contains("bind=socket")
+                && first.contains("; auto: kfunc: "),
+            "{first}"
+        );
+    }
+}

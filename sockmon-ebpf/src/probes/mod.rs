@@ -1,10 +1,11 @@
 //! One module per hook family. Entry points are thin: they call a `try_`
 //! function and count its failure; they never fail the hooked operation.
 //!
-//! Two families report bind, listen, connect and accept, one per attach mode
-//! (ARCHITECTURE.md has the table): the syscall tracepoints (`bind`,
-//! `listen`, `connect`, `accept`, with `syscall`) and the socket-layer hooks
-//! (`post_bind`, `sock_ops`, `getpeername`, `udp_connect`, with `origin`).
+//! Three families report bind, listen, connect and accept, one per attach
+//! mode (ARCHITECTURE.md has the table): the kernel-function hooks
+//! (`kfunc`, fexit), the syscall tracepoints (`bind`, `listen`, `connect`,
+//! `accept`, with `syscall`) and the socket-layer hooks (`post_bind`,
+//! `sock_ops`, `getpeername`, `udp_connect`, with `origin`).
 //! The rest serve both: `state` (connect outcomes), `close`, `udp`
 //! (implicit binds) and `process`.
 
@@ -24,6 +25,7 @@ mod connect;
 mod exec;
 mod flow;
 mod getpeername;
+mod kfunc;
 mod listen;
 mod origin;
 mod post_bind;

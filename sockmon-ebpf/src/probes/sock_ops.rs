@@ -10,6 +10,9 @@
 //!   Open's `sendto(MSG_FASTOPEN)` alike. Its record is also kept in
 //!   `CONNECTING` for the outcome (`state.rs`), in every attach mode.
 //!
+//! Where a kernel-function hook reports one of these kinds (`kfunc.rs`,
+//! the `KFUNC_KINDS` global), that op returns at once.
+//!
 //! Neither needs `bpf_sock_ops_cb_flags_set`: the kernel calls both
 //! unconditionally. Every other op returns after one load. Identity is read
 //! from the task (`new_event_from_task`): some kernels refuse the
@@ -20,12 +23,12 @@ use aya_ebpf::{
     macros::sock_ops,
     programs::SockOpsContext,
 };
-use sockmon_common::{EventKind, KernelCounter};
+use sockmon_common::{EventKind, KernelCounter, kfunc_kinds};
 
 use super::origin::{Op, reported_by_syscalls};
 use crate::{
     emit::{new_event_from_task, submit},
-    maps::{CONNECTING, Fallible, count, counted},
+    maps::{CONNECTING, Fallible, count, counted, kfunc_reports},
     sock::{fill_from_sk, inode_of_sk, launder},
 };
 
@@ -56,7 +59,7 @@ fn sk_of(ctx: &SockOpsContext) -> Fallible<u64> {
 }
 
 fn try_listen(ctx: &SockOpsContext) -> Fallible<()> {
-    if reported_by_syscalls(Op::Listen)? {
+    if kfunc_reports(kfunc_kinds::LISTEN) || reported_by_syscalls(Op::Listen)? {
         return Ok(());
     }
     let sk = sk_of(ctx)?;
@@ -68,6 +71,9 @@ fn try_listen(ctx: &SockOpsContext) -> Fallible<()> {
 }
 
 fn try_connect(ctx: &SockOpsContext) -> Fallible<()> {
+    if kfunc_reports(kfunc_kinds::CONNECT) {
+        return Ok(()); // `kfunc.rs` reports it and keeps it for the outcome
+    }
     let sk = sk_of(ctx)?;
     let mut ev = new_event_from_task(EventKind::Connect, 0);
     ev.inode = inode_of_sk(sk)?;

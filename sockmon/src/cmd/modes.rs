@@ -18,7 +18,7 @@ struct ModeReport {
     available: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
-    /// The hook family (`socket`, `syscalls`) reporting each event kind.
+    /// The hook family (`kfunc`, `socket`, `syscalls`) reporting each event kind.
     kinds: BTreeMap<&'static str, &'static str>,
 }
 
@@ -31,7 +31,7 @@ struct Report {
 
 pub fn run(args: &ModesArgs) -> ExitCode {
     let mut modes = BTreeMap::new();
-    for mode in [AttachMode::Socket, AttachMode::Syscalls] {
+    for mode in [AttachMode::Kfunc, AttachMode::Socket, AttachMode::Syscalls] {
         let opts = LoadOptions {
             attach: mode,
             // The smallest ring: nothing is read.
@@ -58,7 +58,7 @@ pub fn run(args: &ModesArgs) -> ExitCode {
         };
         modes.insert(mode.name(), report);
     }
-    let auto = [AttachMode::Socket, AttachMode::Syscalls]
+    let auto = [AttachMode::Kfunc, AttachMode::Socket, AttachMode::Syscalls]
         .into_iter()
         .find(|m| modes.get(m.name()).is_some_and(|r| r.available))
         .map(AttachMode::name);

@@ -126,7 +126,7 @@ fn attach_line(a: &crate::engine::stats::AttachStatus) -> String {
     let fallback = a
         .fallback
         .as_deref()
-        .map(|f| format!("; auto fell back from socket: {f}"))
+        .map(|f| format!("; auto: {f}"))
         .unwrap_or_default();
     format!("attach mode {} ({}){fallback}", a.mode, kinds.join(" "))
 }

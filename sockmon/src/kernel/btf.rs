@@ -41,6 +41,8 @@ pub enum BtfError {
     },
     #[error("kernel BTF: {0}")]
     Parse(String),
+    #[error("kernel BTF has no function `{0}`")]
+    NoFunction(String),
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
 }
@@ -110,6 +112,63 @@ impl Layout {
             });
         }
         Ok(bits / 8)
+    }
+
+    /// The parameter types and the return type of kernel function `name`,
+    /// as C spells them (`struct socket *`, `int`), for a hook that reads
+    /// its arguments by position: a kernel whose function has another shape
+    /// is told apart at load, never by its version.
+    pub fn function_signature(&self, name: &str) -> Result<(Vec<String>, String), BtfError> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|_| BtfError::NoFunction(name.to_string()))?;
+        let func = types
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Func(f) => Some(f),
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::NoFunction(name.to_string()))?;
+        let proto = match self.strip(func.get_type_id().unwrap_or(0))? {
+            Type::FuncProto(p) => p,
+            other => return Err(BtfError::Parse(format!("{name} is a {}", other.name()))),
+        };
+        let params = proto
+            .parameters
+            .iter()
+            .map(|p| self.describe(p.get_type_id().unwrap_or(0)))
+            .collect();
+        Ok((params, self.describe(proto.return_type_id())))
+    }
+
+    /// A type as C spells it, through typedefs and qualifiers, enough to
+    /// tell `struct socket *` from `struct sock *` or `int`.
+    fn describe(&self, type_id: u32) -> String {
+        if type_id == 0 {
+            return "void".into();
+        }
+        match self.strip(type_id) {
+            Ok(Type::Ptr(p)) => format!("{} *", self.describe(p.get_type_id().unwrap_or(0))),
+            Ok(t @ (Type::Struct(_) | Type::Union(_))) => {
+                let kw = if matches!(t, Type::Union(_)) {
+                    "union"
+                } else {
+                    "struct"
+                };
+                let name = t
+                    .as_btf_type()
+                    .and_then(|b| self.btf.resolve_name(b).ok())
+                    .unwrap_or_default();
+                format!("{kw} {name}")
+            }
+            Ok(t) => t
+                .as_btf_type()
+                .and_then(|b| self.btf.resolve_name(b).ok())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| t.name().to_string()),
+            Err(_) => "?".into(),
+        }
     }
 
     fn named_struct(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {

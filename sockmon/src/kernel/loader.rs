@@ -10,13 +10,14 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, Program, ProgramError,
+        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, FExit, Program, ProgramError,
         SockOps, TracePoint,
     },
 };
 use sockmon_common::{
-    COUNTERS_MAP, DEFAULT_RING_BYTES, ENRICH_GLOBAL, EVENTS_MAP, KernelCounter, OFFSETS_GLOBAL,
-    SYSCALLS_MODE_GLOBAL, WAKEUP_BYTES_GLOBAL, flow::FLOW_OFFSETS_GLOBAL,
+    COUNTERS_MAP, DEFAULT_RING_BYTES, ENRICH_GLOBAL, EVENTS_MAP, KFUNC_KINDS_GLOBAL, KernelCounter,
+    OFFSETS_GLOBAL, SYSCALLS_MODE_GLOBAL, WAKEUP_BYTES_GLOBAL, flow::FLOW_OFFSETS_GLOBAL,
+    kfunc_kinds,
 };
 use thiserror::Error;
 
@@ -33,9 +34,16 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/so
 /// Which hooks report bind, listen, connect and accept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttachMode {
-    /// The best mode this kernel allows, found by trying: `socket`, else `syscalls`.
+    /// The best mode this kernel allows, found by trying: `kfunc` for each
+    /// event kind whose kernel function can be hooked, `socket` for the
+    /// others, else `syscalls`.
     #[default]
     Auto,
+    /// Kernel-function hooks (fexit on `inet_bind`, `inet_listen`,
+    /// `tcp_v4_connect`, `inet_accept`, ...): no tax on unrelated syscalls,
+    /// and the errno of failed binds and connects, `accept(fd, NULL, NULL)`
+    /// and a UDP connect's local address. Needs BPF trampolines.
+    Kfunc,
     /// Socket-layer hooks (cgroup `post_bind`, `sock_ops`, `getpeername`,
     /// `connect`): no tax on unrelated syscalls.
     Socket,
@@ -46,11 +54,12 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
-    pub const ALL: [AttachMode; 3] = [Self::Auto, Self::Socket, Self::Syscalls];
+    pub const ALL: [AttachMode; 4] = [Self::Auto, Self::Kfunc, Self::Socket, Self::Syscalls];
 
     pub const fn name(self) -> &'static str {
         match self {
             Self::Auto => "auto",
+            Self::Kfunc => "kfunc",
             Self::Socket => "socket",
             Self::Syscalls => "syscalls",
         }
@@ -66,20 +75,36 @@ impl AttachMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KindSource {
     pub kind: &'static str,
-    /// `socket` or `syscalls`.
+    /// `kfunc`, `socket` or `syscalls`.
     pub source: &'static str,
 }
 
-/// How a kind is hooked in each concrete mode: (kind, in `socket`, in `syscalls`).
-const KIND_SOURCES: [(&str, &str, &str); 7] = [
-    ("bind", "socket", "syscalls"),
-    ("listen", "socket", "syscalls"),
-    ("connect", "socket", "syscalls"),
-    ("connect_result", "socket", "socket"),
-    ("accept", "socket", "syscalls"),
-    ("close", "socket", "socket"),
-    ("udp_implicit_bind", "socket", "socket"),
+/// How a kind is hooked in each concrete mode: (kind, in `socket`, in
+/// `syscalls`, its `kfunc_kinds` bit where a kernel-function hook can
+/// report it instead).
+const KIND_SOURCES: [(&str, &str, &str, u64); 7] = [
+    ("bind", "socket", "syscalls", kfunc_kinds::BIND),
+    ("listen", "socket", "syscalls", kfunc_kinds::LISTEN),
+    ("connect", "socket", "syscalls", kfunc_kinds::CONNECT),
+    // The outcome's record is the connect's, completed in `inet_sock_set_state`.
+    ("connect_result", "socket", "socket", kfunc_kinds::CONNECT),
+    ("accept", "socket", "syscalls", kfunc_kinds::ACCEPT),
+    ("close", "socket", "socket", 0),
+    ("udp_implicit_bind", "socket", "socket", 0),
 ];
+
+/// What a kernel-function hook reads by position, checked against the
+/// kernel's BTF before it is attached.
+#[derive(Clone, Copy, Debug)]
+struct Signature {
+    /// The kernel function.
+    function: &'static str,
+    /// Its leading parameters as C spells them.
+    params: &'static [&'static str],
+    /// Whether it must have exactly these (the hook reads the return value,
+    /// which follows the last parameter).
+    exact: bool,
+}
 
 /// How a program attaches.
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +119,8 @@ enum Hook {
     CgroupSockAddr,
     /// A cgroup `sock_ops` program.
     SockOps,
+    /// An fexit program on a kernel function of this shape.
+    FExit(Signature),
 }
 
 /// Which modes attach a program.
@@ -103,13 +130,74 @@ enum Family {
     Common,
     /// Only in the `syscalls` mode.
     Syscalls,
-    /// In every mode: in `syscalls` it reports only what bypasses the syscalls.
-    SocketLayer,
+    /// In every mode: in `syscalls` it reports only what bypasses the
+    /// syscalls. It reports the given `kfunc_kinds`, and is left out where
+    /// kernel-function hooks report all of them.
+    SocketLayer(u64),
+    /// A kernel-function hook for one of `kfunc_kinds`: attached where the
+    /// load asks for that kind.
+    Kfunc(u64),
+}
+
+const BIND_SIG: &[&str] = &["struct socket *", "struct sockaddr *", "int"];
+const CONNECT_SIG: &[&str] = &["struct sock *", "struct sockaddr *", "int"];
+
+const fn fexit(function: &'static str, params: &'static [&'static str], exact: bool) -> Hook {
+    Hook::FExit(Signature {
+        function,
+        params,
+        exact,
+    })
 }
 
 /// Every program of the object. A program in the object but not here fails
 /// the load (a probe that is never attached is a bug, not a choice).
-const PROGRAMS: [(&str, Hook, Family); 22] = [
+const PROGRAMS: [(&str, Hook, Family); 30] = [
+    (
+        "kf_inet_bind",
+        fexit("inet_bind", BIND_SIG, true),
+        Family::Kfunc(kfunc_kinds::BIND),
+    ),
+    (
+        "kf_inet6_bind",
+        fexit("inet6_bind", BIND_SIG, true),
+        Family::Kfunc(kfunc_kinds::BIND),
+    ),
+    (
+        "kf_inet_listen",
+        fexit("inet_listen", &["struct socket *", "int"], true),
+        Family::Kfunc(kfunc_kinds::LISTEN),
+    ),
+    (
+        "kf_tcp_v4_connect",
+        fexit("tcp_v4_connect", CONNECT_SIG, true),
+        Family::Kfunc(kfunc_kinds::CONNECT),
+    ),
+    (
+        "kf_tcp_v6_connect",
+        fexit("tcp_v6_connect", CONNECT_SIG, true),
+        Family::Kfunc(kfunc_kinds::CONNECT),
+    ),
+    (
+        "kf_ip4_datagram_connect",
+        fexit("ip4_datagram_connect", CONNECT_SIG, true),
+        Family::Kfunc(kfunc_kinds::CONNECT),
+    ),
+    (
+        "kf_ip6_datagram_connect",
+        fexit("ip6_datagram_connect", CONNECT_SIG, true),
+        Family::Kfunc(kfunc_kinds::CONNECT),
+    ),
+    (
+        // (sock, newsock, flags, kern) before 6.10, (sock, newsock, arg) since.
+        "kf_inet_accept",
+        fexit(
+            "inet_accept",
+            &["struct socket *", "struct socket *"],
+            false,
+        ),
+        Family::Kfunc(kfunc_kinds::ACCEPT),
+    ),
     (
         "sys_enter_bind",
         Hook::Tracepoint("syscalls"),
@@ -173,21 +261,41 @@ const PROGRAMS: [(&str, Hook, Family); 22] = [
     ("sock_release", Hook::CgroupSock, Family::Common),
     ("udp_sendmsg4", Hook::CgroupSockAddr, Family::Common),
     ("udp_sendmsg6", Hook::CgroupSockAddr, Family::Common),
-    ("post_bind4", Hook::CgroupSock, Family::SocketLayer),
-    ("post_bind6", Hook::CgroupSock, Family::SocketLayer),
-    ("sock_ops", Hook::SockOps, Family::SocketLayer),
+    (
+        "post_bind4",
+        Hook::CgroupSock,
+        Family::SocketLayer(kfunc_kinds::BIND),
+    ),
+    (
+        "post_bind6",
+        Hook::CgroupSock,
+        Family::SocketLayer(kfunc_kinds::BIND),
+    ),
+    (
+        "sock_ops",
+        Hook::SockOps,
+        Family::SocketLayer(kfunc_kinds::LISTEN | kfunc_kinds::CONNECT),
+    ),
     (
         "accept_getpeername4",
         Hook::CgroupSockAddr,
-        Family::SocketLayer,
+        Family::SocketLayer(kfunc_kinds::ACCEPT),
     ),
     (
         "accept_getpeername6",
         Hook::CgroupSockAddr,
-        Family::SocketLayer,
+        Family::SocketLayer(kfunc_kinds::ACCEPT),
     ),
-    ("udp_connect4", Hook::CgroupSockAddr, Family::SocketLayer),
-    ("udp_connect6", Hook::CgroupSockAddr, Family::SocketLayer),
+    (
+        "udp_connect4",
+        Hook::CgroupSockAddr,
+        Family::SocketLayer(kfunc_kinds::CONNECT),
+    ),
+    (
+        "udp_connect6",
+        Hook::CgroupSockAddr,
+        Family::SocketLayer(kfunc_kinds::CONNECT),
+    ),
 ];
 
 #[derive(Debug, Error)]
@@ -228,6 +336,28 @@ pub enum LoadError {
     MissingProgram(&'static str),
     #[error("the `{mode}` attach mode cannot load on this kernel: {reason}")]
     ModeUnavailable { mode: &'static str, reason: String },
+    #[error(
+        "kernel function `{function}` is `{found}` in this kernel's BTF; its hook reads `{expected}`"
+    )]
+    Signature {
+        function: &'static str,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "{KFUNC_SKIP_ENV}: `{0}` is not an event kind kernel-function hooks report (bind, listen, connect, accept)"
+    )]
+    KfuncSkip(String),
+    #[error("left to the socket layer by {KFUNC_SKIP_ENV}")]
+    KfuncSkipped,
+    /// Only inside `auto`, which then loads again without the kinds that
+    /// failed: some kernel-function hooks did not load.
+    #[error("kernel-function hooks refused: {why}")]
+    KfuncPartial {
+        /// The `kfunc_kinds` whose hooks all loaded.
+        ok: u64,
+        why: String,
+    },
     #[error("cannot open cgroup {path}: {source}")]
     OpenCgroup {
         path: PathBuf,
@@ -272,8 +402,47 @@ pub struct Probes {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     mode: AttachMode,
-    /// Why `auto` did not choose `socket`, when it fell back.
+    /// The `kfunc_kinds` that kernel-function hooks report.
+    kfunc: u64,
+    /// Why `auto` did not use kernel-function hooks for every kind, or fell
+    /// back to `syscalls`.
     fallback: Option<String>,
+}
+
+/// The environment variable that leaves event kinds to the socket layer
+/// even where their kernel functions can be hooked (`bind,listen,...`): a
+/// way around a hook that misbehaves on some kernel, and how the tests make
+/// `auto` mix the two families on a kernel where all four kinds load.
+pub const KFUNC_SKIP_ENV: &str = "SOCKMON_KFUNC_SKIP";
+
+/// The `kfunc_kinds` named in [`KFUNC_SKIP_ENV`].
+fn kfunc_skip() -> Result<u64, LoadError> {
+    let Ok(list) = std::env::var(KFUNC_SKIP_ENV) else {
+        return Ok(0);
+    };
+    let mut bits = 0;
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let bit = KIND_SOURCES
+            .iter()
+            .find(|k| k.0 == name && k.3 != 0 && k.0 != "connect_result")
+            .map(|k| k.3)
+            .ok_or_else(|| LoadError::KfuncSkip(name.to_string()))?;
+        bits |= bit;
+    }
+    Ok(bits)
+}
+
+/// What one load attaches.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    mode: AttachMode,
+    /// The `kfunc_kinds` asked of kernel-function hooks.
+    kfunc: u64,
+    /// The `kfunc_kinds` left to the socket layer ([`KFUNC_SKIP_ENV`]).
+    skip: u64,
+    /// Whether a kernel-function hook that fails fails the load (`kfunc`),
+    /// or is reported as [`LoadError::KfuncPartial`] (`auto`).
+    strict: bool,
 }
 
 impl Probes {
@@ -294,31 +463,94 @@ impl Probes {
             reason: e.to_string(),
         })?;
         let btf = (&btf, &aya_btf);
+        let skip = kfunc_skip()?;
+        let plan = |mode, kfunc, strict| Plan {
+            mode,
+            kfunc,
+            skip,
+            strict,
+        };
         match opts.attach {
-            AttachMode::Auto => match Self::load_mode(&opts, AttachMode::Socket, btf) {
-                Ok(p) => Ok(p),
-                Err(e) if !e.is_privileges() => {
-                    let mut p =
-                        Self::load_mode(&opts, AttachMode::Syscalls, btf).map_err(|e2| {
-                            LoadError::ModeUnavailable {
-                                mode: "auto",
-                                reason: format!("socket: {e}; syscalls: {e2}"),
-                            }
-                        })?;
-                    p.fallback = Some(e.to_string());
-                    Ok(p)
-                }
-                Err(e) => Err(e),
-            },
-            mode => Self::load_mode(&opts, mode, btf),
+            AttachMode::Auto => Self::load_auto(&opts, skip, btf),
+            AttachMode::Kfunc => {
+                Self::load_plan(&opts, plan(AttachMode::Kfunc, kfunc_kinds::ALL, true), btf)
+            }
+            mode => Self::load_plan(&opts, plan(mode, 0, true), btf),
         }
     }
 
-    fn load_mode(
+    /// `auto`: kernel-function hooks for every kind whose hooks load, the
+    /// socket layer for the others; if the socket layer cannot load either,
+    /// the syscall tracepoints. Each step is found by trying.
+    fn load_auto(
         opts: &LoadOptions,
-        mode: AttachMode,
+        skip: u64,
+        btf: (&btf::Layout, &Btf),
+    ) -> Result<Self, LoadError> {
+        let all = Plan {
+            mode: AttachMode::Kfunc,
+            kfunc: kfunc_kinds::ALL,
+            skip,
+            strict: false,
+        };
+        let kfunc_why = match Self::load_plan(opts, all, btf) {
+            Ok(p) => return Ok(p),
+            Err(LoadError::KfuncPartial { ok, why }) if ok != 0 => {
+                // The object is loaded again, so that the socket layer's
+                // shared `sock_ops` knows which kinds it keeps.
+                let some = Plan {
+                    kfunc: ok,
+                    strict: true,
+                    ..all
+                };
+                match Self::load_plan(opts, some, btf) {
+                    Ok(mut p) => {
+                        p.fallback = Some(format!("{why}; the socket layer reports those kinds"));
+                        return Ok(p);
+                    }
+                    Err(e) if e.is_privileges() => return Err(e),
+                    Err(e) => format!("{why}; then {e}"),
+                }
+            }
+            Err(LoadError::KfuncPartial { why, .. }) => why,
+            Err(e) if e.is_privileges() => return Err(e),
+            Err(e) => e.to_string(),
+        };
+        let socket = Plan {
+            mode: AttachMode::Socket,
+            kfunc: 0,
+            skip,
+            strict: true,
+        };
+        match Self::load_plan(opts, socket, btf) {
+            Ok(mut p) => {
+                p.fallback = Some(format!("kfunc: {kfunc_why}"));
+                Ok(p)
+            }
+            Err(e) if !e.is_privileges() => {
+                let syscalls = Plan {
+                    mode: AttachMode::Syscalls,
+                    ..socket
+                };
+                let mut p = Self::load_plan(opts, syscalls, btf).map_err(|e2| {
+                    LoadError::ModeUnavailable {
+                        mode: "auto",
+                        reason: format!("kfunc: {kfunc_why}; socket: {e}; syscalls: {e2}"),
+                    }
+                })?;
+                p.fallback = Some(format!("kfunc: {kfunc_why}; socket: {e}"));
+                Ok(p)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn load_plan(
+        opts: &LoadOptions,
+        plan: Plan,
         (btf, aya_btf): (&btf::Layout, &Btf),
     ) -> Result<Self, LoadError> {
+        let mode = plan.mode;
         let syscalls = mode == AttachMode::Syscalls;
         // Every mode attaches the sched tracepoints, which need tracefs.
         let tracefs = tracefs::ensure_mounted()?;
@@ -333,10 +565,11 @@ impl Probes {
             .override_global(WAKEUP_BYTES_GLOBAL, &opts.wakeup_bytes, true)
             .override_global(SYSCALLS_MODE_GLOBAL, &syscalls_flag, true)
             .override_global(ENRICH_GLOBAL, &enrich_flag, true)
+            .override_global(KFUNC_KINDS_GLOBAL, &plan.kfunc, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .load(OBJECT)?;
         check_registry(&ebpf)?;
-        attach_mode(&mut ebpf, mode, aya_btf).map_err(|e| match e {
+        attach_plan(&mut ebpf, plan, btf, aya_btf).map_err(|e| match e {
             LoadError::Program { program, source } => LoadError::ModeUnavailable {
                 mode: mode.name(),
                 reason: format!("program `{program}`: {source}"),
@@ -355,23 +588,26 @@ impl Probes {
             ebpf,
             counters,
             mode,
+            kfunc: plan.kfunc,
             fallback: None,
         })
     }
 
-    /// The concrete mode loaded (`socket` or `syscalls`, never `auto`).
+    /// The concrete mode loaded (`kfunc`, `socket` or `syscalls`, never
+    /// `auto`). `kfunc` where kernel-function hooks report at least one
+    /// kind; [`Probes::kind_sources`] says which.
     pub fn mode(&self) -> AttachMode {
         self.mode
     }
 
-    /// Why `auto` fell back from `socket`, if it did.
+    /// Why `auto` did not hook every kind's kernel function, if it did not.
     pub fn fallback_reason(&self) -> Option<&str> {
         self.fallback.as_deref()
     }
 
     /// The source of each event kind's records in the loaded mode.
     pub fn kind_sources(&self) -> Vec<KindSource> {
-        kind_sources(self.mode)
+        kind_sources(self.mode, self.kfunc)
     }
 
     /// Takes the event ring buffer (once) for a reader task.
@@ -398,13 +634,16 @@ impl Probes {
     }
 }
 
-/// The source of each event kind's records in `mode` (`auto` as `socket`).
-pub fn kind_sources(mode: AttachMode) -> Vec<KindSource> {
+/// The source of each event kind's records in `mode`, where kernel-function
+/// hooks report the `kfunc` kinds.
+fn kind_sources(mode: AttachMode, kfunc: u64) -> Vec<KindSource> {
     KIND_SOURCES
         .iter()
-        .map(|&(kind, socket, syscalls)| KindSource {
+        .map(|&(kind, socket, syscalls, bit)| KindSource {
             kind,
-            source: if mode == AttachMode::Syscalls {
+            source: if bit & kfunc != 0 {
+                "kfunc"
+            } else if mode == AttachMode::Syscalls {
                 syscalls
             } else {
                 socket
@@ -471,9 +710,66 @@ fn check_registry(ebpf: &Ebpf) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Loads and attaches the programs of `mode`; the others stay unloaded on purpose.
-fn attach_mode(ebpf: &mut Ebpf, mode: AttachMode, btf: &Btf) -> Result<(), LoadError> {
-    let wanted = |f: Family| f != Family::Syscalls || mode == AttachMode::Syscalls;
+/// Loads and attaches the programs `plan` asks for; the others stay unloaded
+/// on purpose. The kernel-function hooks go first: in `auto` (not strict)
+/// a kind whose hooks fail is reported as [`LoadError::KfuncPartial`]
+/// before anything else is attached.
+fn attach_plan(
+    ebpf: &mut Ebpf,
+    plan: Plan,
+    layout: &btf::Layout,
+    btf: &Btf,
+) -> Result<(), LoadError> {
+    let mut failed = 0u64;
+    let mut why = Vec::new();
+    for (name, hook, family) in PROGRAMS {
+        let (Hook::FExit(sig), Family::Kfunc(kind)) = (hook, family) else {
+            continue;
+        };
+        if plan.kfunc & kind == 0 || failed & kind != 0 {
+            continue;
+        }
+        let attached = if plan.skip & kind != 0 {
+            Err(LoadError::KfuncSkipped)
+        } else {
+            Ok(())
+        };
+        let attached = attached
+            .and_then(|()| check_signature(layout, &sig))
+            .and_then(|()| {
+                let p: &mut FExit = program(ebpf, name)?;
+                p.load(sig.function, btf).map_err(fail(name))?;
+                p.attach().map_err(fail(name))?;
+                Ok(())
+            });
+        match attached {
+            Ok(()) => {}
+            Err(e) if e.is_privileges() => return Err(e),
+            Err(e) if plan.strict => {
+                return Err(LoadError::ModeUnavailable {
+                    mode: plan.mode.name(),
+                    reason: format!("{}: {e}", kind_name(kind)),
+                });
+            }
+            Err(e) => {
+                failed |= kind;
+                why.push(format!("{}: {e}", kind_name(kind)));
+            }
+        }
+    }
+    if failed != 0 {
+        return Err(LoadError::KfuncPartial {
+            ok: plan.kfunc & !failed,
+            why: why.join("; "),
+        });
+    }
+    let mode = plan.mode;
+    let wanted = |f: Family| match f {
+        Family::Common => true,
+        Family::Syscalls => mode == AttachMode::Syscalls,
+        Family::SocketLayer(kinds) => kinds & !plan.kfunc != 0,
+        Family::Kfunc(_) => false, // attached above
+    };
     // On 5.7+ aya attaches cgroup programs through a bpf_link, which always
     // coexists with other programs on the cgroup and takes no mode flags (the
     // kernel rejects any with EINVAL): `Single` is what passes flags = 0.
@@ -517,9 +813,44 @@ fn attach_mode(ebpf: &mut Ebpf, mode: AttachMode, btf: &Btf) -> Result<(), LoadE
                 p.attach(open()?, CgroupAttachMode::Single)
                     .map_err(fail(name))?;
             }
+            Hook::FExit(_) => {} // attached above
         }
     }
     Ok(())
+}
+
+/// The event kind of a `kfunc_kinds` bit, as `status` names it.
+fn kind_name(bit: u64) -> &'static str {
+    KIND_SOURCES
+        .iter()
+        .find(|k| k.3 == bit)
+        .map_or("?", |k| k.0)
+}
+
+/// Refuses a kernel function whose parameters are not what its hook reads
+/// (they changed across kernels: `inet_csk_accept` since 6.10, for one).
+fn check_signature(layout: &btf::Layout, sig: &Signature) -> Result<(), LoadError> {
+    let (params, ret) = layout.function_signature(sig.function)?;
+    let shape_ok = ret == "int"
+        && params.len() >= sig.params.len()
+        && (!sig.exact || params.len() == sig.params.len())
+        && params
+            .iter()
+            .zip(sig.params)
+            .all(|(have, want)| have == want);
+    if shape_ok {
+        Ok(())
+    } else {
+        Err(LoadError::Signature {
+            function: sig.function,
+            found: format!("{ret} ({})", params.join(", ")),
+            expected: format!(
+                "int ({}{})",
+                sig.params.join(", "),
+                if sig.exact { "" } else { ", ..." }
+            ),
+        })
+    }
 }
 
 /// The program `name` of the object, as type `T`.

@@ -155,6 +155,13 @@ fn non_blocking_connect_reports_its_result_and_source_port() {
     });
     assert_mine(&r, inode);
     assert_eq!((r.error, r.src, r.dst), (None, src, SocketAddr::V4(server)));
+    assert_eq!(e.source().name(), h.source("connect"));
+    assert_eq!(r.source().name(), h.source("connect_result"));
+    // Reported once, by one family (the outcome comes after the attempt).
+    let n = h
+        .all(|e| e.kind == EventKind::Connect && e.inode == inode)
+        .len();
+    assert_eq!(n, 1, "the connect reported {n} times");
     let _ = listener.as_raw_fd();
     sys::close(fd);
 }

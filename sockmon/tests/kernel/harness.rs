@@ -51,6 +51,8 @@ pub struct Harness {
     arrived: Condvar,
     table: Mutex<SocketTable>,
     mode: OnceLock<AttachMode>,
+    /// (event kind, the hook family reporting it) in the loaded mode.
+    sources: OnceLock<Vec<(&'static str, &'static str)>>,
 }
 
 static HARNESS: OnceLock<Harness> = OnceLock::new();
@@ -113,6 +115,7 @@ fn loaded() -> &'static Harness {
         arrived: Condvar::new(),
         table: Mutex::new(SocketTable::new(1 << 16)),
         mode: OnceLock::new(),
+        sources: OnceLock::new(),
     });
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| start(h));
@@ -149,6 +152,13 @@ fn start(h: &'static Harness) {
                     }
                 };
                 let _ = h.mode.set(probes.mode());
+                let _ = h.sources.set(
+                    probes
+                        .kind_sources()
+                        .into_iter()
+                        .map(|k| (k.kind, k.source))
+                        .collect(),
+                );
                 eprintln!("kernel tests: attach mode {}", probes.mode().name());
                 let ring = probes.take_ring().expect("ring buffer");
                 let (tx, mut rx) = tokio::sync::mpsc::channel(64);
@@ -195,7 +205,19 @@ impl Harness {
         lock(&self.table)
     }
 
-    /// The concrete attach mode loaded (`socket` or `syscalls`).
+    /// The hook family (`kfunc`, `socket`, `syscalls`) that reports event
+    /// `kind` (`bind`, `accept`, ...) in the loaded mode.
+    pub fn source(&self, kind: &str) -> &'static str {
+        self.sources
+            .get()
+            .expect("the probes are loaded")
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, s)| *s)
+            .unwrap_or_else(|| panic!("no event kind `{kind}`"))
+    }
+
+    /// The concrete attach mode loaded (`kfunc`, `socket` or `syscalls`).
     pub fn mode(&self) -> AttachMode {
         *self.mode.get().expect("the probes are loaded")
     }

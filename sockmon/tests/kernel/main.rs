@@ -9,6 +9,7 @@ mod connect;
 mod flows;
 mod harness;
 mod ipv6;
+mod modes;
 mod outcomes;
 mod process;
 mod shared;

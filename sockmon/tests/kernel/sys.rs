@@ -50,6 +50,14 @@ pub fn tcp_socket(flags: i32) -> i32 {
     fd
 }
 
+/// A new IPv4 UDP socket, close-on-exec.
+pub fn udp_socket() -> i32 {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: errno {}", errno());
+    fd
+}
+
 /// Local address of an IPv4 socket.
 pub fn local_addr(fd: i32) -> SocketAddr {
     // SAFETY: getsockname into a sockaddr_in-sized buffer.

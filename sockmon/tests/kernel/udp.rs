@@ -102,3 +102,40 @@ fn udp_sendto_on_an_unbound_socket_reports_one_implicit_bind() {
         "one implicit bind for three sends: {binds:?}"
     );
 }
+
+#[test]
+fn udp_connect_of_an_unbound_socket_reports_the_local_port_where_the_mode_knows_it() {
+    // A UDP connect picks the local address and port inside the kernel
+    // (`inet_autobind`, then the route). The syscall exit and the
+    // kernel-function hook see them; the socket layer's hook runs before
+    // and says the local end is still pending (documented).
+    let h = harness();
+    let pid = std::process::id();
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let client = sys::udp_socket();
+    let ci = sys::inode_of_fd(client);
+    let SocketAddr::V4(target) = server_addr else {
+        unreachable!()
+    };
+    sys::connect(client, target).unwrap();
+    let local = sys::local_addr(client);
+    assert_ne!(local.port(), 0);
+    let connect = h.expect("udp connect", pid, |e| {
+        e.kind == EventKind::Connect && e.inode == ci
+    });
+    assert_mine(&connect, ci);
+    assert_eq!((connect.proto, connect.dst), (Proto::Udp, server_addr));
+    match h.source("connect") {
+        "socket" => {
+            assert!(connect.local_pending());
+            assert_eq!(connect.src.port(), 0);
+        }
+        source => {
+            assert_eq!(connect.source().name(), source);
+            assert!(!connect.local_pending());
+            assert_eq!(connect.src, local);
+        }
+    }
+    sys::close(client);
+}

@@ -55,6 +55,14 @@ mark "modes $modes"
 for m in $modes; do
   step "kernel-tests/$m" env SOCKMON_TEST_ATTACH="$m" "$KERNEL_BIN"
 done
+# 3. Where kernel-function hooks load, `auto` mixes families per event kind
+#    when some kinds cannot use them: leave bind and listen to the socket
+#    layer (its `sock_ops` then serves listen but not TCP connect).
+case " $modes " in
+  *" kfunc "*)
+    step kernel-tests/auto-mixed env SOCKMON_TEST_ATTACH=auto SOCKMON_KFUNC_SKIP=bind,listen "$KERNEL_BIN"
+    ;;
+esac
 step snapshot "$SNAPSHOT_BIN"
 step daemon-vs-ss "$DAEMON_BIN" --exact "$AGREE"
 mark "done"
