@@ -32,6 +32,12 @@ pub const PENDING_MAP: &str = "PENDING";
 /// How many syscalls may be in flight at once (one entry per thread inside bind/listen/connect).
 pub const PENDING_CAPACITY: u32 = 16_384;
 
+/// Name of the LRU map of kernel-function calls in flight for their return
+/// probes (the kprobe variant of the `kfunc` mode): (thread, function) →
+/// the call's first two arguments.
+pub const KPROBE_ARGS_MAP: &str = "KPROBE_ARGS";
+pub const KPROBE_ARGS_CAPACITY: u32 = 16_384;
+
 /// Name of the LRU map that keeps the four-tuple of a socket whose connect just failed.
 pub const FAILED_CONNECT_MAP: &str = "FAILED_CONNECTS";
 pub const FAILED_CONNECT_CAPACITY: u32 = 4_096;
@@ -86,7 +92,9 @@ pub mod kfunc_kinds {
     pub const LISTEN: u64 = 1 << 1;
     pub const CONNECT: u64 = 1 << 2;
     pub const ACCEPT: u64 = 1 << 3;
-    pub const ALL: u64 = BIND | LISTEN | CONNECT | ACCEPT;
+    /// A UDP socket's implicit bind (its first send, unbound).
+    pub const UDP_IMPLICIT_BIND: u64 = 1 << 4;
+    pub const ALL: u64 = BIND | LISTEN | CONNECT | ACCEPT | UDP_IMPLICIT_BIND;
 }
 
 /// Every map of the kernel object, by name. `#[map(name = ...)]` takes a
@@ -94,7 +102,7 @@ pub mod kfunc_kinds {
 /// of the loader (`every_map_and_global_of_the_object_is_named_here`)
 /// compares this list, and [`GLOBALS`], with the built object's symbols,
 /// so a renamed or added map fails the build's tests, not a load.
-pub const MAPS: [&str; 7] = [
+pub const MAPS: [&str; 8] = [
     EVENTS_MAP,
     COUNTERS_MAP,
     PENDING_MAP,
@@ -102,6 +110,7 @@ pub const MAPS: [&str; 7] = [
     UDP_REPORTED_MAP,
     SOCK_HEAD_MAP,
     CONNECTING_MAP,
+    KPROBE_ARGS_MAP,
 ];
 
 /// Every load-time global of the kernel object, by name (see [`MAPS`]).

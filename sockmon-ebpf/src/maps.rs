@@ -12,8 +12,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sockmon_common::{
-    CONNECTING_CAPACITY, DEFAULT_RING_BYTES, FAILED_CONNECT_CAPACITY, KernelCounter, KernelOffsets,
-    PENDING_CAPACITY, SOCK_HEAD_BYTES, SockEvent, UDP_REPORTED_CAPACITY, counters::COUNTER_SLOTS,
+    CONNECTING_CAPACITY, DEFAULT_RING_BYTES, FAILED_CONNECT_CAPACITY, KPROBE_ARGS_CAPACITY,
+    KernelCounter, KernelOffsets, PENDING_CAPACITY, SOCK_HEAD_BYTES, SockEvent,
+    UDP_REPORTED_CAPACITY, counters::COUNTER_SLOTS,
 };
 
 /// Every record for user space.
@@ -27,6 +28,13 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// What a syscall's entry learned, keyed by `pid_tgid`, for its exit to finish.
 #[map(name = "PENDING")]
 pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(PENDING_CAPACITY, 0);
+
+/// Kernel-function calls in flight, for their return probes (`kprobe.rs`):
+/// (thread id << 8 | function) → the call's first two arguments. LRU, so a
+/// return that never came (a probe attached mid-call) cannot fill it.
+#[map(name = "KPROBE_ARGS")]
+pub static KPROBE_ARGS: LruHashMap<u64, [u64; 2]> =
+    LruHashMap::with_max_entries(KPROBE_ARGS_CAPACITY, 0);
 
 /// The four-tuple of a socket whose connect just failed, keyed by `struct sock *`,
 /// captured at the `SYN_SENT -> CLOSE` transition before the kernel cleared it.

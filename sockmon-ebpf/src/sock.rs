@@ -102,6 +102,13 @@ pub fn is_inet_tcp_udp(sk: u64) -> Fallible<bool> {
 #[inline(always)]
 pub fn inode_of_sk(sk: u64) -> Fallible<u64> {
     let socket: u64 = read(sk, off!(sk_socket))?;
+    inode_of_socket(socket)
+}
+
+/// Inode number of a `struct socket *`, through `socket->file->f_inode`
+/// (0 for none, or a socket without a file yet).
+#[inline(always)]
+pub fn inode_of_socket(socket: u64) -> Fallible<u64> {
     if socket == 0 {
         return Ok(0);
     }

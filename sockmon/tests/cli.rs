@@ -334,6 +334,8 @@ fn modes_tries_each_mode_and_auto_takes_the_first_that_loads() {
             assert_eq!(k.keys().map(String::as_str).collect::<Vec<_>>(), kinds);
             for kind in ["bind", "listen", "connect", "accept", "connect_result"] {
                 let want = match name.as_str() {
+                    // Trampolines, or the kprobe variant where only kprobes load.
+                    "kfunc" if k[kind] == "kprobe" => "kprobe",
                     "kfunc" => "kfunc",
                     "socket" => "socket",
                     _ => "syscalls",
@@ -345,8 +347,17 @@ fn modes_tries_each_mode_and_auto_takes_the_first_that_loads() {
                 };
                 assert_eq!(k[kind], want, "{name}: {kind}");
             }
-            for kind in ["close", "udp_implicit_bind"] {
-                assert_eq!(k[kind], "socket", "{name}: {kind}");
+            assert_eq!(k["close"], "socket", "{name}");
+            // `inet_autobind` may be inlined away: then the socket layer
+            // reports implicit binds in `kfunc` too.
+            let implicit = k["udp_implicit_bind"].as_str().unwrap();
+            if name == "kfunc" {
+                assert!(
+                    ["kfunc", "kprobe", "socket"].contains(&implicit),
+                    "{implicit}"
+                );
+            } else {
+                assert_eq!(implicit, "socket", "{name}");
             }
         } else {
             assert_eq!(m["available"], false, "{name}: {m}");
@@ -384,7 +395,9 @@ fn modes_tries_each_mode_and_auto_takes_the_first_that_loads() {
         assert!(
             first.contains("attach mode socket (")
                 && first.contains("bind=socket")
-                && first.contains("; auto: kfunc: "),
+                && first
+                    .contains("fell back from kernel-function hooks (`sockmon modes` says why)")
+                && !first.contains("error"),
             "{first}"
         );
     }

@@ -14,7 +14,9 @@
 //! rewrites, no helper call) before touching kernel memory.
 
 use aya_ebpf::{bindings::bpf_sock, macros::cgroup_sock, programs::SockContext};
-use sockmon_common::{AF_INET, AF_INET6, EventKind, IPPROTO_TCP, IPPROTO_UDP};
+use sockmon_common::{
+    AF_INET, AF_INET6, EventKind, IPPROTO_TCP, IPPROTO_UDP, event::FLAG_SOCKET_LAYER,
+};
 
 use crate::{
     emit::{new_event, submit},
@@ -44,7 +46,8 @@ fn try_release(ctx: &SockContext) -> Fallible<()> {
     // First what must happen whatever else fails: the socket's address may
     // be reused by the next socket at once, which must not inherit the mark.
     super::udp::forget(sk, protocol);
-    let mut ev = new_event(EventKind::Close, 0);
+    // A cgroup hook in every mode: its record says so (`attach: socket`).
+    let mut ev = new_event(EventKind::Close, FLAG_SOCKET_LAYER);
     ev.family = family;
     ev.protocol = protocol;
     // The inode is what removes the socket from the table: a close goes out

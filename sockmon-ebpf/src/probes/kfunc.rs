@@ -29,6 +29,12 @@
 //!   `newsock->sk` rather than by the return code.
 //! - `ip4_datagram_connect` / `ip6_datagram_connect`: a UDP connect, after
 //!   `inet_autobind` and the route chose the local address and port.
+//! - `inet_autobind`: a UDP socket gets a port without `bind()`, on its first
+//!   send (`inet_send_prepare`): the implicit bind, seen once per socket
+//!   instead of on every unconnected send as the `cgroup/sendmsg` hook must
+//!   (about 350 ns of each `sendto` on this project's machine). The
+//!   autobind inside `connect(2)` is left to the connect's record, as in the
+//!   other modes.
 //!
 //! The loader checks each function's parameters in the kernel's BTF before
 //! it attaches (kernel/loader.rs), and leaves an event kind to the socket
@@ -36,61 +42,90 @@
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::fexit, programs::FExitContext};
 use sockmon_common::{
-    AF_INET6, EventKind, IPPROTO_TCP, IPPROTO_UDP, KernelCounter, SockEvent, event::FLAG_KFUNC,
+    AF_INET6, EventKind, IPPROTO_TCP, IPPROTO_UDP, KernelCounter, SockEvent,
+    event::{FLAG_IMPLICIT, FLAG_KFUNC},
 };
 
-use super::syscall::sockaddr;
+use super::{origin::in_connect, syscall::sockaddr};
 use crate::{
     emit::{new_event, submit},
     maps::{CONNECTING, Fallible, count, counted, off},
-    sock::{fill_from_sk, fill_from_sk_keep_port, inode_of_sk, is_inet_tcp_udp, read},
+    sock::{
+        fill_from_sk, fill_from_sk_keep_port, inode_of_sk, inode_of_socket, is_inet_tcp_udp, read,
+    },
 };
 
 #[fexit(function = "inet_bind")]
 pub fn kf_inet_bind(ctx: FExitContext) -> i32 {
-    counted(try_bind(&ctx));
+    counted(on_bind(ctx.arg(0), ctx.arg(1), rc(&ctx, 3)));
     0
 }
 
 #[fexit(function = "inet6_bind")]
 pub fn kf_inet6_bind(ctx: FExitContext) -> i32 {
-    counted(try_bind(&ctx));
+    counted(on_bind(ctx.arg(0), ctx.arg(1), rc(&ctx, 3)));
     0
 }
 
 #[fexit(function = "inet_listen")]
 pub fn kf_inet_listen(ctx: FExitContext) -> i32 {
-    counted(try_listen(&ctx));
+    counted(on_listen(ctx.arg(0), rc(&ctx, 2)));
     0
 }
 
 #[fexit(function = "tcp_v4_connect")]
 pub fn kf_tcp_v4_connect(ctx: FExitContext) -> i32 {
-    counted(try_connect::<false>(&ctx, IPPROTO_TCP));
+    counted(on_connect::<false>(
+        ctx.arg(0),
+        ctx.arg(1),
+        rc(&ctx, 3),
+        IPPROTO_TCP,
+    ));
     0
 }
 
 #[fexit(function = "tcp_v6_connect")]
 pub fn kf_tcp_v6_connect(ctx: FExitContext) -> i32 {
-    counted(try_connect::<true>(&ctx, IPPROTO_TCP));
+    counted(on_connect::<true>(
+        ctx.arg(0),
+        ctx.arg(1),
+        rc(&ctx, 3),
+        IPPROTO_TCP,
+    ));
     0
 }
 
 #[fexit(function = "ip4_datagram_connect")]
 pub fn kf_ip4_datagram_connect(ctx: FExitContext) -> i32 {
-    counted(try_connect::<false>(&ctx, IPPROTO_UDP));
+    counted(on_connect::<false>(
+        ctx.arg(0),
+        ctx.arg(1),
+        rc(&ctx, 3),
+        IPPROTO_UDP,
+    ));
     0
 }
 
 #[fexit(function = "ip6_datagram_connect")]
 pub fn kf_ip6_datagram_connect(ctx: FExitContext) -> i32 {
-    counted(try_connect::<true>(&ctx, IPPROTO_UDP));
+    counted(on_connect::<true>(
+        ctx.arg(0),
+        ctx.arg(1),
+        rc(&ctx, 3),
+        IPPROTO_UDP,
+    ));
+    0
+}
+
+#[fexit(function = "inet_autobind")]
+pub fn kf_inet_autobind(ctx: FExitContext) -> i32 {
+    counted(on_autobind(ctx.arg(0), rc(&ctx, 1)));
     0
 }
 
 #[fexit(function = "inet_accept")]
 pub fn kf_inet_accept(ctx: FExitContext) -> i32 {
-    counted(try_accept(&ctx));
+    counted(on_accept(ctx.arg(1)));
     0
 }
 
@@ -128,12 +163,13 @@ fn kernel_sockaddr(addr: u64) -> Fallible<(u16, [u8; 16], u16)> {
 }
 
 /// `int inet_bind(struct socket *sock, struct sockaddr *uaddr, int addr_len)`
-/// (and `inet6_bind`, the same shape).
-fn try_bind(ctx: &FExitContext) -> Fallible<()> {
-    let Some(sk) = inet_sk_of_socket(ctx.arg(0))? else {
+/// (and `inet6_bind`, the same shape) returned `rc`. Shared with the kprobe
+/// variant (`kprobe.rs`), as are the other `on_*`.
+#[inline(always)]
+pub fn on_bind(socket: u64, uaddr: u64, rc: i32) -> Fallible<()> {
+    let Some(sk) = inet_sk_of_socket(socket)? else {
         return Ok(());
     };
-    let rc = rc(ctx, 3);
     let mut ev = new_event(EventKind::Bind, FLAG_KFUNC);
     ev.inode = inode_of_sk(sk)?;
     fill_from_sk(&mut ev, sk)?;
@@ -142,7 +178,7 @@ fn try_bind(ctx: &FExitContext) -> Fallible<()> {
     } else {
         // Nothing was bound: report what was asked for.
         ev.error = rc;
-        let (family, addr, port) = kernel_sockaddr(ctx.arg(1))?;
+        let (family, addr, port) = kernel_sockaddr(uaddr)?;
         if family != 0 {
             ev.src_addr = addr;
             ev.src_port = port;
@@ -152,12 +188,12 @@ fn try_bind(ctx: &FExitContext) -> Fallible<()> {
     Ok(())
 }
 
-/// `int inet_listen(struct socket *sock, int backlog)`.
-fn try_listen(ctx: &FExitContext) -> Fallible<()> {
-    let Some(sk) = inet_sk_of_socket(ctx.arg(0))? else {
+/// `int inet_listen(struct socket *sock, int backlog)` returned `rc`.
+#[inline(always)]
+pub fn on_listen(socket: u64, rc: i32) -> Fallible<()> {
+    let Some(sk) = inet_sk_of_socket(socket)? else {
         return Ok(());
     };
-    let rc = rc(ctx, 2);
     let mut ev = new_event(EventKind::Listen, FLAG_KFUNC);
     ev.inode = inode_of_sk(sk)?;
     fill_from_sk(&mut ev, sk)?;
@@ -170,10 +206,9 @@ fn try_listen(ctx: &FExitContext) -> Fallible<()> {
 
 /// `int tcp_v4_connect(struct sock *sk, struct sockaddr *uaddr, int addr_len)`
 /// (`tcp_v6_connect`, `ip4_datagram_connect`, `ip6_datagram_connect`: the
-/// same shape). `V6`: the IPv6 function of the pair.
+/// same shape) returned `rc`. `V6`: the IPv6 function of the pair.
 #[inline(always)]
-fn try_connect<const V6: bool>(ctx: &FExitContext, protocol: u8) -> Fallible<()> {
-    let sk: u64 = ctx.arg(0);
+pub fn on_connect<const V6: bool>(sk: u64, uaddr: u64, rc: i32, protocol: u8) -> Fallible<()> {
     if sk == 0 || !is_inet_tcp_udp(sk)? {
         return Ok(());
     }
@@ -188,12 +223,11 @@ fn try_connect<const V6: bool>(ctx: &FExitContext, protocol: u8) -> Fallible<()>
             return Ok(());
         }
     }
-    let rc = rc(ctx, 3);
     let mut ev = new_event(EventKind::Connect, FLAG_KFUNC);
     ev.inode = inode_of_sk(sk)?;
     fill_from_sk(&mut ev, sk)?;
     if rc != 0 {
-        connect_failed(ctx, &mut ev, rc)?;
+        connect_failed(uaddr, &mut ev, rc)?;
     } else if protocol == IPPROTO_TCP {
         if CONNECTING.insert(sk, ev, 0).is_err() {
             count(KernelCounter::ConnectUntracked);
@@ -209,9 +243,9 @@ fn try_connect<const V6: bool>(ctx: &FExitContext, protocol: u8) -> Fallible<()>
 /// address): the socket may hold nothing yet, so the destination is the
 /// caller's.
 #[inline(always)]
-fn connect_failed(ctx: &FExitContext, ev: &mut SockEvent, rc: i32) -> Fallible<()> {
+fn connect_failed(uaddr: u64, ev: &mut SockEvent, rc: i32) -> Fallible<()> {
     ev.error = rc;
-    let (family, addr, port) = kernel_sockaddr(ctx.arg(1))?;
+    let (family, addr, port) = kernel_sockaddr(uaddr)?;
     if family != 0 && ev.dst_port == 0 {
         ev.dst_addr = addr;
         ev.dst_port = port;
@@ -219,9 +253,45 @@ fn connect_failed(ctx: &FExitContext, ev: &mut SockEvent, rc: i32) -> Fallible<(
     Ok(())
 }
 
-/// `int inet_accept(struct socket *sock, struct socket *newsock, ...)`.
-fn try_accept(ctx: &FExitContext) -> Fallible<()> {
-    let Some(sk) = inet_sk_of_socket(ctx.arg(1))? else {
+/// `int inet_autobind(struct sock *sk)` returned `rc`.
+#[inline(always)]
+pub fn on_autobind(sk: u64, rc: i32) -> Fallible<()> {
+    if rc != 0 || sk == 0 || !is_inet_tcp_udp(sk)? {
+        return Ok(());
+    }
+    let proto: u16 = read(sk, off!(sk_protocol))?;
+    if proto != IPPROTO_UDP as u16 || in_connect()? {
+        return Ok(());
+    }
+    let mut ev = new_event(EventKind::Bind, FLAG_KFUNC | FLAG_IMPLICIT);
+    ev.inode = inode_of_sk(sk)?;
+    fill_from_sk(&mut ev, sk)?;
+    super::udp::mark_reported(sk, ev.protocol);
+    submit(&ev);
+    Ok(())
+}
+
+/// `void __inet_accept(struct socket *sock, struct socket *newsock, struct
+/// sock *newsk)` is about to graft `newsk` onto `newsock` (the kprobe
+/// variant's accept: a kprobe at entry, since a return probe on a function
+/// that blocks in accept could run out of instances).
+#[inline(always)]
+pub fn on_accept_graft(newsock: u64, newsk: u64) -> Fallible<()> {
+    if newsk == 0 || !is_inet_tcp_udp(newsk)? {
+        return Ok(());
+    }
+    let mut ev = new_event(EventKind::Accept, FLAG_KFUNC);
+    ev.inode = inode_of_socket(newsock)?;
+    fill_from_sk_keep_port(&mut ev, newsk)?;
+    submit(&ev);
+    Ok(())
+}
+
+/// `int inet_accept(struct socket *sock, struct socket *newsock, ...)`
+/// returned, with `newsock`.
+#[inline(always)]
+fn on_accept(newsock: u64) -> Fallible<()> {
+    let Some(sk) = inet_sk_of_socket(newsock)? else {
         return Ok(()); // the accept failed: no socket was grafted
     };
     let mut ev = new_event(EventKind::Accept, FLAG_KFUNC);

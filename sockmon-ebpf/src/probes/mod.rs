@@ -3,7 +3,7 @@
 //!
 //! Three families report bind, listen, connect and accept, one per attach
 //! mode (ARCHITECTURE.md has the table): the kernel-function hooks
-//! (`kfunc`, fexit), the syscall tracepoints (`bind`, `listen`, `connect`,
+//! (`kfunc`, fexit, or `kprobe` where only kprobes load), the syscall tracepoints (`bind`, `listen`, `connect`,
 //! `accept`, with `syscall`) and the socket-layer hooks (`post_bind`,
 //! `sock_ops`, `getpeername`, `udp_connect`, with `origin`).
 //! The rest serve both: `state` (connect outcomes), `close`, `udp`
@@ -26,6 +26,7 @@ mod exec;
 mod flow;
 mod getpeername;
 mod kfunc;
+mod kprobe;
 mod listen;
 mod origin;
 mod post_bind;

@@ -60,6 +60,12 @@ pub fn reported_by_syscalls(op: Op) -> Fallible<bool> {
     })
 }
 
+/// Whether the current task is inside `connect(2)`.
+#[inline(always)]
+pub fn in_connect() -> Fallible<bool> {
+    Ok(task::current_syscall()? == nr::CONNECT)
+}
+
 /// Whether the `getpeername` hook runs for a real `getpeername(2)` rather
 /// than inside an accept.
 #[inline(always)]

@@ -9,7 +9,10 @@
 //! Returning 1 lets every send through unchanged.
 
 use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
-use sockmon_common::{EventKind, IPPROTO_UDP, event::FLAG_IMPLICIT};
+use sockmon_common::{
+    EventKind, IPPROTO_UDP,
+    event::{FLAG_IMPLICIT, FLAG_SOCKET_LAYER},
+};
 
 use crate::{
     emit::{new_event, submit},
@@ -36,7 +39,8 @@ fn try_sendmsg(ctx: &SockAddrContext) -> Fallible<()> {
         return Ok(());
     }
     let _ = UDP_REPORTED.insert(sk, 1, 0);
-    let mut ev = new_event(EventKind::Bind, FLAG_IMPLICIT);
+    // A cgroup hook: its record says so (`attach: socket`).
+    let mut ev = new_event(EventKind::Bind, FLAG_IMPLICIT | FLAG_SOCKET_LAYER);
     fill_from_sk(&mut ev, sk)?;
     if ev.protocol != IPPROTO_UDP || ev.src_port == 0 {
         return Ok(());

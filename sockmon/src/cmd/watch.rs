@@ -120,14 +120,16 @@ fn alone(cfg: WatchConfig, policy: Option<std::sync::Arc<crate::policy::Policy>>
     })
 }
 
-/// `attach mode socket (bind=socket, ...)`: which hooks report what.
+/// `attach mode socket (bind=socket, ...)`: which hooks report what. Why
+/// `auto` did not use kernel-function hooks everywhere is long (the
+/// verifier's words for each kind): `status` and `sockmon modes` carry it.
 fn attach_line(a: &crate::engine::stats::AttachStatus) -> String {
     let kinds: Vec<String> = a.kinds.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let fallback = a
-        .fallback
-        .as_deref()
-        .map(|f| format!("; auto: {f}"))
-        .unwrap_or_default();
+    let fallback = if a.fallback.is_some() {
+        "; some kinds fell back from kernel-function hooks (`sockmon modes` says why)"
+    } else {
+        ""
+    };
     format!("attach mode {} ({}){fallback}", a.mode, kinds.join(" "))
 }
 

@@ -10,8 +10,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, FExit, Program, ProgramError,
-        SockOps, TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, FExit, KProbe, Program,
+        ProgramError, SockOps, TracePoint,
     },
 };
 use sockmon_common::{
@@ -75,7 +75,8 @@ impl AttachMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KindSource {
     pub kind: &'static str,
-    /// `kfunc`, `socket` or `syscalls`.
+    /// `kfunc` (trampolines), `kprobe` (the `kfunc` mode's kprobe
+    /// variant), `socket` or `syscalls`.
     pub source: &'static str,
 }
 
@@ -90,7 +91,12 @@ const KIND_SOURCES: [(&str, &str, &str, u64); 7] = [
     ("connect_result", "socket", "socket", kfunc_kinds::CONNECT),
     ("accept", "socket", "syscalls", kfunc_kinds::ACCEPT),
     ("close", "socket", "socket", 0),
-    ("udp_implicit_bind", "socket", "socket", 0),
+    (
+        "udp_implicit_bind",
+        "socket",
+        "socket",
+        kfunc_kinds::UDP_IMPLICIT_BIND,
+    ),
 ];
 
 /// What a kernel-function hook reads by position, checked against the
@@ -104,6 +110,8 @@ struct Signature {
     /// Whether it must have exactly these (the hook reads the return value,
     /// which follows the last parameter).
     exact: bool,
+    /// Its return type.
+    ret: &'static str,
 }
 
 /// How a program attaches.
@@ -121,6 +129,10 @@ enum Hook {
     SockOps,
     /// An fexit program on a kernel function of this shape.
     FExit(Signature),
+    /// A kprobe at the entry of a kernel function of this shape.
+    KProbe(Signature),
+    /// A kretprobe on this kernel function (its entry's kprobe checks the shape).
+    KRetProbe(&'static str),
 }
 
 /// Which modes attach a program.
@@ -134,9 +146,12 @@ enum Family {
     /// syscalls. It reports the given `kfunc_kinds`, and is left out where
     /// kernel-function hooks report all of them.
     SocketLayer(u64),
-    /// A kernel-function hook for one of `kfunc_kinds`: attached where the
-    /// load asks for that kind.
+    /// A kernel-function hook (fexit) for one of `kfunc_kinds`: attached
+    /// where the load asks for that kind.
     Kfunc(u64),
+    /// The same kind's hook as a kprobe or kretprobe, where its fexit
+    /// programs do not load.
+    Kprobe(u64),
 }
 
 const BIND_SIG: &[&str] = &["struct socket *", "struct sockaddr *", "int"];
@@ -147,12 +162,22 @@ const fn fexit(function: &'static str, params: &'static [&'static str], exact: b
         function,
         params,
         exact,
+        ret: "int",
+    })
+}
+
+const fn kprobe(function: &'static str, params: &'static [&'static str]) -> Hook {
+    Hook::KProbe(Signature {
+        function,
+        params,
+        exact: true,
+        ret: "int",
     })
 }
 
 /// Every program of the object. A program in the object but not here fails
 /// the load (a probe that is never attached is a bug, not a choice).
-const PROGRAMS: [(&str, Hook, Family); 30] = [
+const PROGRAMS: [(&str, Hook, Family); 48] = [
     (
         "kf_inet_bind",
         fexit("inet_bind", BIND_SIG, true),
@@ -189,6 +214,11 @@ const PROGRAMS: [(&str, Hook, Family); 30] = [
         Family::Kfunc(kfunc_kinds::CONNECT),
     ),
     (
+        "kf_inet_autobind",
+        fexit("inet_autobind", &["struct sock *"], true),
+        Family::Kfunc(kfunc_kinds::UDP_IMPLICIT_BIND),
+    ),
+    (
         // (sock, newsock, flags, kern) before 6.10, (sock, newsock, arg) since.
         "kf_inet_accept",
         fexit(
@@ -197,6 +227,98 @@ const PROGRAMS: [(&str, Hook, Family); 30] = [
             false,
         ),
         Family::Kfunc(kfunc_kinds::ACCEPT),
+    ),
+    (
+        "kp_inet_bind",
+        kprobe("inet_bind", BIND_SIG),
+        Family::Kprobe(kfunc_kinds::BIND),
+    ),
+    (
+        "kr_inet_bind",
+        Hook::KRetProbe("inet_bind"),
+        Family::Kprobe(kfunc_kinds::BIND),
+    ),
+    (
+        "kp_inet6_bind",
+        kprobe("inet6_bind", BIND_SIG),
+        Family::Kprobe(kfunc_kinds::BIND),
+    ),
+    (
+        "kr_inet6_bind",
+        Hook::KRetProbe("inet6_bind"),
+        Family::Kprobe(kfunc_kinds::BIND),
+    ),
+    (
+        "kp_inet_listen",
+        kprobe("inet_listen", &["struct socket *", "int"]),
+        Family::Kprobe(kfunc_kinds::LISTEN),
+    ),
+    (
+        "kr_inet_listen",
+        Hook::KRetProbe("inet_listen"),
+        Family::Kprobe(kfunc_kinds::LISTEN),
+    ),
+    (
+        "kp_tcp_v4_connect",
+        kprobe("tcp_v4_connect", CONNECT_SIG),
+        Family::Kprobe(kfunc_kinds::CONNECT),
+    ),
+    (
+        "kr_tcp_v4_connect",
+        Hook::KRetProbe("tcp_v4_connect"),
+        Family::Kprobe(kfunc_kinds::CONNECT),
+    ),
+    (
+        "kp_tcp_v6_connect",
+        kprobe("tcp_v6_connect", CONNECT_SIG),
+        Family::Kprobe(kfunc_kinds::CONNECT),
+    ),
+    (
+        "kr_tcp_v6_connect",
+        Hook::KRetProbe("tcp_v6_connect"),
+        Family::Kprobe(kfunc_kinds::CONNECT),
+    ),
+    (
+        "kp_ip4_datagram_connect",
+        kprobe("ip4_datagram_connect", CONNECT_SIG),
+        Family::Kprobe(kfunc_kinds::CONNECT),
+    ),
+    (
+        "kr_ip4_datagram_connect",
+        Hook::KRetProbe("ip4_datagram_connect"),
+        Family::Kprobe(kfunc_kinds::CONNECT),
+    ),
+    (
+        "kp_ip6_datagram_connect",
+        kprobe("ip6_datagram_connect", CONNECT_SIG),
+        Family::Kprobe(kfunc_kinds::CONNECT),
+    ),
+    (
+        "kr_ip6_datagram_connect",
+        Hook::KRetProbe("ip6_datagram_connect"),
+        Family::Kprobe(kfunc_kinds::CONNECT),
+    ),
+    (
+        "kp_inet_autobind",
+        kprobe("inet_autobind", &["struct sock *"]),
+        Family::Kprobe(kfunc_kinds::UDP_IMPLICIT_BIND),
+    ),
+    (
+        "kr_inet_autobind",
+        Hook::KRetProbe("inet_autobind"),
+        Family::Kprobe(kfunc_kinds::UDP_IMPLICIT_BIND),
+    ),
+    (
+        // At the entry: a return probe on a function that blocks in accept
+        // could run out of return instances (kprobe.rs).
+        "kp_inet_accept_graft",
+        Hook::KProbe(Signature {
+            function: "__inet_accept",
+            params: &["struct socket *", "struct socket *", "struct sock *"],
+            exact: true,
+            ret: "void",
+        }),
+        Family::Kprobe(kfunc_kinds::ACCEPT),
     ),
     (
         "sys_enter_bind",
@@ -259,8 +381,16 @@ const PROGRAMS: [(&str, Hook, Family); 30] = [
         Family::Common,
     ),
     ("sock_release", Hook::CgroupSock, Family::Common),
-    ("udp_sendmsg4", Hook::CgroupSockAddr, Family::Common),
-    ("udp_sendmsg6", Hook::CgroupSockAddr, Family::Common),
+    (
+        "udp_sendmsg4",
+        Hook::CgroupSockAddr,
+        Family::SocketLayer(kfunc_kinds::UDP_IMPLICIT_BIND),
+    ),
+    (
+        "udp_sendmsg6",
+        Hook::CgroupSockAddr,
+        Family::SocketLayer(kfunc_kinds::UDP_IMPLICIT_BIND),
+    ),
     (
         "post_bind4",
         Hook::CgroupSock,
@@ -345,11 +475,17 @@ pub enum LoadError {
         expected: String,
     },
     #[error(
-        "{KFUNC_SKIP_ENV}: `{0}` is not an event kind kernel-function hooks report (bind, listen, connect, accept)"
+        "{KFUNC_SKIP_ENV}: `{0}` is not an event kind kernel-function hooks report (bind, listen, connect, accept, udp_implicit_bind)"
     )]
     KfuncSkip(String),
     #[error("left to the socket layer by {KFUNC_SKIP_ENV}")]
     KfuncSkipped,
+    #[error("{KFUNC_VIA_ENV}={0}: only `fexit` or `kprobe` are hook variants")]
+    KfuncVia(String),
+    #[error("not tried: {KFUNC_VIA_ENV}={0}")]
+    KfuncNotTried(&'static str),
+    #[error("fexit: {fexit}; kprobe: {kprobe}")]
+    KfuncVariants { fexit: String, kprobe: String },
     /// Only inside `auto`, which then loads again without the kinds that
     /// failed: some kernel-function hooks did not load.
     #[error("kernel-function hooks refused: {why}")]
@@ -404,6 +540,8 @@ pub struct Probes {
     mode: AttachMode,
     /// The `kfunc_kinds` that kernel-function hooks report.
     kfunc: u64,
+    /// Those of them hooked with kprobes rather than trampolines.
+    kprobes: u64,
     /// Why `auto` did not use kernel-function hooks for every kind, or fell
     /// back to `syscalls`.
     fallback: Option<String>,
@@ -440,6 +578,8 @@ struct Plan {
     kfunc: u64,
     /// The `kfunc_kinds` left to the socket layer ([`KFUNC_SKIP_ENV`]).
     skip: u64,
+    /// Which variants of kernel-function hooks ([`KFUNC_VIA_ENV`]).
+    via: Via,
     /// Whether a kernel-function hook that fails fails the load (`kfunc`),
     /// or is reported as [`LoadError::KfuncPartial`] (`auto`).
     strict: bool,
@@ -464,14 +604,18 @@ impl Probes {
         })?;
         let btf = (&btf, &aya_btf);
         let skip = kfunc_skip()?;
+        let via = kfunc_via()?;
         let plan = |mode, kfunc, strict| Plan {
             mode,
             kfunc,
             skip,
+            via,
             strict,
         };
         match opts.attach {
-            AttachMode::Auto => Self::load_auto(&opts, skip, btf),
+            AttachMode::Auto => {
+                Self::load_auto(&opts, plan(AttachMode::Kfunc, kfunc_kinds::ALL, false), btf)
+            }
             AttachMode::Kfunc => {
                 Self::load_plan(&opts, plan(AttachMode::Kfunc, kfunc_kinds::ALL, true), btf)
             }
@@ -484,15 +628,9 @@ impl Probes {
     /// the syscall tracepoints. Each step is found by trying.
     fn load_auto(
         opts: &LoadOptions,
-        skip: u64,
+        all: Plan,
         btf: (&btf::Layout, &Btf),
     ) -> Result<Self, LoadError> {
-        let all = Plan {
-            mode: AttachMode::Kfunc,
-            kfunc: kfunc_kinds::ALL,
-            skip,
-            strict: false,
-        };
         let kfunc_why = match Self::load_plan(opts, all, btf) {
             Ok(p) => return Ok(p),
             Err(LoadError::KfuncPartial { ok, why }) if ok != 0 => {
@@ -505,7 +643,14 @@ impl Probes {
                 };
                 match Self::load_plan(opts, some, btf) {
                     Ok(mut p) => {
-                        p.fallback = Some(format!("{why}; the socket layer reports those kinds"));
+                        let more = p
+                            .fallback
+                            .take()
+                            .map(|f| format!("; {f}"))
+                            .unwrap_or_default();
+                        p.fallback = Some(format!(
+                            "kfunc: {why}; the socket layer reports those kinds{more}"
+                        ));
                         return Ok(p);
                     }
                     Err(e) if e.is_privileges() => return Err(e),
@@ -519,8 +664,8 @@ impl Probes {
         let socket = Plan {
             mode: AttachMode::Socket,
             kfunc: 0,
-            skip,
             strict: true,
+            ..all
         };
         match Self::load_plan(opts, socket, btf) {
             Ok(mut p) => {
@@ -569,13 +714,14 @@ impl Probes {
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .load(OBJECT)?;
         check_registry(&ebpf)?;
-        attach_plan(&mut ebpf, plan, btf, aya_btf).map_err(|e| match e {
-            LoadError::Program { program, source } => LoadError::ModeUnavailable {
-                mode: mode.name(),
-                reason: format!("program `{program}`: {source}"),
-            },
-            other => other,
-        })?;
+        let (kfunc, kprobes, notes) =
+            attach_plan(&mut ebpf, plan, btf, aya_btf).map_err(|e| match e {
+                LoadError::Program { program, source } => LoadError::ModeUnavailable {
+                    mode: mode.name(),
+                    reason: format!("program `{program}`: {source}"),
+                },
+                other => other,
+            })?;
         let counters = PerCpuArray::try_from(
             ebpf.take_map(COUNTERS_MAP)
                 .ok_or(LoadError::MissingMap(COUNTERS_MAP))?,
@@ -587,9 +733,15 @@ impl Probes {
         Ok(Self {
             ebpf,
             counters,
-            mode,
-            kfunc: plan.kfunc,
-            fallback: None,
+            mode: if kfunc == 0 && mode == AttachMode::Kfunc {
+                AttachMode::Socket
+            } else {
+                mode
+            },
+            kfunc,
+            kprobes,
+            fallback: (!notes.is_empty())
+                .then(|| format!("kfunc: {notes}; the socket layer reports those kinds")),
         })
     }
 
@@ -607,7 +759,7 @@ impl Probes {
 
     /// The source of each event kind's records in the loaded mode.
     pub fn kind_sources(&self) -> Vec<KindSource> {
-        kind_sources(self.mode, self.kfunc)
+        kind_sources(self.mode, self.kfunc, self.kprobes)
     }
 
     /// Takes the event ring buffer (once) for a reader task.
@@ -636,12 +788,14 @@ impl Probes {
 
 /// The source of each event kind's records in `mode`, where kernel-function
 /// hooks report the `kfunc` kinds.
-fn kind_sources(mode: AttachMode, kfunc: u64) -> Vec<KindSource> {
+fn kind_sources(mode: AttachMode, kfunc: u64, kprobes: u64) -> Vec<KindSource> {
     KIND_SOURCES
         .iter()
         .map(|&(kind, socket, syscalls, bit)| KindSource {
             kind,
-            source: if bit & kfunc != 0 {
+            source: if bit & kprobes != 0 {
+                "kprobe"
+            } else if bit & kfunc != 0 {
                 "kfunc"
             } else if mode == AttachMode::Syscalls {
                 syscalls
@@ -710,42 +864,45 @@ fn check_registry(ebpf: &Ebpf) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// The kinds the socket layer's shared `sock_ops` leaves to kernel-function
+/// hooks by the `KFUNC_KINDS` global: one of these failing needs the object
+/// loaded again. The others' socket-layer programs are simply attached.
+const GLOBAL_KINDS: u64 = kfunc_kinds::LISTEN | kfunc_kinds::CONNECT;
+
+/// Kinds a pure `kfunc` load may leave to the socket layer (the mode stands
+/// without them): their function can be inlined away by the compiler.
+const OPTIONAL_KINDS: u64 = kfunc_kinds::UDP_IMPLICIT_BIND;
+
 /// Loads and attaches the programs `plan` asks for; the others stay unloaded
-/// on purpose. The kernel-function hooks go first: in `auto` (not strict)
-/// a kind whose hooks fail is reported as [`LoadError::KfuncPartial`]
-/// before anything else is attached.
+/// on purpose. The kernel-function hooks go first. A kind whose hooks fail
+/// is left to the socket layer: in `auto` (not strict), one the globals
+/// name ([`GLOBAL_KINDS`]) is reported as [`LoadError::KfuncPartial`]
+/// before anything else is attached, so that the object is loaded again;
+/// in `kfunc` (strict) only [`OPTIONAL_KINDS`] may fail. Returns the kinds
+/// kernel-function hooks report and why the others do not.
 fn attach_plan(
     ebpf: &mut Ebpf,
     plan: Plan,
     layout: &btf::Layout,
     btf: &Btf,
-) -> Result<(), LoadError> {
+) -> Result<(u64, u64, String), LoadError> {
     let mut failed = 0u64;
+    let mut kprobes = 0u64;
     let mut why = Vec::new();
-    for (name, hook, family) in PROGRAMS {
-        let (Hook::FExit(sig), Family::Kfunc(kind)) = (hook, family) else {
-            continue;
-        };
-        if plan.kfunc & kind == 0 || failed & kind != 0 {
+    for kind in KFUNC_KIND_BITS {
+        if plan.kfunc & kind == 0 {
             continue;
         }
         let attached = if plan.skip & kind != 0 {
             Err(LoadError::KfuncSkipped)
         } else {
-            Ok(())
+            attach_kind(ebpf, layout, btf, kind, plan.via)
         };
-        let attached = attached
-            .and_then(|()| check_signature(layout, &sig))
-            .and_then(|()| {
-                let p: &mut FExit = program(ebpf, name)?;
-                p.load(sig.function, btf).map_err(fail(name))?;
-                p.attach().map_err(fail(name))?;
-                Ok(())
-            });
         match attached {
-            Ok(()) => {}
+            Ok(Variant::Fexit) => {}
+            Ok(Variant::Kprobe) => kprobes |= kind,
             Err(e) if e.is_privileges() => return Err(e),
-            Err(e) if plan.strict => {
+            Err(e) if plan.strict && kind & OPTIONAL_KINDS == 0 => {
                 return Err(LoadError::ModeUnavailable {
                     mode: plan.mode.name(),
                     reason: format!("{}: {e}", kind_name(kind)),
@@ -757,18 +914,19 @@ fn attach_plan(
             }
         }
     }
-    if failed != 0 {
+    if failed & GLOBAL_KINDS != 0 && !plan.strict {
         return Err(LoadError::KfuncPartial {
             ok: plan.kfunc & !failed,
             why: why.join("; "),
         });
     }
+    let kfunc = plan.kfunc & !failed;
     let mode = plan.mode;
     let wanted = |f: Family| match f {
         Family::Common => true,
         Family::Syscalls => mode == AttachMode::Syscalls,
-        Family::SocketLayer(kinds) => kinds & !plan.kfunc != 0,
-        Family::Kfunc(_) => false, // attached above
+        Family::SocketLayer(kinds) => kinds & !kfunc != 0,
+        Family::Kfunc(_) | Family::Kprobe(_) => false, // attached above
     };
     // On 5.7+ aya attaches cgroup programs through a bpf_link, which always
     // coexists with other programs on the cgroup and takes no mode flags (the
@@ -813,10 +971,145 @@ fn attach_plan(
                 p.attach(open()?, CgroupAttachMode::Single)
                     .map_err(fail(name))?;
             }
-            Hook::FExit(_) => {} // attached above
+            Hook::FExit(_) | Hook::KProbe(_) | Hook::KRetProbe(_) => {} // attached above
+        }
+    }
+    Ok((kfunc, kprobes, why.join("; ")))
+}
+
+/// Every `kfunc_kinds` bit, in the order they are tried.
+const KFUNC_KIND_BITS: [u64; 5] = [
+    kfunc_kinds::BIND,
+    kfunc_kinds::LISTEN,
+    kfunc_kinds::CONNECT,
+    kfunc_kinds::ACCEPT,
+    kfunc_kinds::UDP_IMPLICIT_BIND,
+];
+
+/// How a kind's kernel functions are hooked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// fentry/fexit trampolines.
+    Fexit,
+    /// kprobes and kretprobes.
+    Kprobe,
+}
+
+/// Which variants a load may use ([`KFUNC_VIA_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// Trampolines, else kprobes (the default).
+    Any,
+    Only(Variant),
+}
+
+/// The environment variable that restricts the `kfunc` mode's hooks to one
+/// variant (`fexit` or `kprobe`): how the tests prove the kprobe variant on
+/// a kernel where trampolines load too.
+pub const KFUNC_VIA_ENV: &str = "SOCKMON_KFUNC_VIA";
+
+fn kfunc_via() -> Result<Via, LoadError> {
+    match std::env::var(KFUNC_VIA_ENV).as_deref() {
+        Err(_) | Ok("") => Ok(Via::Any),
+        Ok("fexit") => Ok(Via::Only(Variant::Fexit)),
+        Ok("kprobe") => Ok(Via::Only(Variant::Kprobe)),
+        Ok(other) => Err(LoadError::KfuncVia(other.to_string())),
+    }
+}
+
+/// Hooks the kernel functions of `kind`: with trampolines where they load,
+/// else with kprobes. A variant that fails part-way is unloaded whole, so a
+/// kind is never reported by two families.
+fn attach_kind(
+    ebpf: &mut Ebpf,
+    layout: &btf::Layout,
+    btf: &Btf,
+    kind: u64,
+    via: Via,
+) -> Result<Variant, LoadError> {
+    let fexit = match via {
+        Via::Only(Variant::Kprobe) => Err(LoadError::KfuncNotTried("kprobe")),
+        _ => attach_variant(ebpf, layout, btf, kind, Variant::Fexit),
+    };
+    let Err(fexit_err) = fexit else {
+        return Ok(Variant::Fexit);
+    };
+    if via == Via::Only(Variant::Fexit) || fexit_err.is_privileges() {
+        return Err(fexit_err);
+    }
+    attach_variant(ebpf, layout, btf, kind, Variant::Kprobe)
+        .map(|()| Variant::Kprobe)
+        .map_err(|e| LoadError::KfuncVariants {
+            fexit: fexit_err.to_string(),
+            kprobe: e.to_string(),
+        })
+}
+
+fn attach_variant(
+    ebpf: &mut Ebpf,
+    layout: &btf::Layout,
+    btf: &Btf,
+    kind: u64,
+    variant: Variant,
+) -> Result<(), LoadError> {
+    let mine = PROGRAMS.iter().filter(|(_, _, f)| match (variant, *f) {
+        (Variant::Fexit, Family::Kfunc(k)) | (Variant::Kprobe, Family::Kprobe(k)) => k == kind,
+        _ => false,
+    });
+    let mut loaded = Vec::new();
+    for &(name, hook, _) in mine {
+        let r = load_hook(ebpf, layout, btf, name, hook);
+        loaded.push(name);
+        if let Err(e) = r {
+            for n in loaded {
+                unload(ebpf, n);
+            }
+            return Err(e);
         }
     }
     Ok(())
+}
+
+fn load_hook(
+    ebpf: &mut Ebpf,
+    layout: &btf::Layout,
+    btf: &Btf,
+    name: &'static str,
+    hook: Hook,
+) -> Result<(), LoadError> {
+    match hook {
+        Hook::FExit(sig) => {
+            check_signature(layout, &sig)?;
+            let p: &mut FExit = program(ebpf, name)?;
+            p.load(sig.function, btf).map_err(fail(name))?;
+            p.attach().map_err(fail(name))?;
+        }
+        Hook::KProbe(sig) => {
+            check_signature(layout, &sig)?;
+            let p: &mut KProbe = program(ebpf, name)?;
+            p.load().map_err(fail(name))?;
+            p.attach(sig.function, 0).map_err(fail(name))?;
+        }
+        Hook::KRetProbe(function) => {
+            let p: &mut KProbe = program(ebpf, name)?;
+            p.load().map_err(fail(name))?;
+            p.attach(function, 0).map_err(fail(name))?;
+        }
+        _ => unreachable!("only kernel-function hooks are attached per kind"),
+    }
+    Ok(())
+}
+
+/// Detaches and unloads a kernel-function hook of a variant that failed.
+fn unload(ebpf: &mut Ebpf, name: &'static str) {
+    let Some(p) = ebpf.program_mut(name) else {
+        return;
+    };
+    let _ = match p {
+        Program::FExit(p) => p.unload(),
+        Program::KProbe(p) => p.unload(),
+        _ => Ok(()),
+    };
 }
 
 /// The event kind of a `kfunc_kinds` bit, as `status` names it.
@@ -831,7 +1124,7 @@ fn kind_name(bit: u64) -> &'static str {
 /// (they changed across kernels: `inet_csk_accept` since 6.10, for one).
 fn check_signature(layout: &btf::Layout, sig: &Signature) -> Result<(), LoadError> {
     let (params, ret) = layout.function_signature(sig.function)?;
-    let shape_ok = ret == "int"
+    let shape_ok = ret == sig.ret
         && params.len() >= sig.params.len()
         && (!sig.exact || params.len() == sig.params.len())
         && params
@@ -845,7 +1138,8 @@ fn check_signature(layout: &btf::Layout, sig: &Signature) -> Result<(), LoadErro
             function: sig.function,
             found: format!("{ret} ({})", params.join(", ")),
             expected: format!(
-                "int ({}{})",
+                "{} ({}{})",
+                sig.ret,
                 sig.params.join(", "),
                 if sig.exact { "" } else { ", ..." }
             ),

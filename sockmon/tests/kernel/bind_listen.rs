@@ -39,9 +39,10 @@ fn listener_on_an_ephemeral_port_reports_the_kernel_chosen_port() {
     // program must leave the kinds of the kernel-function hooks alone):
     // every record of this thread before its close has arrived by then.
     drop(listener);
-    h.expect("close", pid, |e| {
+    let close = h.expect("close", pid, |e| {
         e.kind == EventKind::Close && e.inode == inode
     });
+    assert_eq!(close.source().name(), h.source("close"));
     for kind in [EventKind::Bind, EventKind::Listen] {
         let n = h.all(|e| e.kind == kind && e.inode == inode).len();
         assert_eq!(n, 1, "{kind:?} reported {n} times");

@@ -206,8 +206,19 @@ impl Harness {
     }
 
     /// The hook family (`kfunc`, `socket`, `syscalls`) that reports event
-    /// `kind` (`bind`, `accept`, ...) in the loaded mode.
+    /// `kind` (`bind`, `accept`, ...) in the loaded mode, as its records say
+    /// it (`attach`): kernel-function hooks are `kfunc` whether trampolines
+    /// or kprobes carry them.
     pub fn source(&self, kind: &str) -> &'static str {
+        match self.hook(kind) {
+            "kprobe" => "kfunc",
+            other => other,
+        }
+    }
+
+    /// What the loader says hooks `kind`: `kfunc` (trampolines), `kprobe`,
+    /// `socket` or `syscalls`.
+    pub fn hook(&self, kind: &str) -> &'static str {
         self.sources
             .get()
             .expect("the probes are loaded")

@@ -1,6 +1,7 @@
 //! Which hook family reports each event kind in the loaded attach mode
-//! (`SOCKMON_TEST_ATTACH`), and `SOCKMON_KFUNC_SKIP`, which leaves kinds to
-//! the socket layer where kernel-function hooks would report them.
+//! (`SOCKMON_TEST_ATTACH`); `SOCKMON_KFUNC_SKIP`, which leaves kinds to the
+//! socket layer where kernel-function hooks would report them; and
+//! `SOCKMON_KFUNC_VIA`, which restricts those hooks to one variant.
 
 use sockmon::kernel::AttachMode;
 
@@ -29,8 +30,40 @@ fn each_kind_is_reported_by_the_family_the_mode_says() {
             _ => "socket",
         }
     );
-    for kind in ["close", "udp_implicit_bind"] {
-        assert_eq!(h.source(kind), "socket", "{kind}");
+    assert_eq!(h.source("close"), "socket");
+    // `inet_autobind` may be inlined away on some kernel: then the socket
+    // layer's send hook reports implicit binds in `kfunc` too.
+    let implicit = h.source("udp_implicit_bind");
+    if h.mode() == AttachMode::Kfunc && !skipped.contains(&"udp_implicit_bind") {
+        assert!(
+            ["kfunc", "kprobe", "socket"].contains(&implicit),
+            "{implicit}"
+        );
+    } else {
+        assert_eq!(implicit, "socket");
+    }
+    // The variant of every kind kernel-function hooks report.
+    let via = std::env::var("SOCKMON_KFUNC_VIA").unwrap_or_default();
+    for kind in [
+        "bind",
+        "listen",
+        "connect",
+        "accept",
+        "connect_result",
+        "udp_implicit_bind",
+    ] {
+        let hook = h.hook(kind);
+        match via.as_str() {
+            "kprobe" if h.source(kind) == "kfunc" => assert_eq!(hook, "kprobe", "{kind}"),
+            "fexit" if h.source(kind) == "kfunc" => assert_eq!(hook, "kfunc", "{kind}"),
+            _ => {}
+        }
+    }
+    if via == "kprobe" && asked == "kfunc" {
+        // The kprobe variant for every core kind.
+        for kind in ["bind", "listen", "connect", "accept"] {
+            assert_eq!(h.hook(kind), "kprobe", "{kind}");
+        }
     }
     match asked.as_str() {
         // A pure mode loads as itself or not at all.

@@ -87,6 +87,7 @@ fn udp_sendto_on_an_unbound_socket_reports_one_implicit_bind() {
     });
     assert_mine(&e, inode);
     assert!(e.is_implicit());
+    assert_eq!(e.source().name(), h.source("udp_implicit_bind"));
     assert_eq!(
         (e.proto, e.src.port(), e.error),
         (Proto::Udp, local.port(), None)
@@ -137,5 +138,11 @@ fn udp_connect_of_an_unbound_socket_reports_the_local_port_where_the_mode_knows_
             assert_eq!(connect.src, local);
         }
     }
+    // The autobind inside the connect is the connect's: no implicit bind.
     sys::close(client);
+    h.expect("close", pid, |e| {
+        e.kind == EventKind::Close && e.inode == ci
+    });
+    let binds = h.all(|e| e.kind == EventKind::Bind && e.inode == ci);
+    assert!(binds.is_empty(), "{binds:?}");
 }

@@ -72,6 +72,21 @@ pub struct BenchArgs {
     /// sockmon has it, else `watch --json`).
     #[arg(long, value_enum)]
     pub sockmon: Option<SockmonMode>,
+    /// Where to measure: this machine's kernel, or the rate and syscall-tax
+    /// part inside a Debian kernel under qemu (every attach mode, bare and
+    /// bpftrace side by side; ratios only: software emulation distorts
+    /// absolute speed). A guest run rewrites its own section of BENCHMARKS.md.
+    #[arg(long, value_enum, default_value = "host")]
+    pub kernel: BenchKernel,
+    /// vCPUs of the guest (`--kernel debian-*`).
+    #[arg(long, default_value_t = 2)]
+    pub guest_cpus: u32,
+    /// Seconds the guest may run before it is killed.
+    #[arg(long, default_value_t = 5400)]
+    pub guest_timeout: u64,
+    /// Set by the guest's plan: this run is inside a guest.
+    #[arg(long, hide = true)]
+    pub in_guest: bool,
     #[command(subcommand)]
     pub worker: Option<WorkerCmd>,
 }
@@ -81,6 +96,16 @@ pub enum WorkerCmd {
     /// A workload process (started by the benchmark itself).
     #[command(hide = true)]
     Worker(load::WorkerArgs),
+}
+
+/// Which kernel `bench` measures on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchKernel {
+    Host,
+    #[value(name = "debian-6.1")]
+    Debian61,
+    #[value(name = "debian-6.12")]
+    Debian612,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -98,6 +123,8 @@ pub enum Part {
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
     pub quick: bool,
+    /// Inside a Debian guest: every attach mode side by side, no BPF profile.
+    pub guest: bool,
     pub rounds: usize,
     /// Tries of a rate round while another process has syscall tracepoints
     /// attached, before the round is kept anyway (and flagged).
@@ -139,6 +166,7 @@ impl Plan {
         let mut p = if quick {
             Self {
                 quick,
+                guest: false,
                 rounds: 5,
                 round_tries: 1,
                 quiet_wait_s: 0.0,
@@ -166,6 +194,7 @@ impl Plan {
         } else {
             Self {
                 quick,
+                guest: false,
                 rounds: 7,
                 round_tries: 3,
                 quiet_wait_s: 120.0,
@@ -256,8 +285,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         prepare()?;
         return reexec_release();
     }
+    if args.kernel != BenchKernel::Host && !args.in_guest {
+        return bench_in_guest(args);
+    }
     let tools = tools(args.sockmon);
-    let plan = Plan::new(args.quick, args.rounds);
+    let mut plan = Plan::new(args.quick, args.rounds);
+    if args.in_guest {
+        plan.guest = true;
+        return guest_part(&plan, &tools);
+    }
     let parts = if args.parts.is_empty() {
         vec![
             Part::Rate,
@@ -285,6 +321,51 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         eprintln!("xtask bench: wrote {}", path.display());
     }
     results.check_numbers()
+}
+
+/// `--kernel debian-*` on the host: boots the guest, which runs
+/// [`guest_part`], and puts its report in BENCHMARKS.md.
+fn bench_in_guest(args: &BenchArgs) -> anyhow::Result<()> {
+    let guest = match args.kernel {
+        BenchKernel::Debian61 => crate::guest::Guest::Debian61,
+        BenchKernel::Debian612 => crate::guest::Guest::Debian612,
+        BenchKernel::Host => unreachable!("the host is measured in place"),
+    };
+    let run = crate::guest::bench(
+        guest,
+        &release_xtask(),
+        args.rounds.unwrap_or(5),
+        args.guest_cpus,
+        Duration::from_secs(args.guest_timeout),
+    )?;
+    println!("{}", run.markdown);
+    let path = root().join("BENCHMARKS.md");
+    report::update_guest_section(&path, guest.name(), &run.package, run.wall, &run.markdown)?;
+    eprintln!(
+        "xtask bench: wrote the {} section of {}",
+        guest.name(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// Inside the guest: the rate and syscall-tax part, its markdown on stdout
+/// (the guest's plan sends it to the console); nothing is written (the
+/// guest's view of the tree is read-only).
+fn guest_part(plan: &Plan, tools: &Tools) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let machine = report::Machine::probe(tools)?;
+    let mut results = report::Results::new(machine, plan.clone(), tools.sockmon.mode);
+    run_part(Part::Rate, plan, tools, &mut results);
+    results.finish(started.elapsed());
+    print!("{}", report::guest_markdown(&results));
+    if results.rate.done().is_none() {
+        bail!(
+            "the rate part failed: {}",
+            results.rate.why_not().unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn run_part(part: Part, plan: &Plan, tools: &Tools, results: &mut report::Results) {

@@ -99,6 +99,20 @@ const TRACERS: [Tracer; 5] = [
     Tracer::Bpftrace,
 ];
 
+/// Inside a Debian guest (`bench --kernel`), where trampolines load: every
+/// attach mode side by side, instead of the enrichment's cost.
+const GUEST_TRACERS: [Tracer; 5] = [
+    Tracer::Bare,
+    Tracer::SockmonKfunc,
+    Tracer::Sockmon,
+    Tracer::SockmonSyscalls,
+    Tracer::Bpftrace,
+];
+
+fn tracers(plan: &Plan) -> [Tracer; 5] {
+    if plan.guest { GUEST_TRACERS } else { TRACERS }
+}
+
 fn workloads(plan: &Plan, cores: usize) -> Vec<Workload> {
     let conn = |threads: usize| Workload {
         part: "connection rate",
@@ -168,7 +182,7 @@ pub fn run(plan: &Plan, tools: &Tools) -> anyhow::Result<RateResults> {
     let known: Vec<u32> = at_start.iter().map(|f| f.pid).collect();
     for round in 0..plan.rounds {
         for attempt in 1..=plan.round_tries {
-            let this = run_round(round, plan.rounds, &loads, tools, &known, &mut errors);
+            let this = run_round(round, plan, &loads, tools, &known, &mut errors);
             let foreign = this.iter().flatten().flatten().any(|s| s.foreign_tracer);
             if foreign && attempt < plan.round_tries {
                 eprintln!(
@@ -183,13 +197,23 @@ pub fn run(plan: &Plan, tools: &Tools) -> anyhow::Result<RateResults> {
             break;
         }
     }
-    let rows = rows(&loads, &by_round, tools);
-    let bpf_profile = bpfprof::profile(tools, plan.rate_s, Tracer::Sockmon)
-        .map_err(|e| errors.push(format!("BPF run-time profile: {e:#}")))
-        .ok();
-    let bpf_profile_plain = bpfprof::profile(tools, plan.rate_s, Tracer::SockmonPlain)
-        .map_err(|e| errors.push(format!("BPF run-time profile (--no-enrichment): {e:#}")))
-        .ok();
+    let rows = rows(&loads, &by_round, tools, &tracers(plan));
+    // Not in a guest: software emulation makes BPF run times meaningless.
+    let profile = |t: Tracer, what: &str, errors: &mut Vec<String>| {
+        (!plan.guest)
+            .then(|| {
+                bpfprof::profile(tools, plan.rate_s, t)
+                    .map_err(|e| errors.push(format!("{what}: {e:#}")))
+                    .ok()
+            })
+            .flatten()
+    };
+    let bpf_profile = profile(Tracer::Sockmon, "BPF run-time profile", &mut errors);
+    let bpf_profile_plain = profile(
+        Tracer::SockmonPlain,
+        "BPF run-time profile (--no-enrichment)",
+        &mut errors,
+    );
     Ok(RateResults {
         bpf_profile,
         bpf_profile_plain,
@@ -232,15 +256,17 @@ fn still_there(before: Vec<Foreign>) -> Vec<Foreign> {
 /// One round: every tracer in this round's order, every workload under it.
 fn run_round(
     round: usize,
-    rounds: usize,
+    plan: &Plan,
     loads: &[Workload],
     tools: &Tools,
     known: &[u32],
     errors: &mut Vec<String>,
 ) -> Vec<Option<Vec<Sample>>> {
-    let mut this = vec![None; TRACERS.len()];
+    let rounds = plan.rounds;
+    let list = tracers(plan);
+    let mut this = vec![None; list.len()];
     for t in rotated(round) {
-        let tracer = TRACERS[t];
+        let tracer = list[t];
         eprintln!("xtask bench: rate round {}/{rounds}: {tracer:?}", round + 1);
         match run_tracer(tracer, loads, tools, known) {
             Ok(per_load) => this[t] = Some(per_load),
@@ -320,7 +346,12 @@ fn per_cpu_second(m: &Measured) -> f64 {
     }
 }
 
-fn rows(loads: &[Workload], by_round: &[Vec<Option<Vec<Sample>>>], tools: &Tools) -> Vec<Row> {
+fn rows(
+    loads: &[Workload],
+    by_round: &[Vec<Option<Vec<Sample>>>],
+    tools: &Tools,
+    tracers: &[Tracer],
+) -> Vec<Row> {
     let column = |t: usize, w: usize| -> Vec<Option<Sample>> {
         by_round
             .iter()
@@ -331,7 +362,7 @@ fn rows(loads: &[Workload], by_round: &[Vec<Option<Vec<Sample>>>], tools: &Tools
     for (w, load) in loads.iter().enumerate() {
         let bare = field(&column(0, w), |s| s.rate);
         let bare_cpu = field(&column(0, w), |s| s.cpu_rate);
-        for (t, tracer) in TRACERS.iter().enumerate() {
+        for (t, tracer) in tracers.iter().enumerate() {
             let rounds = column(t, w);
             let rate = field(&rounds, |s| s.rate);
             let cpu_rate = field(&rounds, |s| s.cpu_rate);

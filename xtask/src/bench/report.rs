@@ -80,6 +80,53 @@ fn splice(old: &str, section: &str) -> String {
     }
 }
 
+/// What a guest of `bench --kernel` reports: sections 1 and 2 only.
+pub fn guest_markdown(r: &Results) -> String {
+    let mut s = String::new();
+    header(&mut s, r);
+    section(
+        &mut s,
+        "Connection-rate overhead, per attach mode",
+        &r.rate,
+        |s, v| rate_table(s, v, "connection rate"),
+    );
+    section(&mut s, "Syscall tax, per attach mode", &r.rate, |s, v| {
+        rate_table(s, v, "syscall tax")
+    });
+    s
+}
+
+/// Replaces the section of BENCHMARKS.md that `bench --kernel NAME`
+/// writes (its own markers; appended the first time), keeping the rest.
+pub fn update_guest_section(
+    path: &Path,
+    name: &str,
+    package: &str,
+    wall: std::time::Duration,
+    report: &str,
+) -> anyhow::Result<()> {
+    let begin = format!("<!-- bench --kernel {name}: begin (generated) -->");
+    let end = format!("<!-- bench --kernel {name}: end -->");
+    // The guest's own report starts at `##`: one level down here.
+    let report = report
+        .replace("\n### ", "\n#### ")
+        .replacen("## Results", "### Results", 1);
+    let body = format!(
+        "{begin}\n## Inside Debian's {name} kernel (`cargo xtask bench --kernel {name}`)\n\n\
+         `{package}` booted under qemu with software emulation (TCG; this machine's \
+         `/dev/kvm` cannot boot stock kernels), so absolute rates are many times \
+         below real hardware and only the ratios to bare, taken round by round in \
+         the same guest, mean anything. The guest run took {:.0} s of wall time.\n\n{report}\n{end}",
+        wall.as_secs_f64()
+    );
+    let old = fs::read_to_string(path).unwrap_or_default();
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{body}{}", &old[..b], &old[e + end.len()..]),
+        _ => format!("{}\n\n{body}\n", old.trim_end()),
+    };
+    fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
+
 /// The whole generated section.
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();

@@ -68,6 +68,10 @@ pub enum Tracer {
     /// close and exec (`--no-enrichment`): what those records cost, side by side.
     #[serde(rename = "sockmon-no-enrichment")]
     SockmonPlain,
+    /// sockmon with `--attach kfunc` (kernel-function hooks), where the
+    /// kernel allows it (the Debian guests of `bench --kernel`).
+    #[serde(rename = "sockmon-kfunc")]
+    SockmonKfunc,
     Bpftrace,
 }
 
@@ -85,6 +89,8 @@ impl Tracer {
             (Self::SockmonPlain, SockmonMode::Watch) => {
                 "sockmon watch --json --attach socket (no switch: enriched)"
             }
+            (Self::SockmonKfunc, SockmonMode::Daemon) => "sockmon daemon --attach kfunc",
+            (Self::SockmonKfunc, SockmonMode::Watch) => "sockmon watch --json --attach kfunc",
             (Self::Bpftrace, _) => "bpftrace",
         }
     }
@@ -143,6 +149,10 @@ impl Attached {
             (Tracer::SockmonSyscalls, SockmonMode::Watch) => {
                 start_watch(&sockmon.bin, opts, "syscalls")
             }
+            (Tracer::SockmonKfunc, SockmonMode::Daemon) => {
+                start_daemon(&sockmon.bin, opts, "kfunc")
+            }
+            (Tracer::SockmonKfunc, SockmonMode::Watch) => start_watch(&sockmon.bin, opts, "kfunc"),
             (Tracer::Bpftrace, _) => start_bpftrace(),
         }
     }

@@ -102,7 +102,7 @@ pub fn run(guests: &[Guest], opts: Options) -> anyhow::Result<()> {
         let dir = work.join(g.name());
         fs::create_dir_all(&dir)?;
         let plan = dir.join("plan.env");
-        fs::write(&plan, plan_text(&bins)?)?;
+        fs::write(&plan, plan_text(&bins, g)?)?;
         let initrd = dir.join("initramfs.cpio");
         let keep = [root(), work.clone(), k.tree.clone(), parent(&bins.kernel)];
         initramfs::build(&k, &script, &plan, &keep, &initrd)?;
@@ -168,14 +168,101 @@ pub fn run(guests: &[Guest], opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+const BENCH_SH: &str = include_str!("bench.sh");
+
+/// What `cargo xtask bench --kernel` brings back from a guest.
+pub struct BenchRun {
+    /// The Debian package the kernel came from.
+    pub package: String,
+    /// The report's markdown (sections 1 and 2: connection rate, syscall tax).
+    pub markdown: String,
+    pub wall: Duration,
+}
+
+/// Runs the rate and syscall-tax part of the benchmark inside guest `g`,
+/// with the host's release build of xtask (`xtask`, which finds the
+/// release `sockmon` beside it), and returns its report.
+pub fn bench(
+    g: Guest,
+    xtask: &Path,
+    rounds: u16,
+    cpus: u32,
+    timeout: Duration,
+) -> anyhow::Result<BenchRun> {
+    let k = debian::kernel(g.series()).with_context(|| format!("the {} kernel", g.name()))?;
+    let dir = root()
+        .join("target/guest")
+        .join(format!("bench-{}", g.name()));
+    fs::create_dir_all(&dir)?;
+    let script = dir.join("bench.sh");
+    fs::write(&script, BENCH_SH)?;
+    let plan = dir.join("plan.env");
+    let x = xtask
+        .to_str()
+        .filter(|v| {
+            v.starts_with('/') && !v.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c))
+        })
+        .with_context(|| format!("{} cannot be handed to the guest's shell", xtask.display()))?;
+    fs::write(&plan, format!("XTASK_BIN={x}\nROUNDS={rounds}\n"))?;
+    let initrd = dir.join("initramfs.cpio");
+    let keep = [root(), dir.clone(), k.tree.clone(), parent(xtask)];
+    initramfs::build(&k, &script, &plan, &keep, &initrd)?;
+    eprintln!(
+        "xtask: benchmark in the {} guest ({cpus} vCPU, software emulation; deadline {timeout:?})",
+        g.name()
+    );
+    let log = dir.join("console.log");
+    let boot = qemu::boot(&k, &initrd, cpus, &log, timeout, g.name())?;
+    let md_mark = format!("{MARK} md ");
+    let log_mark = format!("{MARK} log ");
+    let mut markdown = String::new();
+    let mut end = None;
+    for line in boot.console.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(md) = line.strip_prefix(&md_mark) {
+            markdown.push_str(md);
+            markdown.push('\n');
+        } else if let Some(l) = line.strip_prefix(&log_mark) {
+            eprintln!("xtask: [{}] {l}", g.name());
+        } else if let Some(rest) = line.strip_prefix(&format!("{MARK} end bench ")) {
+            end = Some(rest.to_string());
+        }
+    }
+    match end {
+        Some(e) if e.starts_with("rc=0 ") && !markdown.is_empty() => Ok(BenchRun {
+            package: k.package.clone(),
+            markdown,
+            wall: boot.wall,
+        }),
+        Some(e) => bail!(
+            "the benchmark in the {} guest failed ({e}); console: {}",
+            g.name(),
+            log.display()
+        ),
+        None => bail!(
+            "the benchmark in the {} guest never ended{}; console: {}",
+            g.name(),
+            if boot.timed_out {
+                " (killed at the deadline)"
+            } else {
+                ""
+            },
+            log.display()
+        ),
+    }
+}
+
 fn parent(p: &Path) -> PathBuf {
     p.parent()
         .map_or_else(|| p.to_path_buf(), Path::to_path_buf)
 }
 
 /// The variables `run.sh` reads.
-fn plan_text(b: &Binaries) -> anyhow::Result<String> {
+fn plan_text(b: &Binaries, g: Guest) -> anyhow::Result<String> {
     let mut s = String::new();
+    // The kprobe variant of the `kfunc` mode is forced in one guest only:
+    // wherever both load, trampolines win, so it needs forcing to be tested.
+    let _ = writeln!(s, "FORCE_KPROBES={}", u8::from(g == Guest::Debian612));
     for (name, p) in [
         ("KERNEL_BIN", &b.kernel),
         ("SNAPSHOT_BIN", &b.snapshot),

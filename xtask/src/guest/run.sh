@@ -2,7 +2,7 @@
 # The test plan inside a guest (xtask/src/guest/): runs as root, chrooted
 # into this machine's root (read-only; /tmp and /run are the guest's tmpfs).
 # $1 is a plan file written by xtask that sets KERNEL_BIN, SNAPSHOT_BIN,
-# DAEMON_BIN, SOCKMON_BIN and PKG_DIR. Every step's start and end is a
+# DAEMON_BIN, SOCKMON_BIN, PKG_DIR and FORCE_KPROBES. Every step's start and end is a
 # line starting with "@@sockmon-guest" on the serial console, which xtask reads.
 set -u
 . "$1"
@@ -61,6 +61,11 @@ done
 case " $modes " in
   *" kfunc "*)
     step kernel-tests/auto-mixed env SOCKMON_TEST_ATTACH=auto SOCKMON_KFUNC_SKIP=bind,listen "$KERNEL_BIN"
+    # 4. The kprobe variant of the kfunc mode, forced (trampolines win
+    #    wherever both load): in the guest whose plan asks for it.
+    if [ "${FORCE_KPROBES:-0}" = 1 ]; then
+      step kernel-tests/kfunc-kprobe env SOCKMON_TEST_ATTACH=kfunc SOCKMON_KFUNC_VIA=kprobe "$KERNEL_BIN"
+    fi
     ;;
 esac
 step snapshot "$SNAPSHOT_BIN"
