@@ -37,7 +37,7 @@
 //!   other modes.
 //!
 //! The loader checks each function's parameters in the kernel's BTF before
-//! it attaches (kernel/loader.rs), and leaves an event kind to the socket
+//! it attaches (kernel/kfunc.rs), and leaves an event kind to the socket
 //! layer when its function is missing or has another shape.
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::fexit, programs::FExitContext};

@@ -331,13 +331,15 @@ fn exec_capture_outlives_a_process_that_connects_and_exits_at_once() {
 fn long_argv_is_truncated_and_flagged() {
     let h = harness();
     let long = "x".repeat(2000);
-    let status = Command::new("/bin/true").arg(&long).status().unwrap();
-    assert!(status.success());
+    let mut child = Command::new("/bin/true").arg(&long).spawn().unwrap();
+    // By its pid: other tests exec /bin/true from this process too.
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let found = crate::harness::lock(&h.execs)
             .iter()
-            .find(|x| x.ppid == std::process::id() && x.filename == b"/bin/true")
+            .find(|x| x.pid == pid && x.filename == b"/bin/true")
             .cloned();
         if let Some(x) = found {
             let args = x.args.unwrap();

@@ -47,3 +47,39 @@ fn ipv6_loopback_connection_is_reported_as_ipv6() {
         (Family::Ipv6, client_addr, server)
     );
 }
+
+#[test]
+fn an_ipv4_mapped_connect_is_reported_once_as_ipv4() {
+    // An IPv6 socket connecting to ::ffff:127.0.0.1: the kernel runs
+    // tcp_v4_connect inside tcp_v6_connect; the record is one, and the
+    // mapped addresses are reported as the IPv4 ones they are.
+    let h = harness();
+    let pid = std::process::id();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let mapped: std::net::SocketAddr = format!("[::ffff:127.0.0.1]:{}", server.port())
+        .parse()
+        .unwrap();
+    let client = TcpStream::connect(mapped).unwrap();
+    let ci = inode_of(&client);
+    let std::net::SocketAddr::V6(local) = client.local_addr().unwrap() else {
+        panic!("an IPv6 socket");
+    };
+    let local_v4 =
+        std::net::SocketAddr::new(local.ip().to_ipv4_mapped().unwrap().into(), local.port());
+    let c = h.expect("mapped connect", pid, |e| {
+        e.kind == EventKind::Connect && e.inode == ci
+    });
+    assert_mine(&c, ci);
+    assert_eq!((c.family, c.src, c.dst), (Family::Ipv4, local_v4, server));
+    assert_eq!(c.source().name(), h.source("connect"));
+    let r = h.expect("mapped connect's result", pid, |e| {
+        e.kind == EventKind::ConnectResult && e.inode == ci
+    });
+    assert_eq!((r.error, r.src, r.dst), (None, local_v4, server));
+    let n = h
+        .all(|e| e.kind == EventKind::Connect && e.inode == ci)
+        .len();
+    assert_eq!(n, 1, "the mapped connect reported {n} times");
+    drop((client, listener));
+}

@@ -10,6 +10,7 @@ mod flows;
 mod harness;
 mod ipv6;
 mod modes;
+mod netns;
 mod outcomes;
 mod process;
 mod shared;
