@@ -112,7 +112,7 @@ pub fn update_guest_section(
         .replace("\n### ", "\n#### ")
         .replacen("## Results", "### Results", 1);
     let body = format!(
-        "{begin}\n## Inside Debian's {name} kernel (`cargo xtask bench --kernel {name}`)\n\n\
+        "{begin}\n## Inside the {name} guest (`cargo xtask bench --kernel {name}`)\n\n\
          `{package}` booted under qemu with software emulation (TCG; this machine's \
          `/dev/kvm` cannot boot stock kernels), so absolute rates are many times \
          below real hardware and only the ratios to bare, taken round by round in \
