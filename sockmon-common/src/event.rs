@@ -157,10 +157,10 @@ pub struct ProcEvent {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
-const _: () = assert!(core::mem::size_of::<Header>() == 24);
-const _: () = assert!(core::mem::size_of::<SockEvent>() == 144);
-const _: () = assert!(core::mem::size_of::<ProcEvent>() == 56);
-const _: () = assert!(core::mem::align_of::<SockEvent>() == 8);
+const _: () = assert!(size_of::<Header>() == 24);
+const _: () = assert!(size_of::<SockEvent>() == 144);
+const _: () = assert!(size_of::<ProcEvent>() == 56);
+const _: () = assert!(align_of::<SockEvent>() == 8);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: `repr(C)`, no padding holes (padding is named), every bit pattern valid.
@@ -205,7 +205,7 @@ mod tests {
         assert_eq!(offset_of!(SockEvent, leader_comm), 112);
         assert_eq!(offset_of!(SockEvent, start_ns), 128);
         assert_eq!(offset_of!(SockEvent, aux), 136);
-        assert_eq!(core::mem::size_of::<SockEvent>(), 144);
+        assert_eq!(size_of::<SockEvent>(), 144);
     }
 
     #[test]
@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(offset_of!(ProcEvent, pid), 24);
         assert_eq!(offset_of!(ProcEvent, start_ns), 32);
         assert_eq!(offset_of!(ProcEvent, comm), 40);
-        assert_eq!(core::mem::size_of::<ProcEvent>(), 56);
+        assert_eq!(size_of::<ProcEvent>(), 56);
     }
 
     #[test]

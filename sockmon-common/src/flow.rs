@@ -56,8 +56,8 @@ pub struct CloseStats {
     pub _pad: [u8; 6],
 }
 
-const _: () = assert!(core::mem::size_of::<CloseStats>() == 88);
-const _: () = assert!(core::mem::align_of::<CloseStats>() == 8);
+const _: () = assert!(size_of::<CloseStats>() == 88);
+const _: () = assert!(align_of::<CloseStats>() == 8);
 
 /// Byte offsets in `struct sock` (the `tcp_sock` it starts) for [`CloseStats`].
 /// [`ABSENT`] for a field this kernel does not have.
@@ -90,7 +90,7 @@ pub struct FlowOffsets {
     pub tp_exec_filename: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<FlowOffsets>() == 19 * 4);
+const _: () = assert!(size_of::<FlowOffsets>() == 19 * 4);
 
 impl FlowOffsets {
     /// All zeroes: the placeholder compiled into the kernel object.
@@ -160,8 +160,7 @@ pub struct ExecInfo {
     pub args: [u8; EXEC_ARGS_BYTES],
 }
 
-const _: () =
-    assert!(core::mem::size_of::<ExecInfo>() == 64 + EXEC_FILENAME_BYTES + EXEC_ARGS_BYTES);
+const _: () = assert!(size_of::<ExecInfo>() == 64 + EXEC_FILENAME_BYTES + EXEC_ARGS_BYTES);
 const _: () = assert!(EXEC_ARGS_BYTES.is_power_of_two() && EXEC_FILENAME_BYTES.is_power_of_two());
 
 #[cfg(feature = "user")]

@@ -66,7 +66,7 @@ pub struct KernelOffsets {
     pub tp_sys_exit_ret: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 40 * 4);
 
 impl KernelOffsets {
     /// All zeroes: the placeholder compiled into the kernel object.

@@ -11,6 +11,11 @@
 //! interleaved, and prints the medians. Both must find the same pairs.
 //! The result is written in ARCHITECTURE.md ("Hand-written parts, and why").
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a bench links every dependency of the package and uses a few"
+)]
+
 use std::{
     os::unix::process::CommandExt as _,
     process::{Child, Command, Stdio},

@@ -10,6 +10,11 @@
 //! prints the medians. Both must find the same sockets. The result is
 //! written in ARCHITECTURE.md ("Hand-written parts, and why").
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a bench links every dependency of the package and uses a few"
+)]
+
 use std::{
     collections::BTreeSet,
     net::{TcpListener, TcpStream},

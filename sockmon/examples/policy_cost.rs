@@ -3,6 +3,11 @@
 //! stat, parent exe), judging a 50-rule policy, and the tracker. Prints ns
 //! per listener. Run: `cargo run --release -p sockmon --example policy_cost`.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "an example links every dependency of the package and uses a few"
+)]
+
 use std::{net::IpAddr, sync::Arc, time::Instant};
 
 use sockmon::{

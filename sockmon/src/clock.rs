@@ -2,6 +2,8 @@
 //!
 //! `bpf_ktime_get_ns` is monotonic; the offset to CLOCK_REALTIME is sampled
 //! when a batch of events is decoded, so clock steps (NTP) are followed.
+//! [`BootClock`] does the same for `/proc` start times (clock ticks since
+//! boot), so that every clock of the program lives here.
 
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 
@@ -68,6 +70,40 @@ fn read(clock: libc::clockid_t) -> i64 {
     // SAFETY: valid pointer to a local timespec; these clocks always exist.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// Clock ticks per second of `/proc/PID/stat` times (USER_HZ).
+pub fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// Boot time on the wall clock, to show start times (ticks since boot).
+#[derive(Clone, Copy, Debug)]
+pub struct BootClock {
+    boot_wall_ns: i64,
+    ns_per_tick: u64,
+}
+
+impl BootClock {
+    pub fn sample() -> Self {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid pointer to a local timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        let since_boot = ts.tv_sec * 1_000_000_000 + ts.tv_nsec;
+        Self {
+            boot_wall_ns: WallTime::now().0 - since_boot,
+            ns_per_tick: 1_000_000_000 / clock_ticks_per_sec(),
+        }
+    }
+
+    pub fn start_time(&self, ticks: u64) -> WallTime {
+        WallTime(self.boot_wall_ns + (ticks * self.ns_per_tick) as i64)
+    }
 }
 
 #[cfg(test)]

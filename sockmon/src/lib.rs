@@ -4,6 +4,14 @@
 //! [`kernel::reader`] → [`event::decode`] → [`table::SocketTable`] →
 //! [`output`] (text or NDJSON).
 
+#![cfg_attr(
+    test,
+    expect(
+        unused_crate_dependencies,
+        reason = "the dev-dependencies serve the integration tests and the benches"
+    )
+)]
+
 pub mod api;
 pub mod cgroup_unit;
 pub mod cli;
@@ -24,3 +32,4 @@ pub mod snapshot;
 pub mod table;
 pub mod toml_text;
 pub mod top;
+pub mod view;

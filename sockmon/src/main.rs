@@ -1,5 +1,10 @@
 //! The `sockmon` binary: parse → init logging → dispatch.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "the binary is a thin shell over the library, which uses the dependencies"
+)]
+
 use std::process::ExitCode;
 
 use clap::Parser as _;

@@ -68,7 +68,7 @@ mod tests {
     #[test]
     fn a_bad_value_is_placed_where_it_is() {
         #[derive(serde::Deserialize, Debug)]
-        #[allow(dead_code)]
+        #[expect(dead_code, reason = "only the parse error is checked")]
         struct C {
             a: u32,
         }

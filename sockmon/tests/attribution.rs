@@ -2,6 +2,11 @@
 //! before sockmon started, shared sockets, namespaces, units, and agreement
 //! with `ss -tunap` over a few hundred sockets in a few dozen processes.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 mod support;
 
 use std::{

@@ -3,6 +3,11 @@
 //! JSON stream validated against `schema/event.v2.json` and read by `jq`,
 //! the human view, SIGTERM, `| head`, and missing privileges.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 mod support;
 
 use std::{

@@ -9,6 +9,11 @@
 //! sink (the same stream, unfiltered) is the reference the rows must match.
 //! Needs root (BPF, namespaces).
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 mod support;
 
 use std::{

@@ -4,6 +4,11 @@
 //! metrics, sinks, SIGHUP, SIGTERM. Tests run one at a time (each daemon
 //! loads the probes; some count loaded programs).
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 mod support;
 
 use std::{

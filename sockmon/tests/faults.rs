@@ -3,6 +3,11 @@
 //! `kill -9` then restart, and a short soak of churn from many short-lived
 //! processes. The long soak is part of `cargo xtask bench`.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 mod support;
 
 use std::{
@@ -199,7 +204,7 @@ fn after_kill_9_nothing_stays_loaded_and_a_new_daemon_starts() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut second = support::Daemon {
+    let mut second = Daemon {
         child: out,
         dir: first.dir.join("second"),
         socket: first.socket.clone(),

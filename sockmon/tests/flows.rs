@@ -4,6 +4,11 @@
 //! test's own clock. Every line is validated against `schema/event.v2.json`
 //! and the close line is read by `jq`.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 mod support;
 
 use std::{

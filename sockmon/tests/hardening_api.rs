@@ -7,6 +7,11 @@
 //! ignored, and unsafe paths and privileges. Each test fails on the code
 //! before these fixes. Tests run one at a time (each daemon loads the probes).
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 mod support;
 
 use std::{

@@ -13,6 +13,11 @@
 //!
 //! Needs util-linux (`unshare`, `setpriv`) and python3.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 mod support;
 
 use std::{
@@ -265,6 +270,7 @@ fn forged_sock_diag_replies_from_a_user_namespace_change_nothing() {
     // The real socket whose inode the forger names with a fake tuple.
     let victim = TcpListener::bind("127.0.0.1:0").unwrap();
     let victim_port = victim.local_addr().unwrap().port();
+    // SAFETY: `stat` is plain old data; all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat of our own live descriptor into a zeroed buffer.
     assert_eq!(unsafe { libc::fstat(victim.as_raw_fd(), &mut st) }, 0);

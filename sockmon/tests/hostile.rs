@@ -10,6 +10,11 @@
 //! characters are escaped; JSON tells the text `\xff` from the byte 0xFF;
 //! an executable path that is not UTF-8 reaches `exe` exactly.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 mod support;
 
 use std::{

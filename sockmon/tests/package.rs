@@ -13,11 +13,16 @@
 //! loader; `systemctl stop`; and `dpkg --purge` (of a running service, with
 //! an edited conffile): every file, the configuration and the unit gone.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 #[path = "systemd/host.rs"]
-#[allow(dead_code, reason = "shared with systemd.rs; this test uses a subset")]
+#[expect(dead_code, reason = "shared with systemd.rs; this test uses a subset")]
 mod host;
 #[path = "systemd/sandbox.rs"]
-#[allow(dead_code, reason = "shared with systemd.rs; this test uses a subset")]
+#[expect(dead_code, reason = "shared with systemd.rs; this test uses a subset")]
 mod sandbox;
 mod support;
 

@@ -9,6 +9,11 @@
 //! Alerts are judged in order by one thread, so "no alert for X" is checked
 //! once the alert of a listener started after X has arrived.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 mod support;
 
 use std::{

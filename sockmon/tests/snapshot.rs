@@ -10,6 +10,11 @@
 //! The tests hold one lock: a forked child copies every descriptor of this
 //! process, so it must not overlap a test that checks who holds a socket.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 use std::{
     io::{BufRead as _, BufReader},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},

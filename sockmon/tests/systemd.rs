@@ -16,6 +16,11 @@
 //! PID 1), also when an assertion fails (drop guards); the host's /etc, /run
 //! and /tmp are checked to be as they were.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 #[path = "systemd/host.rs"]
 mod host;
 #[path = "systemd/sandbox.rs"]

@@ -10,6 +10,11 @@
 //! back a sane terminal (`stty -a`, no alternate screen); last, it checks
 //! that `top` ends when its terminal disappears (tmux killed).
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "a test binary links every dependency of the package and uses a few"
+)]
+
 mod support;
 
 use std::{

@@ -8,7 +8,7 @@
 use std::{ffi::CString, fs};
 
 use super::protocol::ApiError;
-use crate::engine::view::Viewer;
+use crate::view::Viewer;
 
 /// The group whose members may use the API.
 pub const GROUP: &str = "sockmon";

@@ -15,11 +15,9 @@ use thiserror::Error;
 
 use super::protocol::{Request, Response};
 use crate::{
-    engine::{
-        stats::Status,
-        view::{Lookup, SocketView},
-    },
+    engine::stats::Status,
     filter::Filter,
+    view::{Lookup, SocketView},
 };
 
 #[derive(Debug, Error)]

@@ -14,15 +14,13 @@ use std::collections::HashMap;
 use super::protocol::{CountersLine, ProcCounters};
 use crate::{
     clock::WallTime,
-    engine::{
-        StreamItem,
-        view::{ContainerView, Viewer},
-    },
+    engine::StreamItem,
     escape,
     event::{
         Comm,
         tally::{Counts, Tally},
     },
+    view::{ContainerView, Viewer},
 };
 
 #[derive(Debug, Default)]

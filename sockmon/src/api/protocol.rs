@@ -15,12 +15,10 @@ use std::{net::SocketAddr, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    engine::{
-        stats::Status,
-        view::{Lookup, SocketView},
-    },
+    engine::stats::Status,
     event::Proto,
     filter::Filter,
+    view::{Lookup, SocketView},
 };
 
 /// Longest request line accepted, in bytes.
@@ -340,7 +338,7 @@ pub struct ProcCounters {
     pub unit: Option<String>,
     /// The container, as in `list`'s owners (same rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<crate::engine::view::ContainerView>,
+    pub container: Option<crate::view::ContainerView>,
     pub events: u64,
     pub connects: u64,
     pub failed: u64,

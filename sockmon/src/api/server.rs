@@ -34,9 +34,10 @@ use super::{
     protocol::{self, ApiError, MAX_REQUEST, Request, Response},
 };
 use crate::{
-    engine::{EngineHandle, OnLag, StreamItem, Subscription, view::Viewer},
+    engine::{EngineHandle, OnLag, StreamItem, Subscription},
     filter::Filter,
     output::json,
+    view::Viewer,
 };
 
 /// Default path of the API socket.
@@ -333,7 +334,7 @@ fn set_send_buffer(fd: std::os::fd::RawFd, size: libc::c_int) {
             libc::SOL_SOCKET,
             libc::SO_SNDBUF,
             (&raw const size).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     if rc != 0 {

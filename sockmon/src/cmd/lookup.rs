@@ -3,13 +3,10 @@
 
 use std::{path::Path, process::ExitCode};
 
-use super::{Backend, EXIT_USAGE, backend, fail, fail_chain, print};
+use super::{Backend, EXIT_USAGE, alone, backend, fail, fail_chain, print};
 use crate::{
     cli::{LookupArgs, ProtoArg},
-    engine::{
-        local,
-        view::{self, Viewer},
-    },
+    view::{self, Viewer},
 };
 
 pub fn run(args: &LookupArgs, socket: &Path, no_daemon: bool) -> ExitCode {
@@ -25,7 +22,7 @@ pub fn run(args: &LookupArgs, socket: &Path, no_daemon: bool) -> ExitCode {
             Ok(rows) => rows,
             Err(e) => return fail(&e, 1),
         },
-        Ok(Backend::Alone) => match local::snapshot_table() {
+        Ok(Backend::Alone) => match alone::table_now() {
             Ok(t) => view::lookup(
                 &t.table,
                 &query,

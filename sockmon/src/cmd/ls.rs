@@ -3,14 +3,11 @@
 
 use std::{path::Path, process::ExitCode};
 
-use super::{Backend, EXIT_USAGE, backend, fail, fail_chain, print};
+use super::{Backend, EXIT_USAGE, alone, backend, fail, fail_chain, print};
 use crate::{
     cli::LsArgs,
-    engine::{
-        local,
-        view::{self, SocketView, Viewer},
-    },
     output::sockets,
+    view::{self, SocketView, Viewer},
 };
 
 pub fn run(args: &LsArgs, socket: &Path, no_daemon: bool) -> ExitCode {
@@ -21,7 +18,7 @@ pub fn run(args: &LsArgs, socket: &Path, no_daemon: bool) -> ExitCode {
             Ok(rows) => rows,
             Err(e) => return fail(&e, 1),
         },
-        Ok(Backend::Alone) => match local::snapshot_table() {
+        Ok(Backend::Alone) => match alone::table_now() {
             Ok(t) => view::list(
                 &t.table,
                 &filter,

@@ -1,6 +1,7 @@
 //! One module per subcommand, and what they share: exit statuses, error
 //! reporting, and choosing between a running daemon and working alone.
 
+mod alone;
 pub mod audit;
 pub mod baseline;
 pub mod daemon;

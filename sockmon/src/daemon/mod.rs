@@ -182,7 +182,7 @@ struct Signals {
 struct Running {
     config: Config,
     socket: PathBuf,
-    engine: crate::engine::Engine,
+    engine: Engine,
     handle: crate::engine::EngineHandle,
     limits: Arc<Limits>,
     stop_tx: watch::Sender<bool>,

@@ -26,9 +26,10 @@ use super::{clickhouse::ClickHouseSink, config::SinksConfig};
 use crate::{
     api::server::encode,
     clock::WallTime,
-    engine::{EngineHandle, OnLag, Subscription, stats::Shared, view::Viewer},
+    engine::{EngineHandle, OnLag, Subscription, stats::Shared},
     filter::Filter,
     output::json,
+    view::Viewer,
 };
 
 /// Control messages for the sink task.

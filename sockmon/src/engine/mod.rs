@@ -16,13 +16,11 @@
 
 pub mod flows;
 mod life;
-pub mod local;
 mod proc_ctx;
 mod state;
 pub mod stats;
 pub mod totals;
-pub mod view;
-mod worker;
+pub(crate) mod worker;
 
 use std::{sync::Arc, time::Duration, time::Instant};
 
@@ -36,7 +34,6 @@ pub use crate::cgroup_unit::{Placement, from_proc_cgroup};
 pub use state::OnLag;
 use state::State;
 use stats::{Shared, Status};
-use view::{Lookup, SocketView, Viewer};
 
 use crate::{
     clock::WallTime,
@@ -45,6 +42,7 @@ use crate::{
     kernel::{LoadError, LoadOptions, Probes, reader},
     snapshot::{self, SnapshotError},
     table::{self, SocketTable},
+    view::{Lookup, SocketView, Viewer},
 };
 
 /// Default queue of each subscriber, in events (after its filter): about
@@ -75,7 +73,7 @@ pub enum StreamItem {
 
 /// A request to the state task.
 #[derive(Debug)]
-pub enum Command {
+pub enum StateRequest {
     Lookup {
         query: Lookup,
         viewer: Viewer,
@@ -87,7 +85,7 @@ pub enum Command {
         reply: oneshot::Sender<Vec<SocketView>>,
     },
     /// The (netns, inode) of every socket passing the filter, for a `list`
-    /// written step by step ([`Command::ListRows`]).
+    /// written step by step ([`StateRequest::ListRows`]).
     ListKeys {
         filter: Filter,
         viewer: Viewer,
@@ -207,7 +205,7 @@ pub struct EngineGone;
 /// A cheap, cloneable way to talk to the engine.
 #[derive(Clone, Debug)]
 pub struct EngineHandle {
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<StateRequest>,
     pub shared: Arc<Shared>,
     queue: usize,
     /// The policy thread (reload with `policy.reload`).
@@ -259,7 +257,7 @@ impl Engine {
         if self
             .handle
             .commands
-            .send(Command::Shutdown(tx))
+            .send(StateRequest::Shutdown(tx))
             .await
             .is_ok()
         {
@@ -356,7 +354,7 @@ impl Prepared {
 impl EngineHandle {
     async fn ask<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+        make: impl FnOnce(oneshot::Sender<T>) -> StateRequest,
     ) -> Result<T, EngineGone> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.map_err(|_| EngineGone)?;
@@ -369,7 +367,7 @@ impl EngineHandle {
         query: Lookup,
         viewer: Viewer,
     ) -> Result<Vec<SocketView>, EngineGone> {
-        self.ask(|reply| Command::Lookup {
+        self.ask(|reply| StateRequest::Lookup {
             query,
             viewer,
             reply,
@@ -383,7 +381,7 @@ impl EngineHandle {
         filter: Filter,
         viewer: Viewer,
     ) -> Result<Vec<SocketView>, EngineGone> {
-        self.ask(|reply| Command::List {
+        self.ask(|reply| StateRequest::List {
             filter,
             viewer,
             reply,
@@ -397,7 +395,7 @@ impl EngineHandle {
         filter: Filter,
         viewer: Viewer,
     ) -> Result<Vec<(u32, u64)>, EngineGone> {
-        self.ask(|reply| Command::ListKeys {
+        self.ask(|reply| StateRequest::ListKeys {
             filter,
             viewer,
             reply,
@@ -405,7 +403,7 @@ impl EngineHandle {
         .await
     }
 
-    /// One step of a listing: see [`Command::ListRows`].
+    /// One step of a listing: see [`StateRequest::ListRows`].
     pub async fn list_rows(
         &self,
         keys: Arc<[(u32, u64)]>,
@@ -414,7 +412,7 @@ impl EngineHandle {
         viewer: Viewer,
         budget: usize,
     ) -> Result<(Vec<u8>, usize), EngineGone> {
-        self.ask(|reply| Command::ListRows {
+        self.ask(|reply| StateRequest::ListRows {
             keys,
             from,
             filter,
@@ -426,7 +424,7 @@ impl EngineHandle {
     }
 
     pub async fn status(&self) -> Result<Status, EngineGone> {
-        self.ask(Command::Status).await
+        self.ask(StateRequest::Status).await
     }
 
     /// Tells every subscriber (a `lost` record in the stream) that a sink
@@ -434,7 +432,7 @@ impl EngineHandle {
     /// full the notice is skipped (the sink's counters in `status` still
     /// have it).
     pub fn report_lost(&self, cause: &'static str, count: u64) {
-        let _ = self.commands.try_send(Command::Lost { cause, count });
+        let _ = self.commands.try_send(StateRequest::Lost { cause, count });
     }
 
     /// A new subscription to the live stream (events passing `filter`),
@@ -458,7 +456,7 @@ impl EngineHandle {
         on_lag: OnLag,
     ) -> Result<Subscription, EngineGone> {
         let queue = queue.unwrap_or(self.queue);
-        self.ask(|reply| Command::Subscribe {
+        self.ask(|reply| StateRequest::Subscribe {
             filter,
             queue,
             viewer,

@@ -20,20 +20,24 @@ use sockmon_common::KernelCounter;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::{
-    Command, StreamItem, Subscription,
+    StateRequest, StreamItem, Subscription,
     life::Lives,
     proc_ctx::ProcContexts,
     stats::{Shared, Stats, TableStatus},
-    view::{self, BootClock, Viewer},
     worker::{Found, Job},
 };
 use crate::{
-    clock::WallTime,
-    event::{EventKind, Record, start_ticks},
+    clock::{BootClock, WallTime},
+    event::{
+        EventKind, Record,
+        flow::{ExecCtx, TcpCounters},
+        start_ticks,
+    },
     filter::Filter,
     kernel::{Probes, reader::Batch},
     snapshot::{self, Snapshot},
     table::{SockState, SocketTable},
+    view::{self, Viewer},
 };
 
 /// The state task's end of a [`Subscription`].
@@ -222,6 +226,20 @@ pub struct State {
     pub policy: Option<crate::policy::PolicyHandle>,
 }
 
+/// The views see this state's exec records, connection starts and flow
+/// samples through [`view::Joined`].
+impl view::Joined for State {
+    fn exec_of(&self, pid: u32, start_ticks: u64) -> Option<&ExecCtx> {
+        self.contexts.exec_of(pid, start_ticks)
+    }
+    fn birth(&self, inode: u64) -> Option<(WallTime, bool)> {
+        self.lives.birth(inode)
+    }
+    fn moved(&self, inode: u64) -> Option<&TcpCounters> {
+        self.flow_deltas.totals(inode)
+    }
+}
+
 impl State {
     pub fn new(
         table: SocketTable,
@@ -265,7 +283,7 @@ impl State {
     pub async fn run(
         mut self,
         mut batches: mpsc::Receiver<Batch>,
-        mut commands: mpsc::Receiver<Command>,
+        mut commands: mpsc::Receiver<StateRequest>,
         mut found: mpsc::Receiver<Found>,
         mut alerts: mpsc::Receiver<crate::policy::Alert>,
     ) {
@@ -282,7 +300,7 @@ impl State {
                     None => break,
                 },
                 c = commands.recv() => match c {
-                    Some(Command::Shutdown(done)) => {
+                    Some(StateRequest::Shutdown(done)) => {
                         drop(self);
                         let _ = done.send(());
                         return;
@@ -492,13 +510,12 @@ impl State {
         }
     }
 
-    /// What the views join to the table (start times, exec records).
+    /// What the views join to the table (start times, and this state's
+    /// exec records, connection starts and flow samples).
     fn joins(&self) -> view::Joins<'_> {
         view::Joins {
             boot: &self.boot,
-            execs: Some(&self.contexts),
-            lives: Some(&self.lives),
-            flows: Some(&self.flow_deltas),
+            engine: Some(self),
         }
     }
 
@@ -637,23 +654,23 @@ impl State {
         self.last_kernel = now;
     }
 
-    fn on_command(&mut self, c: Command) {
+    fn on_command(&mut self, c: StateRequest) {
         match c {
-            Command::Lookup {
+            StateRequest::Lookup {
                 query,
                 viewer,
                 reply,
             } => {
                 let _ = reply.send(view::lookup(&self.table, &query, viewer, self.joins()));
             }
-            Command::List {
+            StateRequest::List {
                 filter,
                 viewer,
                 reply,
             } => {
                 let _ = reply.send(view::list(&self.table, &filter, viewer, self.joins()));
             }
-            Command::ListKeys {
+            StateRequest::ListKeys {
                 filter,
                 viewer,
                 reply,
@@ -666,7 +683,7 @@ impl State {
                     .collect();
                 let _ = reply.send(keys);
             }
-            Command::ListRows {
+            StateRequest::ListRows {
                 keys,
                 from,
                 filter,
@@ -676,10 +693,10 @@ impl State {
             } => {
                 let _ = reply.send(self.list_rows(&keys, from, &filter, viewer, budget));
             }
-            Command::Status(reply) => {
+            StateRequest::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            Command::Subscribe {
+            StateRequest::Subscribe {
                 filter,
                 queue,
                 viewer,
@@ -691,8 +708,8 @@ impl State {
                     self.subscribers.push(sub);
                 }
             }
-            Command::Shutdown(_) => {}
-            Command::Lost { cause, count } => self.publish(StreamItem::Lost {
+            StateRequest::Shutdown(_) => {}
+            StateRequest::Lost { cause, count } => self.publish(StreamItem::Lost {
                 time: WallTime::now(),
                 cause,
                 count,

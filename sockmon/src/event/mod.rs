@@ -216,12 +216,7 @@ pub enum Record {
     ExecInfo(Box<flow::ExecCtx>),
 }
 
-/// Clock ticks per second of `/proc/PID/stat` times (USER_HZ).
-pub fn clock_ticks_per_sec() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
-}
+pub use crate::clock::clock_ticks_per_sec;
 
 /// A start time in ns since boot as `/proc/PID/stat` shows it (clock ticks,
 /// rounded down like the kernel's `nsec_to_clock_t`).

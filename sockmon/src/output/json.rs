@@ -318,7 +318,7 @@ pub(crate) mod tests {
             }
         );
         let mut lost = Vec::new();
-        write_lost(&mut lost, crate::clock::WallTime(0), "ring_full", 3);
+        write_lost(&mut lost, WallTime(0), "ring_full", 3);
         assert_eq!(
             parse_line(std::str::from_utf8(&lost).unwrap()),
             Some(Line::Lost {
@@ -463,7 +463,7 @@ pub fn parse_line(line: &str) -> Option<Line> {
         netns: r.netns,
         inode: r.inode,
         cgroup_id: r.cgroup_id,
-        error: r.error.as_deref().and_then(crate::event::errno::number),
+        error: r.error.as_deref().and_then(errno::number),
         state: 0,
         flags: {
             use sockmon_common::event::{

@@ -20,7 +20,7 @@
 use std::io::Write as _;
 
 use super::escape;
-use crate::engine::view::{OwnerView, SocketView};
+use crate::view::{OwnerView, SocketView};
 
 /// What `ls --sort` orders by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -174,7 +174,7 @@ fn getfd(pidfd: i32, fd: i32) -> Option<std::os::fd::OwnedFd> {
 
 fn sockopt(fd: i32, opt: i32) -> Option<i32> {
     let mut v: i32 = 0;
-    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    let mut len = size_of::<i32>() as libc::socklen_t;
     // SAFETY: valid pointers to a local int and its length.
     let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &mut len) };
     (r == 0).then_some(v)
@@ -202,7 +202,7 @@ fn ask_socket(fd: i32) -> Option<(u32, Option<Seen>)> {
         _ => return Some((netns, None)),
     };
     let mut ss: libc::sockaddr_storage = unsafe_zeroed();
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: valid pointers to a local sockaddr_storage and its length.
     if unsafe { libc::getsockname(fd, (&raw mut ss).cast(), &mut len) } != 0 {
         return Some((netns, None));
@@ -212,7 +212,7 @@ fn ask_socket(fd: i32) -> Option<(u32, Option<Seen>)> {
         Proto::Tcp => sockopt(fd, libc::SO_ACCEPTCONN) == Some(1),
         Proto::Udp => {
             let mut peer: libc::sockaddr_storage = unsafe_zeroed();
-            let mut plen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let mut plen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             // SAFETY: as above.
             let r = unsafe { libc::getpeername(fd, (&raw mut peer).cast(), &mut plen) };
             r != 0 && port != 0

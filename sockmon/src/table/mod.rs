@@ -257,7 +257,7 @@ pub struct SocketTable {
     /// so a reconciliation can tell what changed after its snapshot began.
     clock: u64,
     /// While a reconciliation is in flight: inodes removed since it began.
-    tombstones: Option<std::collections::HashSet<u64>>,
+    tombstones: Option<HashSet<u64>>,
     /// Sockets whose last known owner went (it exited, or a re-check found
     /// it had closed its copy) while the socket stayed: someone no hook saw
     /// may hold it. Taken by [`SocketTable::take_orphaned`]; a socket

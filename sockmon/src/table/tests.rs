@@ -442,7 +442,7 @@ mod reconcile {
 
     #[test]
     fn a_reconcile_takes_counted_owners_that_hold_nothing_off_the_count() {
-        let mut t = super::forked(6);
+        let mut t = forked(6);
         assert_eq!(t.get(10).unwrap().inherited_more, 4);
         let cutoff = t.begin_reconcile();
         // The snapshot: 100 and 201..=205 still hold 10; 206 holds nothing.
@@ -615,7 +615,7 @@ fn a_verify_answer_leaves_a_socket_an_event_touched_since_the_question() {
     // The parent acts on the socket after the question was asked: the
     // answer (read before the act) must not drop it.
     t.apply(&ev(EventKind::Listen, 10, 100, "0.0.0.0:80", "0.0.0.0:0"));
-    t.apply_verified(&reqs[0], &std::collections::HashSet::new());
+    t.apply_verified(&reqs[0], &HashSet::new());
     assert_eq!(
         owner_pids(&t, 10),
         vec![(100, OwnerSource::Event), (200, OwnerSource::Inherited)]

@@ -16,12 +16,12 @@ use serde::Deserialize;
 use crate::{
     api::protocol::CountersLine,
     clock::WallTime,
-    engine::view::ContainerView,
     event::{
         Comm, Event, EventKind, Family, Proto,
         flow::{Life, TcpCounters},
         tally::Counts,
     },
+    view::ContainerView,
 };
 
 /// One thing that happened, for the model.

@@ -38,8 +38,9 @@ use crate::{
         client::Client,
         protocol::{COUNTERS_EVERY_MAX, COUNTERS_EVERY_MIN, Request},
     },
-    engine::{Prepared, StreamItem, Subscription, view::SocketView, view::Viewer},
+    engine::{Prepared, StreamItem, Subscription},
     filter::Filter,
+    view::{SocketView, Viewer},
 };
 
 /// The table is re-read this often, or less often when reading it takes

@@ -22,11 +22,11 @@ use smallvec::SmallVec;
 
 use super::{decode::Update, filter::Subject, filter::TopFilter};
 use crate::{
-    engine::view::SocketView,
     event::{
         Comm, Event, EventKind, Proto,
         tally::{Counts, Tally},
     },
+    view::SocketView,
 };
 
 /// Closed connections stay on screen (greyed) this long.

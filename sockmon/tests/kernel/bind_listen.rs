@@ -74,8 +74,9 @@ fn a_bind_to_a_port_in_use_reports_eaddrinuse_and_the_requested_address() {
     };
     assert_eq!((rc, errno), (-1, libc::EADDRINUSE));
     let inode = {
-        // SAFETY: fstat of our descriptor.
+        // SAFETY: `stat` is plain old data; all zeroes is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat of our descriptor into a local buffer.
         assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
         st.st_ino
     };
@@ -92,7 +93,7 @@ fn a_bind_to_a_port_in_use_reports_eaddrinuse_and_the_requested_address() {
         // The socket layer sees only binds that succeed (documented): a
         // later bind of this process is reported, the failed one never is.
         let later = TcpListener::bind("127.0.0.1:0").unwrap();
-        let li = crate::harness::inode_of(&later);
+        let li = inode_of(&later);
         h.expect("a later bind", std::process::id(), |e| {
             e.kind == EventKind::Bind && e.inode == li
         });

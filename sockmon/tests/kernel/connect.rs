@@ -83,8 +83,8 @@ fn refused_connect_reports_econnrefused_with_the_full_tuple() {
     // A bound, non-listening socket: a SYN to it is answered with RST.
     let closed = sys::tcp_socket(0);
     let sa = sys::sockaddr_in(SocketAddrV4::new([127, 0, 0, 1].into(), 0));
-    // SAFETY: bind of our socket to a valid sockaddr.
     assert_eq!(
+        // SAFETY: bind of our socket to a valid sockaddr.
         unsafe {
             libc::bind(
                 closed,

@@ -250,6 +250,7 @@ fn io_uring_connect_and_accept_are_reported_with_their_process() {
     );
 
     // Accept through the ring, with an address buffer.
+    // SAFETY: `sockaddr_in` is plain old data; all zeroes is a valid value.
     let mut peer: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
     let accept = opcode::Accept::new(
@@ -265,7 +266,7 @@ fn io_uring_connect_and_accept_are_reported_with_their_process() {
     let cqe = ring.completion().next().unwrap();
     assert!(cqe.result() >= 0, "io_uring accept: {}", cqe.result());
     // SAFETY: the completion's result is a new descriptor we now own.
-    let accepted = unsafe { std::net::TcpStream::from_raw_fd(cqe.result()) };
+    let accepted = unsafe { TcpStream::from_raw_fd(cqe.result()) };
     let ai = inode_of(&accepted);
     let a = h.expect("io_uring accept", std::process::id(), |e| {
         e.kind == EventKind::Accept && e.inode == ai

@@ -73,8 +73,8 @@ fn a_socket_passed_with_scm_rights_and_connected_by_the_receiver_is_the_receiver
         unreachable!()
     };
     let mut pair = [0i32; 2];
-    // SAFETY: socketpair into a local array.
     assert_eq!(
+        // SAFETY: socketpair into a local array.
         unsafe {
             libc::socketpair(
                 libc::AF_UNIX,

@@ -116,7 +116,7 @@ pub fn loaded_programs() -> Vec<(u32, String)> {
 /// goes) until none of `held` is loaded; panics after 30 s naming those left
 /// and `whose` they were.
 pub fn wait_programs_gone(held: &BTreeSet<u32>, whose: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let left: Vec<u32> = loaded_programs()
             .into_iter()
@@ -130,7 +130,7 @@ pub fn wait_programs_gone(held: &BTreeSet<u32>, whose: &str) {
             std::time::Instant::now() < deadline,
             "programs of {whose} still loaded: {left:?}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

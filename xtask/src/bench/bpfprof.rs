@@ -73,15 +73,15 @@ impl StatsOn {
                 libc::SYS_bpf,
                 BPF_ENABLE_STATS,
                 attr.as_ptr(),
-                std::mem::size_of_val(&attr),
+                size_of_val(&attr),
             )
         };
         if fd < 0 {
             return Err(std::io::Error::last_os_error()).context("BPF_ENABLE_STATS");
         }
         let fd = i32::try_from(fd)?;
-        // SAFETY: the kernel just returned this descriptor to us alone.
         Ok(Self {
+            // SAFETY: the kernel just returned this descriptor to us alone.
             _fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }

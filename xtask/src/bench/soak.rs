@@ -903,7 +903,6 @@ fn agree(api: &Api, server_pid: u32, port: u16, udp_port: u16) -> anyhow::Result
 
 /// The comparison itself (pure). `list1`, `ss1`, `list2`, `ss2` were taken
 /// in that order, [`GAP`] apart.
-#[allow(clippy::too_many_arguments)]
 fn compare(
     server_pid: u32,
     port: u16,

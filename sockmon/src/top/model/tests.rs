@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::{
-    engine::view::OwnerView,
     event::{EventKind, testing},
+    view::OwnerView,
 };
 
 fn ev(kind: EventKind, inode: u64, pid: u32, src: &str, dst: &str) -> Event {
@@ -453,7 +453,7 @@ fn the_daemons_sums_give_the_rows_the_raw_stream_gives() {
         raw.apply(u, t0);
     }
     // The same events summed by the daemon, sent as one line, read back.
-    let mut window = Window::new(crate::engine::view::Viewer::ROOT);
+    let mut window = Window::new(crate::view::Viewer::ROOT);
     for e in &events {
         window.count(&StreamItem::Event(e.clone()));
     }

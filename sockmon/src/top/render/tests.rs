@@ -11,7 +11,6 @@ use ratatui::{Terminal, backend::TestBackend};
 use super::*;
 use crate::{
     clock::WallTime,
-    engine::view::{OwnerView, SocketView},
     event::{Event, EventKind, testing},
     top::{
         decode::Update,
@@ -21,6 +20,7 @@ use crate::{
         order::Order,
         screen,
     },
+    view::{OwnerView, SocketView},
 };
 
 const EVIL: &[u8] = b"\x1b[31mevil\x07";

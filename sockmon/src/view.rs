@@ -9,9 +9,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    clock::WallTime,
+    clock::{BootClock, WallTime},
     escape,
-    event::{Event, Proto},
+    event::{
+        Event, Proto,
+        flow::{ExecCtx, TcpCounters},
+    },
     filter::Filter,
     table::{SocketEntry, SocketTable},
 };
@@ -189,54 +192,29 @@ impl Viewer {
     }
 }
 
-/// Boot time on the wall clock, to show start times (ticks since boot).
-#[derive(Clone, Copy, Debug)]
-pub struct BootClock {
-    boot_wall_ns: i64,
-    ns_per_tick: u64,
-}
-
-impl BootClock {
-    pub fn sample() -> Self {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid pointer to a local timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-        let since_boot = ts.tv_sec * 1_000_000_000 + ts.tv_nsec;
-        Self {
-            boot_wall_ns: WallTime::now().0 - since_boot,
-            ns_per_tick: 1_000_000_000 / crate::event::clock_ticks_per_sec(),
-        }
-    }
-
-    pub fn start_time(&self, ticks: u64) -> WallTime {
-        WallTime(self.boot_wall_ns + (ticks * self.ns_per_tick) as i64)
-    }
-}
-
-/// What a view joins to the table: wall-clock start times, and (in an
-/// engine that captures execs) each process's argv and parent at exec.
+/// What a view joins to the table: wall-clock start times, and what an
+/// engine keeps beside the table ([`Joined`]), when one runs.
 #[derive(Clone, Copy)]
 pub struct Joins<'a> {
     pub boot: &'a BootClock,
-    pub execs: Option<&'a super::proc_ctx::ProcContexts>,
-    /// Connection starts (`since`).
-    pub lives: Option<&'a super::life::Lives>,
-    /// The latest flow samples (`bytes_*`).
-    pub flows: Option<&'a super::flows::Deltas>,
+    pub engine: Option<&'a dyn Joined>,
+}
+
+/// What the engine knows beyond the table, joined into views: the exec
+/// record of a process (argv, parent), the start of a connection
+/// (`since`) and its latest flow sample (`bytes_*`). A trait, so that the
+/// views sit below the engine and the engine's records stay its own.
+pub trait Joined {
+    fn exec_of(&self, pid: u32, start_ticks: u64) -> Option<&ExecCtx>;
+    /// When the socket's connection began, and whether that is a lower bound.
+    fn birth(&self, inode: u64) -> Option<(WallTime, bool)>;
+    fn moved(&self, inode: u64) -> Option<&TcpCounters>;
 }
 
 impl<'a> Joins<'a> {
     /// Start times only (a table without an engine behind it).
     pub fn boot_only(boot: &'a BootClock) -> Self {
-        Self {
-            boot,
-            execs: None,
-            lives: None,
-            flows: None,
-        }
+        Self { boot, engine: None }
     }
 }
 
@@ -259,7 +237,7 @@ pub fn socket(
             // argv follows exe's rule (and names', for a name is in it).
             let exec = p
                 .filter(|_| details && names)
-                .and_then(|p| joins.execs?.exec_of(p.pid, p.start_ticks));
+                .and_then(|p| joins.engine?.exec_of(p.pid, p.start_ticks));
             OwnerView {
                 pid: o.pid,
                 tid: o.tid,
@@ -296,8 +274,8 @@ pub fn socket(
         e.key.src().port(),
     );
     let dst_port = e.key.dst().port();
-    let birth = joins.lives.and_then(|l| l.birth(e.inode));
-    let moved = joins.flows.and_then(|f| f.totals(e.inode));
+    let birth = joins.engine.and_then(|j| j.birth(e.inode));
+    let moved = joins.engine.and_then(|j| j.moved(e.inode));
     SocketView {
         since: birth.map(|(t, _)| t.rfc3339()),
         since_is_lower_bound: birth.is_some_and(|(_, lower)| lower),
@@ -450,10 +428,24 @@ mod tests {
 
     const ID: &str = "3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e";
 
+    /// What an engine joins, in a test: exec records by pid.
+    struct Execs(Vec<ExecCtx>);
+
+    impl Joined for Execs {
+        fn exec_of(&self, pid: u32, _start_ticks: u64) -> Option<&ExecCtx> {
+            self.0.iter().find(|x| x.pid == pid)
+        }
+        fn birth(&self, _inode: u64) -> Option<(WallTime, bool)> {
+            None
+        }
+        fn moved(&self, _inode: u64) -> Option<&TcpCounters> {
+            None
+        }
+    }
+
     /// Exec records: pid 10 ran `nginx -g daemon off;` from pid 1.
-    fn execs() -> super::super::proc_ctx::ProcContexts {
-        let mut c = super::super::proc_ctx::ProcContexts::new(None);
-        c.on_exec(crate::event::flow::ExecCtx {
+    fn execs() -> Execs {
+        Execs(vec![ExecCtx {
             pid: 10,
             ppid: 1,
             start_ns: 2_000_000_000,
@@ -466,14 +458,13 @@ mod tests {
             ]),
             args_truncated: false,
             exe_file: None,
-        });
-        c
+        }])
     }
 
     fn view_as(t: &SocketTable, viewer: Viewer) -> SocketView {
         let (boot, execs) = (BootClock::sample(), execs());
         let joins = Joins {
-            execs: Some(&execs),
+            engine: Some(&execs),
             ..Joins::boot_only(&boot)
         };
         socket(t.get(99).unwrap(), t, viewer, joins)
@@ -539,10 +530,10 @@ mod tests {
         // A process that is not the one the exec record is of (pid reused): no argv.
         let mut t2 = table_with(33);
         t2.set_process_details(10, 200, crate::table::Details::default());
-        let (boot, mut execs) = (BootClock::sample(), execs());
-        execs.on_exit(10);
+        // Its exit removed the record (ProcContexts::on_exit).
+        let (boot, execs) = (BootClock::sample(), Execs(Vec::new()));
         let joins = Joins {
-            execs: Some(&execs),
+            engine: Some(&execs),
             ..Joins::boot_only(&boot)
         };
         let o = &socket(t2.get(99).unwrap(), &t2, Viewer::ROOT, joins).owners[0];

@@ -3,20 +3,20 @@
 //! picture of this moment, with every owner learned from `/proc`).
 
 use crate::{
+    clock::BootClock,
+    engine::worker,
     snapshot::{self, SnapshotError},
     table::SocketTable,
 };
 
-use super::{view::BootClock, worker};
-
-/// A snapshot table and the clock to show its start times.
-pub struct LocalTable {
+/// The table of this moment and the clock to show its start times.
+pub struct TableNow {
     pub table: SocketTable,
     pub boot: BootClock,
 }
 
 /// Takes a snapshot and reads every owner's details.
-pub fn snapshot_table() -> Result<LocalTable, SnapshotError> {
+pub fn table_now() -> Result<TableNow, SnapshotError> {
     let snap = snapshot::take()?;
     let mut table = SocketTable::new(snap.sockets.len().max(1));
     table.apply_snapshot(&snap);
@@ -26,7 +26,7 @@ pub fn snapshot_table() -> Result<LocalTable, SnapshotError> {
             table.set_process_details(pid, start, d);
         }
     }
-    Ok(LocalTable {
+    Ok(TableNow {
         table,
         boot: BootClock::sample(),
     })
