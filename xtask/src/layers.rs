@@ -24,6 +24,8 @@ const CRATES: &[&str] = &[
     "sockmon/src",
     "sockmon-ebpf/src",
     "sockmon-common/src",
+    "sockmon-bench/src",
+    "sockmon-testkit/src",
     "xtask/src",
 ];
 

@@ -6,7 +6,8 @@
 //! - `test`: setup, then fmt, clippy and every test layer (as root), on this
 //!   machine's kernel and inside Debian's kernels under qemu (`guest/`);
 //! - `watch`: setup, build, run `sockmon watch` as root;
-//! - `bench`: benchmarks against bare runs, bpftrace, `ss` and `lsof` (see `bench/`);
+//! - `bench`: benchmarks against bare runs, bpftrace, `ss` and `lsof` (the
+//!   `sockmon-bench` crate; `bench.rs` prepares, re-executes and boots guests);
 //! - `install`: build in release mode, install the binary, the systemd unit and the config;
 //! - `package`: the Debian package, with cargo-deb (see `package.rs`).
 
@@ -44,7 +45,7 @@ enum Command {
         args: Vec<String>,
     },
     /// Benchmarks, side by side: overhead, completeness, lookup, memory, start-up (as root).
-    Bench(bench::BenchArgs),
+    Bench(sockmon_bench::BenchArgs),
     /// Build in release mode; install the binary, the systemd unit and the default config.
     Install(install::InstallArgs),
     /// Build the Debian package (.deb) with cargo-deb: binary, unit, config, man pages, completions.

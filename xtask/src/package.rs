@@ -49,7 +49,7 @@ pub const PACKAGED_BIN: &str = "/usr/bin/sockmon";
 pub const RELEASE_BUILD: &[&str] = &["build", "--release", "-p", "sockmon", "-p", "xtask"];
 
 /// The environment variable that hands the `.deb` to the package test
-/// (`sockmon/tests/package.rs`).
+/// (`sockmon/tests/system/package.rs`).
 pub const DEB_ENV: &str = "SOCKMON_DEB";
 
 #[derive(Args)]

@@ -95,11 +95,13 @@ fn a_dup2_over_the_last_descriptor_ends_the_socket() {
     let local = sock.local_addr().unwrap();
     let inode = inode_of(&sock);
     let (r, w) = crate::sys::pipe();
-    // SAFETY: dup2 of our pipe over our socket's descriptor, then closing
-    // what is ours; `sock` is forgotten, its descriptor now the pipe's.
+    // SAFETY: dup2 of our pipe over our socket's descriptor (as dup3, the
+    // same kernel path, to keep the copy close-on-exec: no other test's
+    // child may inherit it), then closing what is ours; `sock` is
+    // forgotten, its descriptor now the pipe's.
     unsafe {
         let fd = std::os::fd::IntoRawFd::into_raw_fd(sock);
-        assert_eq!(libc::dup2(r, fd), fd);
+        assert_eq!(libc::dup3(r, fd, libc::O_CLOEXEC), fd);
         libc::close(fd);
     }
     let e = h.expect("close by dup2", pid, |e| {

@@ -238,7 +238,9 @@ impl Harness {
         self.mode() == AttachMode::Syscalls
     }
 
-    /// Waits for an event matching `pred`; panics with every event of `pid` if none comes.
+    /// Waits for an event matching `pred`; panics with every event of `pid`
+    /// if none comes. It checks nothing else: the caller asserts the fields
+    /// of the event it gets back (pid, tid, tuple, inode: [`assert_mine`]).
     pub fn expect(&self, what: &str, pid: u32, pred: impl Fn(&Event) -> bool) -> Event {
         self.expect_within(what, pid, WAIT, pred)
     }

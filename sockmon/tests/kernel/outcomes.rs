@@ -258,6 +258,9 @@ fn io_uring_connect_and_accept_are_reported_with_their_process() {
         (&raw mut peer).cast(),
         &raw mut len,
     )
+    // Close-on-exec, as every descriptor of the tests: no other test's
+    // child may inherit it.
+    .flags(libc::SOCK_CLOEXEC)
     .build()
     .user_data(2);
     // SAFETY: `peer` and `len` outlive the request.

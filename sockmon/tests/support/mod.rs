@@ -1,13 +1,16 @@
-//! Helpers for tests that run the `sockmon` binary as a user would.
-
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+//! Helpers for the whole-system tests (`tests/system/`), which run the
+//! `sockmon` binary as a user would, and the schedule they share.
 
 pub mod holders;
 
 use std::{
     io::{BufRead as _, BufReader},
     process::{Child, ChildStderr, Command, Stdio},
-    sync::{Mutex, MutexGuard, mpsc},
+    sync::{
+        RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
@@ -50,10 +53,36 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sockmon")
 }
 
-/// Tests that count programs loaded in the kernel must not overlap.
-pub fn exclusive() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+/// The schedule of the whole-system binary. Its tests run in parallel
+/// threads of one process (two at a time on a 2-core machine: libtest's
+/// default), and the first thing each test does is take its turn here:
+///
+/// - [`shared`]: beside other shared tests. Such a test looks only at what
+///   it made (its own ports, filters, namespaces, helper processes, temp
+///   directories, daemons) and tolerates what other tests do meanwhile:
+///   their sockets, events and short-lived children.
+/// - [`exclusive`]: alone; no other test of the binary runs meanwhile. For a
+///   test that forks without exec (its child holds a copy of every
+///   descriptor of the process, other tests' sockets and pipes included),
+///   that asserts the exact holders or counts of this process's own sockets
+///   or events (which other tests' sockets and children change), that
+///   measures a daemon's memory, descriptors, losses or reconciliations
+///   (which other tests' load changes), or that is load itself (bursts and
+///   churn that would starve others' deadlines).
+///
+/// Writers are preferred (std's `RwLock` on Linux), so an exclusive test
+/// waits only for the shared ones already running. A panicking test's
+/// poison is ignored: one failure stays one failure.
+static SCHEDULE: RwLock<()> = RwLock::new(());
+
+/// This test's turn beside other [`shared`] tests (see [`SCHEDULE`]).
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    SCHEDULE.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// This test's turn alone (see [`SCHEDULE`]).
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    SCHEDULE.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Waits until `child` prints the "probes attached" line on stderr, and
@@ -185,7 +214,8 @@ pub fn ls_rows(socket: &str, args: &[&str]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A `sockmon daemon` started for a test, with its own socket and config,
+/// A `sockmon daemon` started for a test, with its own directory (socket,
+/// notify socket; unique in the process, whatever name two tests give),
 /// stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Daemon {
     pub child: Child,
@@ -210,7 +240,10 @@ impl Daemon {
     /// [`Daemon::start`], with `prepare` applied to the command first (an
     /// environment, a `pre_exec` hook...).
     pub fn start_with(name: &str, args: &[&str], prepare: impl FnOnce(&mut Command)) -> Daemon {
-        let dir = std::env::temp_dir().join(format!("sockmon-test-{name}-{}", std::process::id()));
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("sockmon-test-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("api.sock");

@@ -81,8 +81,8 @@ pub struct Options {
 /// Test binaries (built on the host) the guests run.
 struct Binaries {
     kernel: PathBuf,
-    snapshot: PathBuf,
-    daemon: PathBuf,
+    /// The whole-system binary: its `snapshot::` and `daemon::` tests run.
+    system: PathBuf,
     sockmon: PathBuf,
 }
 
@@ -265,8 +265,7 @@ fn plan_text(b: &Binaries, g: Guest) -> anyhow::Result<String> {
     let _ = writeln!(s, "FORCE_KPROBES={}", u8::from(g == Guest::Debian612));
     for (name, p) in [
         ("KERNEL_BIN", &b.kernel),
-        ("SNAPSHOT_BIN", &b.snapshot),
-        ("DAEMON_BIN", &b.daemon),
+        ("SYSTEM_BIN", &b.system),
         ("SOCKMON_BIN", &b.sockmon),
         ("PKG_DIR", &root().join("sockmon")),
     ] {
@@ -286,8 +285,7 @@ fn plan_text(b: &Binaries, g: Guest) -> anyhow::Result<String> {
 fn build_binaries() -> anyhow::Result<Binaries> {
     let mut cmd = cargo();
     cmd.args(["test", "-p", "sockmon", "--no-run"])
-        .args(["--test", "kernel", "--test", "snapshot"])
-        .args(["--test", "daemon"])
+        .args(["--test", "kernel", "--test", "system"])
         .args(["--message-format", "json-render-diagnostics"])
         .stdout(Stdio::piped());
     eprintln!("xtask: running {}", describe(&cmd));
@@ -315,8 +313,7 @@ fn build_binaries() -> anyhow::Result<Binaries> {
     };
     Ok(Binaries {
         kernel: take("kernel")?,
-        snapshot: take("snapshot")?,
-        daemon: take("daemon")?,
+        system: take("system")?,
         sockmon: take("sockmon")?,
     })
 }

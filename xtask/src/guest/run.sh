@@ -1,8 +1,9 @@
 #!/bin/bash
 # The test plan inside a guest (xtask/src/guest/): runs as root, chrooted
 # into this machine's root (read-only; /tmp and /run are the guest's tmpfs).
-# $1 is a plan file written by xtask that sets KERNEL_BIN, SNAPSHOT_BIN,
-# DAEMON_BIN, SOCKMON_BIN, PKG_DIR and FORCE_KPROBES. Every step's start and end is a
+# $1 is a plan file written by xtask that sets KERNEL_BIN, SYSTEM_BIN (the
+# whole-system tests: its snapshot:: and daemon:: modules run here),
+# SOCKMON_BIN, PKG_DIR and FORCE_KPROBES. Every step's start and end is a
 # line starting with "@@sockmon-guest" on the serial console, which xtask reads.
 set -u
 . "$1"
@@ -27,17 +28,17 @@ step() {
   mark "end $name rc=$rc ms=$(( (t1 - t0) / 1000000 ))"
 }
 mark "kernel $(uname -r) cpus=$(nproc)"
-FALLBACK=without_sock_diag_the_snapshot_comes_from_proc_net_with_exact_rows
-DAEMON_FALLBACK=without_sock_diag_the_daemon_starts_from_proc_net_agrees_with_ss_and_says_so
-AGREE=the_daemon_and_ss_agree_on_sockets_from_before_and_after_its_start
+FALLBACK=snapshot::without_sock_diag_the_snapshot_comes_from_proc_net_with_exact_rows
+DAEMON_FALLBACK=daemon::without_sock_diag_the_daemon_starts_from_proc_net_agrees_with_ss_and_says_so
+AGREE=daemon::the_daemon_and_ss_agree_on_sockets_from_before_and_after_its_start
 
 # 1. A kernel whose sock_diag modules cannot load: the snapshot falls back to
 #    /proc/net by itself (exact rows), and the daemon starts, says so, and
 #    agrees with `ss -tunap` (which falls back to /proc/net too).
 : > /run/sockmon-guest-no-diag
 export SOCKMON_TEST_DIAG_BLOCKED=1
-step no-diag/snapshot "$SNAPSHOT_BIN" --exact "$FALLBACK"
-step no-diag/daemon "$DAEMON_BIN" --exact "$DAEMON_FALLBACK"
+step no-diag/snapshot "$SYSTEM_BIN" --exact "$FALLBACK"
+step no-diag/daemon "$SYSTEM_BIN" --exact "$DAEMON_FALLBACK"
 unset SOCKMON_TEST_DIAG_BLOCKED
 rm -f /run/sockmon-guest-no-diag
 
@@ -68,6 +69,6 @@ case " $modes " in
     fi
     ;;
 esac
-step snapshot "$SNAPSHOT_BIN"
-step daemon-vs-ss "$DAEMON_BIN" --exact "$AGREE"
+step snapshot "$SYSTEM_BIN" snapshot::
+step daemon-vs-ss "$SYSTEM_BIN" --exact "$AGREE"
 mark "done"
