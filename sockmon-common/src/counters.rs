@@ -40,10 +40,16 @@ pub enum KernelCounter {
     /// A field's offset lay outside the copied head of `struct sock`: the
     /// event is lost (BTF gave an offset the head does not cover).
     HeadOutOfBounds = 8,
+    /// A syscall's entry found its user's share of the in-flight map used
+    /// up (`kernel.pending_per_user` threads of one uid inside bind, listen,
+    /// connect or accept at once): that event is lost, and the user's other
+    /// threads' and every other user's events are not. Its exit counts
+    /// `pending_missing` too, as for `pending_full`.
+    PendingUserFull = 9,
 }
 
 /// Number of entries in [`crate::COUNTERS_MAP`].
-pub const COUNTER_SLOTS: u32 = 9;
+pub const COUNTER_SLOTS: u32 = 10;
 
 impl KernelCounter {
     pub const ALL: [KernelCounter; COUNTER_SLOTS as usize] = [
@@ -56,6 +62,7 @@ impl KernelCounter {
         Self::RecordReadFailed,
         Self::ScratchMissing,
         Self::HeadOutOfBounds,
+        Self::PendingUserFull,
     ];
 
     /// Stable name used in `status`, metrics and JSON.
@@ -70,6 +77,7 @@ impl KernelCounter {
             Self::RecordReadFailed => "record_read_failed",
             Self::ScratchMissing => "scratch_missing",
             Self::HeadOutOfBounds => "head_out_of_bounds",
+            Self::PendingUserFull => "pending_user_full",
         }
     }
 
@@ -79,6 +87,7 @@ impl KernelCounter {
             self,
             Self::RingFull
                 | Self::PendingFull
+                | Self::PendingUserFull
                 | Self::PendingMissing
                 | Self::ConnectUntracked
                 | Self::RecordReadFailed

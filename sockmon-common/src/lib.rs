@@ -32,6 +32,21 @@ pub const PENDING_MAP: &str = "PENDING";
 /// How many syscalls may be in flight at once (one entry per thread inside bind/listen/connect).
 pub const PENDING_CAPACITY: u32 = 16_384;
 
+/// Name of the map of in-flight syscalls per user (uid → how many of its
+/// threads hold an entry of [`PENDING_MAP`]), so that one user cannot fill
+/// the shared map and blind the monitor to everyone else (hardening).
+pub const PENDING_BY_UID_MAP: &str = "PENDING_BY_UID";
+/// Users tracked at once in [`PENDING_BY_UID_MAP`] (an LRU: beyond this
+/// many users with syscalls in flight, the least recent one's count starts
+/// over, which only ever lets it in, never shuts anyone out).
+pub const PENDING_UIDS_CAPACITY: u32 = 4_096;
+/// Name of the read-only global holding the most [`PENDING_MAP`] entries
+/// one uid may hold (`kernel.pending_per_user`).
+pub const PENDING_PER_UID_GLOBAL: &str = "PENDING_PER_UID";
+/// The default share of one user: a quarter of the map, so that at least
+/// four users (and root's daemons) are always served.
+pub const DEFAULT_PENDING_PER_UID: u32 = PENDING_CAPACITY / 4;
+
 /// Name of the LRU map of kernel-function calls in flight for their return
 /// probes (the kprobe variant of the `kfunc` mode): (thread, function) →
 /// the call's first two arguments.
@@ -102,10 +117,11 @@ pub mod kfunc_kinds {
 /// of the loader (`every_map_and_global_of_the_object_is_named_here`)
 /// compares this list, and [`GLOBALS`], with the built object's symbols,
 /// so a renamed or added map fails the build's tests, not a load.
-pub const MAPS: [&str; 8] = [
+pub const MAPS: [&str; 9] = [
     EVENTS_MAP,
     COUNTERS_MAP,
     PENDING_MAP,
+    PENDING_BY_UID_MAP,
     FAILED_CONNECT_MAP,
     UDP_REPORTED_MAP,
     SOCK_HEAD_MAP,
@@ -114,13 +130,14 @@ pub const MAPS: [&str; 8] = [
 ];
 
 /// Every load-time global of the kernel object, by name (see [`MAPS`]).
-pub const GLOBALS: [&str; 6] = [
+pub const GLOBALS: [&str; 7] = [
     OFFSETS_GLOBAL,
     flow::FLOW_OFFSETS_GLOBAL,
     WAKEUP_BYTES_GLOBAL,
     SYSCALLS_MODE_GLOBAL,
     ENRICH_GLOBAL,
     KFUNC_KINDS_GLOBAL,
+    PENDING_PER_UID_GLOBAL,
 ];
 
 /// Address families as the kernel numbers them.

@@ -6,6 +6,11 @@
 //! declares every map and global. See ARCHITECTURE.md for the table of hooks.
 #![no_std]
 #![no_main]
+// The BPF target has atomic loads and stores but no `fetch_add` in core;
+// the intrinsic lowers to the instruction every kernel has (`lock xadd`,
+// BPF_ATOMIC | BPF_ADD, its result unused): `probes/syscall.rs`.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "core_intrinsics, for atomic_xadd (above)")]
 
 mod emit;
 mod maps;

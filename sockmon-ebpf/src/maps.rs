@@ -12,9 +12,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sockmon_common::{
-    CONNECTING_CAPACITY, DEFAULT_RING_BYTES, FAILED_CONNECT_CAPACITY, KPROBE_ARGS_CAPACITY,
-    KernelCounter, KernelOffsets, PENDING_CAPACITY, SOCK_HEAD_BYTES, SockEvent,
-    UDP_REPORTED_CAPACITY, counters::COUNTER_SLOTS,
+    CONNECTING_CAPACITY, DEFAULT_PENDING_PER_UID, DEFAULT_RING_BYTES, FAILED_CONNECT_CAPACITY,
+    KPROBE_ARGS_CAPACITY, KernelCounter, KernelOffsets, PENDING_CAPACITY, PENDING_UIDS_CAPACITY,
+    SOCK_HEAD_BYTES, SockEvent, UDP_REPORTED_CAPACITY, counters::COUNTER_SLOTS,
 };
 
 /// Every record for user space.
@@ -28,6 +28,14 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// What a syscall's entry learned, keyed by `pid_tgid`, for its exit to finish.
 #[map(name = "PENDING")]
 pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(PENDING_CAPACITY, 0);
+
+/// How many [`PENDING`] entries each uid holds (`probes/syscall.rs`): an
+/// entry is refused to a uid at its share ([`PENDING_PER_UID`]), so one
+/// user's blocked threads cannot take everyone's slots. Updated with atomic
+/// adds: threads of one uid enter and leave on every CPU at once.
+#[map(name = "PENDING_BY_UID")]
+pub static PENDING_BY_UID: LruHashMap<u32, u64> =
+    LruHashMap::with_max_entries(PENDING_UIDS_CAPACITY, 0);
 
 /// Kernel-function calls in flight, for their return probes (`kprobe.rs`):
 /// (thread id << 8 | function) → the call's first two arguments. LRU, so a
@@ -71,6 +79,10 @@ pub static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
 /// per event is what costs most on a busy machine.
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: u64 = 0;
+
+/// The most [`PENDING`] entries one uid may hold (`kernel.pending_per_user`).
+#[unsafe(no_mangle)]
+pub static PENDING_PER_UID: u64 = DEFAULT_PENDING_PER_UID as u64;
 
 /// Non-zero in the `syscalls` attach mode: the syscall tracepoints report
 /// bind, listen, connect and accept, and the socket-layer hooks only what
@@ -179,7 +191,9 @@ pub struct Pending {
     pub inode: u64,
     /// The caller's `sockaddr` (bind/connect), first 28 bytes; family 0 when none.
     pub addr: [u8; 28],
-    pub _pad: u32,
+    /// The uid whose share in [`PENDING_BY_UID`] this entry takes, given
+    /// back by the exit (the uid at entry, whatever happens meanwhile).
+    pub uid: u32,
 }
 
 impl Pending {
@@ -189,7 +203,7 @@ impl Pending {
         sk: 0,
         inode: 0,
         addr: [0; 28],
-        _pad: 0,
+        uid: 0,
     };
 }
 

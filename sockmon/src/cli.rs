@@ -322,6 +322,10 @@ pub struct DaemonArgs {
     /// Kernel ring buffer size, in KiB (a power of two).
     #[arg(long, value_name = "KIB")]
     pub ring_kib: Option<u32>,
+    /// Most threads of one user in bind/listen/connect/accept at once that
+    /// the `syscalls` mode follows [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub pending_per_user: Option<u32>,
     /// Most sockets kept in the live table.
     #[arg(long, value_name = "N")]
     pub table_cap: Option<usize>,
@@ -518,6 +522,7 @@ impl WatchArgs {
                 wakeup_bytes: (ring_bytes / 8) as u64,
                 attach: self.attach.mode(),
                 enrich: true,
+                ..LoadOptions::default()
             },
             drain_interval: crate::kernel::reader::DEFAULT_DRAIN_INTERVAL,
             table_cap: self.table_cap,

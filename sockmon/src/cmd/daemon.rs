@@ -55,6 +55,9 @@ pub fn build_config(
     if let Some(v) = args.ring_kib {
         c.kernel.ring_kib = v;
     }
+    if let Some(v) = args.pending_per_user {
+        c.kernel.pending_per_user = v;
+    }
     if let Some(v) = args.table_cap {
         c.table.cap = v;
     }

@@ -38,6 +38,7 @@ pub fn run(args: &ModesArgs) -> ExitCode {
             ring_bytes: 4096,
             wakeup_bytes: 4096,
             enrich: true,
+            ..LoadOptions::default()
         };
         let report = match Probes::load(opts) {
             Ok(p) => ModeReport {

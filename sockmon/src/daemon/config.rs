@@ -87,6 +87,12 @@ pub struct KernelConfig {
     /// cost (`cargo xtask bench`): closes then carry no counters and events
     /// no argv. Restart to change.
     pub enrich: bool,
+    /// The most threads of one uid inside bind, listen, connect or accept
+    /// at once that the `syscalls` mode follows (1 to 16384; default 4096,
+    /// a quarter of the shared in-flight map): one user's blocked threads
+    /// lose that user's further events (`pending_user_full`), never anyone
+    /// else's. Restart to change.
+    pub pending_per_user: u32,
 }
 
 /// Periodic `flow` records of live TCP connections (flows, issue 13).
@@ -217,6 +223,7 @@ impl Default for KernelConfig {
             ring_kib: sockmon_common::DEFAULT_RING_BYTES / 1024,
             attach: "auto".into(),
             enrich: true,
+            pending_per_user: sockmon_common::DEFAULT_PENDING_PER_UID,
         }
     }
 }
@@ -325,6 +332,16 @@ impl Config {
                 format!(
                     "`{}` is not one of auto, socket, syscalls",
                     self.kernel.attach
+                ),
+            );
+        }
+        let p = self.kernel.pending_per_user;
+        if !(1..=sockmon_common::PENDING_CAPACITY).contains(&p) {
+            return bad(
+                "kernel.pending_per_user",
+                format!(
+                    "{p} is not between 1 and {}",
+                    sockmon_common::PENDING_CAPACITY
                 ),
             );
         }

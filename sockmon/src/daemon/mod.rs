@@ -108,6 +108,7 @@ pub fn run(setup: DaemonSetup, log: LogHandle) -> Result<(), Failure> {
             // Validated with the configuration.
             attach: AttachMode::from_name(&setup.config.kernel.attach).unwrap_or_default(),
             enrich: setup.config.kernel.enrich,
+            pending_per_uid: u64::from(setup.config.kernel.pending_per_user),
         },
         table_cap: setup.config.table.cap,
         max_owners: setup.config.table.max_owners,
@@ -400,11 +401,15 @@ async fn apply_reload(
             .send(sinks::SinkControl::Reconfigure(new.sinks.clone()))
             .await;
     }
-    let fixed: [(&str, bool); 4] = [
+    let fixed: [(&str, bool); 5] = [
         ("api.socket", new.api.socket != old.api.socket),
         (
             "kernel.ring_kib",
             new.kernel.ring_kib != old.kernel.ring_kib,
+        ),
+        (
+            "kernel.pending_per_user",
+            new.kernel.pending_per_user != old.kernel.pending_per_user,
         ),
         ("table.cap", new.table.cap != old.table.cap),
         (

@@ -314,7 +314,7 @@ mod tests {
         let shared = Shared::default();
         shared.subscriber_lagged.store(7, Ordering::Relaxed);
         let st = s.status(
-            &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
             table(),
             &shared,
             AttachStatus::default(),
@@ -324,17 +324,18 @@ mod tests {
         assert_eq!(st.dropped["record_read_failed"], 7);
         assert_eq!(st.dropped["scratch_missing"], 8);
         assert_eq!(st.dropped["head_out_of_bounds"], 9);
+        assert_eq!(st.dropped["pending_user_full"], 10);
         assert_eq!(st.dropped["subscriber_lagged"], 7);
-        assert_eq!(st.dropped.len(), 14);
+        assert_eq!(st.dropped.len(), 15);
         shared.count_sink_loss("clickhouse_spool_full", 0);
         shared.count_sink_loss("clickhouse_spool_full", 3);
         let st = s.status(
-            &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
             table(),
             &shared,
             AttachStatus::default(),
         );
         assert_eq!(st.dropped["clickhouse_spool_full"], 3);
-        assert_eq!(st.dropped.len(), 15);
+        assert_eq!(st.dropped.len(), 16);
     }
 }

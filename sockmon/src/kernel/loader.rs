@@ -12,9 +12,9 @@ use aya::{
     programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, CgroupSockAddr, SockOps, TracePoint},
 };
 use sockmon_common::{
-    COUNTERS_MAP, DEFAULT_RING_BYTES, ENRICH_GLOBAL, EVENTS_MAP, KFUNC_KINDS_GLOBAL, KernelCounter,
-    OFFSETS_GLOBAL, SYSCALLS_MODE_GLOBAL, WAKEUP_BYTES_GLOBAL, flow::FLOW_OFFSETS_GLOBAL,
-    kfunc_kinds,
+    COUNTERS_MAP, DEFAULT_PENDING_PER_UID, DEFAULT_RING_BYTES, ENRICH_GLOBAL, EVENTS_MAP,
+    KFUNC_KINDS_GLOBAL, KernelCounter, OFFSETS_GLOBAL, PENDING_PER_UID_GLOBAL,
+    SYSCALLS_MODE_GLOBAL, WAKEUP_BYTES_GLOBAL, flow::FLOW_OFFSETS_GLOBAL, kfunc_kinds,
 };
 
 use super::{
@@ -85,6 +85,9 @@ pub struct LoadOptions {
     pub attach: AttachMode,
     /// The flows records at close and exec (on unless measuring their cost).
     pub enrich: bool,
+    /// The most syscalls of one uid in flight at once in the `syscalls`
+    /// mode (its share of the shared in-flight map).
+    pub pending_per_uid: u64,
 }
 
 impl Default for LoadOptions {
@@ -94,6 +97,7 @@ impl Default for LoadOptions {
             wakeup_bytes: (DEFAULT_RING_BYTES / 8) as u64,
             attach: AttachMode::Auto,
             enrich: true,
+            pending_per_uid: u64::from(DEFAULT_PENDING_PER_UID),
         }
     }
 }
@@ -253,6 +257,7 @@ impl Probes {
             .override_global(SYSCALLS_MODE_GLOBAL, &syscalls_flag, true)
             .override_global(ENRICH_GLOBAL, &enrich_flag, true)
             .override_global(KFUNC_KINDS_GLOBAL, &plan.kfunc, true)
+            .override_global(PENDING_PER_UID_GLOBAL, &opts.pending_per_uid, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .load(OBJECT)?;
         check_registry(&ebpf)?;

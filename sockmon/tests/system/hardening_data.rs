@@ -10,6 +10,10 @@
 //!   enough of them to keep the dump from ever ending (would stall the
 //!   start-up and every later re-snapshot).
 //! - Fork amplification: real forks at a lowered `--max-owners`.
+//! - One user filling the shared in-flight map (`syscalls` mode): nobody's
+//!   threads blocked in `connect()` at a lowered `--pending-per-user`; the
+//!   excess is that user's own loss, counted exactly, and root's connects
+//!   and, once the threads are gone, nobody's own are reported again.
 //!
 //! Needs util-linux (`unshare`, `setpriv`) and python3.
 
@@ -22,7 +26,9 @@ use std::{
     time::Duration,
 };
 
-use crate::support::{Daemon, bin, eventually_within, shared};
+use crate::support::{
+    Daemon, bin, eventually_within, exclusive, read_json_line, request_on, shared,
+};
 
 /// The fake sockets' addresses: 10.66.0.0/16, which nothing else uses.
 const FAKE_PREFIX: &str = "10.66.";
@@ -537,4 +543,190 @@ fn fork_amplification_collapses_past_a_lowered_owner_cap() {
     }
     drop(parent.stdin.take());
     let _ = parent.wait();
+}
+
+/// Threads of `nobody` (uid 65534), started 100 ms apart (so that no two
+/// pass the share check in the same instant), each blocked in `connect()`
+/// to `addr` (a listener whose queue is full: its SYNs are dropped, and a
+/// connect waits through its retries). Prints `ready` once all are started.
+const BLOCKERS: &str = r#"
+import socket, sys, threading, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def block():
+    # Blocking (no timeout: Python would make the socket non-blocking and
+    # wait in poll(), outside connect()).
+    s = socket.socket()
+    try:
+        s.connect((host, port))
+    except OSError:
+        pass
+for _ in range(n):
+    threading.Thread(target=block, daemon=True).start()
+    time.sleep(0.1)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+/// One connect by `nobody` to `port`, then exit; prints its pid first.
+const ONE_CONNECT: &str = r#"
+import os, socket, sys
+print(os.getpid(), flush=True)
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.close()
+"#;
+
+fn as_nobody(script: &str, args: &[String]) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/usr/bin/python3",
+        "-c",
+        script,
+    ])
+    .args(args);
+    c
+}
+
+#[test]
+fn one_user_blocked_in_connect_cannot_take_everyone_s_share_of_the_in_flight_map() {
+    // Exact loss counts of the daemon: alone (others' syscalls would count too).
+    let _turn = exclusive();
+    const SHARE: u64 = 4;
+    const BLOCKED: u64 = 10;
+    let d = Daemon::start(
+        "pending-share",
+        &[
+            "--no-config",
+            "--attach",
+            "syscalls",
+            "--pending-per-user",
+            &SHARE.to_string(),
+        ],
+    );
+    let dropped = |name: &str| status(&d)["dropped"][name].as_u64().unwrap();
+    let before = dropped("pending_user_full");
+    // A listener whose queue (backlog 0: one connection) is full.
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(0).unwrap();
+    let full: TcpListener = s.into();
+    let addr = full.local_addr().unwrap();
+    let queued = std::net::TcpStream::connect(addr).unwrap();
+    let mut blockers = as_nobody(
+        BLOCKERS,
+        &[
+            "127.0.0.1".into(),
+            addr.port().to_string(),
+            BLOCKED.to_string(),
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("setpriv python3");
+    let mut line = String::new();
+    BufReader::new(blockers.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    eventually_within(
+        "every blocked connect in SYN_SENT",
+        Duration::from_secs(60),
+        || {
+            let n = sockmon_testkit::ss::lines(&[
+                "-Htn",
+                "state",
+                "syn-sent",
+                "dst",
+                &addr.to_string(),
+            ])
+            .expect("ss")
+            .len() as u64;
+            (n == BLOCKED).then_some(())
+        },
+    );
+    // Its share held, nobody's other connects are its own loss, exactly.
+    let lost = eventually_within(
+        "pending_user_full to count nobody's excess",
+        Duration::from_secs(30),
+        || {
+            let n = dropped("pending_user_full") - before;
+            (n >= BLOCKED - SHARE).then_some(n)
+        },
+    );
+    assert_eq!(
+        lost,
+        BLOCKED - SHARE,
+        "one loss per connect beyond the share"
+    );
+    // Root's connects are reported, from the syscall, with the acting thread.
+    let open = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = open.local_addr().unwrap().port();
+    let mut sub = d.connect();
+    let ok = request_on(
+        &mut sub,
+        &format!(r#"{{"op":"subscribe","filter":{{"event":["connect"],"port":[{port}]}}}}"#),
+    );
+    assert_eq!(ok["subscribed"], true, "{ok}");
+    let me = std::process::id();
+    let mut mine = Vec::new();
+    for _ in 0..SHARE + 2 {
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (a, _) = open.accept().unwrap();
+        mine.push(c.local_addr().unwrap().port());
+        drop((c, a));
+    }
+    for src in &mine {
+        let ev = read_json_line(&mut sub);
+        assert_eq!(
+            (ev["event"].as_str(), ev["pid"].as_u64()),
+            (Some("connect"), Some(u64::from(me))),
+            "{ev}"
+        );
+        assert_eq!(ev["src_port"], *src, "{ev}");
+        assert_eq!(ev["dst_port"], port, "{ev}");
+        assert_eq!(ev["attribution"], "thread", "{ev}");
+        assert_eq!(ev["uid"], 0, "{ev}");
+    }
+    assert_eq!(
+        dropped("pending_user_full") - before,
+        lost,
+        "root lost nothing"
+    );
+    // The blocked threads gone, nobody's share is whole again: its next
+    // connect is reported.
+    let _ = blockers.kill();
+    let _ = blockers.wait();
+    eventually_within("nobody's connects to end", Duration::from_secs(60), || {
+        sockmon_testkit::ss::lines(&["-Htn", "state", "syn-sent", "dst", &addr.to_string()])
+            .expect("ss")
+            .is_empty()
+            .then_some(())
+    });
+    let mut one = as_nobody(ONE_CONNECT, &[port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv python3");
+    let mut pid = String::new();
+    BufReader::new(one.stdout.take().unwrap())
+        .read_line(&mut pid)
+        .unwrap();
+    let pid: u64 = pid.trim().parse().unwrap();
+    let (a, _) = open.accept().unwrap();
+    assert!(one.wait().unwrap().success());
+    let ev = read_json_line(&mut sub);
+    assert_eq!(
+        (ev["event"].as_str(), ev["pid"].as_u64(), ev["uid"].as_u64()),
+        (Some("connect"), Some(pid), Some(65534)),
+        "{ev}"
+    );
+    assert_eq!(
+        dropped("pending_user_full") - before,
+        lost,
+        "the share came back whole"
+    );
+    drop((a, queued, full));
 }
