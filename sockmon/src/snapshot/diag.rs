@@ -5,7 +5,7 @@
 //! fixed-size binary records (no text to format and re-parse), filtered by
 //! family in the kernel, with the socket inode and uid in every record; it is
 //! what `ss` uses, and it is several times faster on large tables (see the
-//! measurement in `tests/snapshot.rs`).
+//! measurement in `tests/system/snapshot.rs`).
 //!
 //! A sock_diag socket answers for the network namespace it was *created*
 //! in; the caller picks the namespace (see `snapshot::netns`).
