@@ -3,8 +3,9 @@
 //! The connection loop runs flat out (one client per core) while sockmon is
 //! attached and its event stream is read: `watch --json`'s stdout, or a
 //! daemon `subscribe` filtered to the workload's port. Events for that port
-//! are counted against what the workload did: per connection a connect, an
-//! accept and two closes, plus the listener's bind, listen and close. Drops
+//! are counted against what the workload did: per connection a connect, its
+//! `connect_result`, an accept and two closes (a failed connect: its connect
+//! and its result), plus the listener's bind, listen and close. Drops
 //! are sockmon's own kernel-side counters (`lost` records from `watch`, the
 //! daemon's `status.dropped`); they are machine-wide, so they bound the
 //! workload's drops from above. `missing = expected − delivered − dropped`:
@@ -205,8 +206,9 @@ fn flood(plan: &CompletenessPlan, tools: &Tools, ring: u32) -> anyhow::Result<Fl
     let m = tools.run_worker(&job)?;
     let cores = (attached.cpu_seconds()? - cpu0) / t0.elapsed().as_secs_f64();
     attached.ensure_running()?;
-    // Each connection: connect, accept, two closes; the listener: bind, listen, close.
-    let expected = 4 * m.total_ops + m.failed + 3;
+    // Each connection: connect, its connect_result, accept, two closes (a
+    // failed one: connect and result); the listener: bind, listen, close.
+    let expected = 5 * m.total_ops + 2 * m.failed + 3;
     let kernel_dropped = settle(&live, expected, api.as_ref(), &base)?;
     attached.stop()?;
     let tally = reader

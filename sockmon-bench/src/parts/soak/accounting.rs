@@ -59,11 +59,13 @@ impl Counts {
 }
 
 /// Events the churn causes, by kind (the server's two closes are added
-/// when it stops). A failed connect is one event: the socket's close no
+/// when it stops). Every connect has its `connect_result`, also a failed
+/// one; a failed connect has no close of its own: the socket's close no
 /// longer carries the port.
 pub(super) fn expected_events(c: &Churn) -> BTreeMap<String, u64> {
     BTreeMap::from([
         ("connect".into(), c.conns + c.failed),
+        ("connect_result".into(), c.conns + c.failed),
         ("accept".into(), c.conns),
         ("close".into(), 2 * c.conns + c.udp_sent),
         ("bind".into(), c.udp_sent),
@@ -104,10 +106,11 @@ mod tests {
         };
         let e = expected_events(&c);
         assert_eq!(e["connect"], 11);
+        assert_eq!(e["connect_result"], 11);
         assert_eq!(e["accept"], 10);
         assert_eq!(e["close"], 25);
         assert_eq!(e["bind"], 5);
-        assert_eq!(total(&e), 51);
+        assert_eq!(total(&e), 62);
         let delivered = BTreeMap::from([("connect".into(), 11), ("close".into(), 26)]);
         let d = by_kind_difference(&e, &delivered);
         assert_eq!((d["close"], d["accept"], d["connect"]), (-1, 10, 0));

@@ -15,7 +15,7 @@
 //! port on one side), one to the churn processes' name and UDP (a fresh
 //! socket's implicit bind and its close carry only its own ephemeral port:
 //! for them the destination is unspecified). Expected per connection: a
-//! connect, an accept and two closes; per UDP send: an implicit bind and a
+//! connect, its `connect_result`, an accept and two closes; per UDP send: an implicit bind and a
 //! close; for the server, two closes when it stops (its binds and listen
 //! come before the subscriptions can name its ports, so they are not
 //! counted). Drops are the daemon's `status.dropped` (all causes, before vs
