@@ -31,7 +31,7 @@ use crate::{
 /// `BPF_NOEXIST`: insert only if the key is new.
 const BPF_NOEXIST: u64 = 1;
 
-/// The share count of `uid`: its map slot, only ever accessed atomically.
+/// The share count of `uid`: its map slot, read whole and added to atomically.
 #[inline(always)]
 fn share_of(uid: u32) -> Option<Share> {
     PENDING_BY_UID.get_ptr_mut(uid).map(Share)
@@ -102,7 +102,8 @@ fn save(mut pending: Pending) -> Fallible<()> {
     let key = bpf_get_current_pid_tgid();
     // A stale entry of this thread (from a missed exit) already holds a
     // share; BPF_ANY replaces it in place.
-    // SAFETY: only whether the entry exists is read.
+    // SAFETY: the entry's uid is copied out at once; only this thread
+    // writes its own key.
     let stale = unsafe { PENDING.get(key) }.map(|p| p.uid);
     let uid = match stale {
         Some(uid) => uid,

@@ -388,3 +388,21 @@ pub fn read_json_line(s: &mut std::os::unix::net::UnixStream) -> serde_json::Val
     serde_json::from_slice(&line)
         .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&line)))
 }
+
+/// A TCP listener on 127.0.0.1 whose queue holds one connection (backlog
+/// 0): once one client is queued, the SYNs of the next are dropped and
+/// their `connect()` blocks through its retries (std's listeners take 128).
+pub fn listen_backlog_0() -> std::net::TcpListener {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(0).unwrap();
+    s.into()
+}
+
+/// How many connects to `addr` wait in SYN_SENT (`ss`, through the one parser).
+pub fn syn_sent_to(addr: std::net::SocketAddr) -> usize {
+    sockmon_testkit::ss::lines(&["-Htn", "state", "syn-sent", "dst", &addr.to_string()])
+        .expect("ss")
+        .len()
+}

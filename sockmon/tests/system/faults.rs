@@ -17,8 +17,8 @@ use std::{
 };
 
 use crate::support::{
-    self, Daemon, eventually_within, exclusive, program_ids_of, read_json_line, request_on, shared,
-    wait_unloaded,
+    self, Daemon, eventually_within, exclusive, listen_backlog_0, program_ids_of, read_json_line,
+    request_on, shared, syn_sent_to, wait_unloaded,
 };
 
 fn status(d: &Daemon) -> serde_json::Value {
@@ -382,7 +382,7 @@ fn a_burst_larger_than_the_ring_is_counted_reported_and_healed() {
 fn a_connect_in_flight_at_start_is_counted_as_pending_missing() {
     let _turn = exclusive();
     // Backlog 0 queues one connection; the next one's SYNs are dropped.
-    let listener = listen_with_backlog(0);
+    let listener = listen_backlog_0();
     let addr = listener.local_addr().unwrap();
     let queued = std::net::TcpStream::connect(addr).unwrap();
     let in_flight = std::thread::spawn(move || std::net::TcpStream::connect(addr));
@@ -390,17 +390,7 @@ fn a_connect_in_flight_at_start_is_counted_as_pending_missing() {
     eventually_within(
         "the connect to wait in SYN_SENT",
         Duration::from_secs(20),
-        || {
-            let n = sockmon_testkit::ss::lines(&[
-                "-Htn",
-                "state",
-                "syn-sent",
-                "dst",
-                &addr.to_string(),
-            ])
-            .expect("ss");
-            (!n.is_empty()).then_some(())
-        },
+        || (syn_sent_to(addr) > 0).then_some(()),
     );
     let d = Daemon::start("pending-missing", &["--no-config", "--attach", "syscalls"]);
     let before = status(&d)["dropped"]["pending_missing"].as_u64().unwrap();
@@ -420,13 +410,4 @@ fn a_connect_in_flight_at_start_is_counted_as_pending_missing() {
     );
     assert_eq!(missing, before + 1, "exactly the one connect in flight");
     drop((first, stream, queued));
-}
-
-/// A TCP listener on 127.0.0.1 with the given backlog (std's is 128).
-fn listen_with_backlog(backlog: i32) -> TcpListener {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    s.listen(backlog).unwrap();
-    s.into()
 }

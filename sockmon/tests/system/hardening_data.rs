@@ -27,7 +27,8 @@ use std::{
 };
 
 use crate::support::{
-    Daemon, bin, eventually_within, exclusive, read_json_line, request_on, shared,
+    Daemon, bin, eventually_within, exclusive, listen_backlog_0, read_json_line, request_on,
+    shared, syn_sent_to,
 };
 
 /// The fake sockets' addresses: 10.66.0.0/16, which nothing else uses.
@@ -608,11 +609,7 @@ fn one_user_blocked_in_connect_cannot_take_everyone_s_share_of_the_in_flight_map
     let dropped = |name: &str| status(&d)["dropped"][name].as_u64().unwrap();
     let before = dropped("pending_user_full");
     // A listener whose queue (backlog 0: one connection) is full.
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    s.listen(0).unwrap();
-    let full: TcpListener = s.into();
+    let full = listen_backlog_0();
     let addr = full.local_addr().unwrap();
     let queued = std::net::TcpStream::connect(addr).unwrap();
     let mut blockers = as_nobody(
@@ -635,18 +632,7 @@ fn one_user_blocked_in_connect_cannot_take_everyone_s_share_of_the_in_flight_map
     eventually_within(
         "every blocked connect in SYN_SENT",
         Duration::from_secs(60),
-        || {
-            let n = sockmon_testkit::ss::lines(&[
-                "-Htn",
-                "state",
-                "syn-sent",
-                "dst",
-                &addr.to_string(),
-            ])
-            .expect("ss")
-            .len() as u64;
-            (n == BLOCKED).then_some(())
-        },
+        || (syn_sent_to(addr) as u64 == BLOCKED).then_some(()),
     );
     // Its share held, nobody's other connects are its own loss, exactly.
     let lost = eventually_within(
@@ -701,10 +687,7 @@ fn one_user_blocked_in_connect_cannot_take_everyone_s_share_of_the_in_flight_map
     let _ = blockers.kill();
     let _ = blockers.wait();
     eventually_within("nobody's connects to end", Duration::from_secs(60), || {
-        sockmon_testkit::ss::lines(&["-Htn", "state", "syn-sent", "dst", &addr.to_string()])
-            .expect("ss")
-            .is_empty()
-            .then_some(())
+        (syn_sent_to(addr) == 0).then_some(())
     });
     let mut one = as_nobody(ONE_CONNECT, &[port.to_string()])
         .stdout(Stdio::piped())
